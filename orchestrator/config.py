@@ -1,0 +1,219 @@
+"""The sweep configuration: one pydantic model per concern, declared once.
+
+Every field has a type, a default and a description (the README's reference is generated from
+them). Unknown keys are errors. Rules that span fields live in :func:`check_rules`, which
+collects every problem rather than stopping at the first. Nothing here imports torch or Ray.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Metrics every trial reports at each evaluation; a sweep may optimise any of them.
+REPORTED_METRICS = {
+    "eval_loss": "min",
+    "eval_perplexity": "min",
+    "eval_mean_token_accuracy": "max",
+    "train_loss": "min",
+}
+DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class Quantization(Section):
+    mode: Literal["4bit", "8bit", "none"] = Field(
+        "4bit", description="Load the base model in 4-bit (QLoRA), 8-bit, or unquantized.")
+    quant_type: Literal["nf4", "fp4"] = Field(
+        "nf4", description="4-bit data type: NormalFloat4 (QLoRA's) or FP4.")
+    double_quant: bool = Field(
+        True, description="Quantize the quantization constants too (QLoRA's double quantization).")
+    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="dtype of the matmuls: auto = bfloat16 on a GPU that supports it, "
+        "else float32.")
+
+
+class ModelSection(Section):
+    name_or_path: str = Field(
+        "builtin:tiny-llama", min_length=1,
+        description="Base causal LM: a Hub id, a local folder, or builtin:tiny-llama.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    quantization: Quantization = Field(default_factory=Quantization,
+                                       description="How the base model is quantized.")
+    trust_remote_code: bool = Field(
+        False, description="Allow model code from the Hub repo to run (only for repos you trust).")
+
+
+class DataSource(Section):
+    path: str = Field(..., min_length=1, description="A local .jsonl/.json/.csv/.parquet file "
+                      "(relative to the config file) or a Hub dataset name.")
+    split: str = Field("train", description="Split to read from a Hub dataset.")
+    subset: str | None = Field(None, description="Hub dataset configuration name, if any.")
+
+    @property
+    def is_local(self) -> bool:
+        return (self.path.lower().endswith(DATA_SUFFIXES)
+                or self.path.startswith(("/", "./", "../", "~")))
+
+
+def _source(value: Any) -> Any:
+    return {"path": value} if isinstance(value, str) else value
+
+
+class DataSection(Section):
+    train: DataSource = Field(
+        default_factory=lambda: DataSource(path="examples/data/pricing_train.jsonl"),
+        description="Training data (a path string is shorthand for {path: ...}).")
+    eval: DataSource | None = Field(
+        None, description="Held-out eval data; when absent, eval_fraction of train is held out.")
+    format: Literal["auto", "prompt_completion", "messages", "instruction"] = Field(
+        "auto", description="Row format: prompt/completion columns, a messages list (chat), "
+        "instruction/input/output, or auto-detected.")
+    eval_fraction: float = Field(
+        0.1, gt=0, lt=1, description="Share of train held out for eval when there is no eval.")
+    max_length: int = Field(512, ge=16, description="Longest tokenized example; longer ones "
+                            "are truncated.")
+    max_eval_samples: int | None = Field(
+        None, ge=1, description="Evaluate on at most this many eval rows (first N).")
+
+    _coerce = field_validator("train", "eval", mode="before")(_source)
+
+
+class LoraSection(Section):
+    r: int = Field(16, gt=0, description="LoRA rank.")
+    alpha: float | None = Field(
+        None, gt=0, description="LoRA alpha; when unset, alpha = alpha_ratio x r.")
+    alpha_ratio: float = Field(2.0, gt=0, description="alpha / r, used when alpha is unset.")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: str | list[str] = Field(
+        "all-linear", description="Group (attention, mlp, all-linear) or explicit module names.")
+    bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases train.")
+    use_rslora: bool = Field(False, description="Rank-stabilised scaling alpha/sqrt(r).")
+    use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
+
+    @field_validator("target_modules")
+    @classmethod
+    def _non_empty(cls, v):
+        if isinstance(v, list) and not v:
+            raise ValueError("an explicit module list must name at least one module")
+        return v
+
+
+OPTIMIZERS = ("auto", "adamw_torch", "adamw_torch_fused", "paged_adamw_32bit",
+              "paged_adamw_8bit", "adamw_bnb_8bit", "adafactor", "sgd")
+
+
+class TrainingSection(Section):
+    max_steps: int = Field(200, gt=0, description="Optimizer steps per trial (ASHA's budget).")
+    per_device_train_batch_size: int = Field(8, gt=0, description="Train batch per device.")
+    per_device_eval_batch_size: int = Field(16, gt=0, description="Eval batch per device.")
+    gradient_accumulation_steps: int = Field(1, gt=0, description="Batches per optimizer step.")
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    eval_steps: int = Field(25, gt=0, description="Evaluate, report and checkpoint every N steps.")
+    logging_steps: int = Field(5, gt=0, description="Log train loss every N steps.")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of steps spent warming up.")
+    lr_scheduler_type: Literal["linear", "cosine", "cosine_with_restarts", "polynomial",
+                               "constant", "constant_with_warmup"] = Field(
+        "cosine", description="Learning-rate schedule.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    optim: Literal[OPTIMIZERS] = Field(  # type: ignore[valid-type]
+        "auto", description="Optimizer; auto = paged_adamw_32bit on GPU, adamw_torch on CPU.")
+    seed: int = Field(42, description="Seed for weights init, data order and dropout.")
+    max_grad_norm: float = Field(0.3, ge=0, description="Gradient clipping (0 = off).")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
+
+
+class SearchSection(Section):
+    algorithm: Literal["optuna", "random", "grid"] = Field(
+        "optuna", description="optuna (TPE), random, or grid (every combination of choices once).")
+    num_trials: int = Field(8, gt=0, description="Trials to run (grid: ignored).")
+    max_concurrent: int | None = Field(
+        None, gt=0, description="Trials running at once; default: as many as the cluster fits.")
+    metric: str = Field("eval_loss", description="Metric to optimise: "
+                        + ", ".join(REPORTED_METRICS) + ".")
+    mode: Literal["min", "max"] | None = Field(
+        None, description="min or max; default follows the metric (losses min, accuracy max).")
+    seed: int = Field(0, description="Seed of the search algorithm.")
+    initial_points: list[dict[str, Any]] = Field(
+        default_factory=list, description="Known-good configs (dotted keys) evaluated first.")
+
+    @property
+    def resolved_mode(self) -> str:
+        return self.mode or REPORTED_METRICS.get(self.metric, "min")
+
+
+class SchedulerSection(Section):
+    type: Literal["asha", "none"] = Field("asha", description="asha (early stopping) or none.")
+    grace_period: int | None = Field(
+        None, gt=0, description="Steps before ASHA may stop a trial; default: training.eval_steps.")
+    reduction_factor: float = Field(2.0, gt=1, description="ASHA keeps 1/reduction_factor per rung.")
+    max_t: int | None = Field(None, gt=0, description="Last ASHA rung, in steps; default: "
+                              "training.max_steps.")
+
+
+class ResourcesSection(Section):
+    cpu: float = Field(1.0, gt=0, description="CPUs per trial.")
+    gpu: float = Field(0.0, ge=0, description="GPUs per trial; a fraction (0.5) packs trials on "
+                       "one GPU.")
+
+    @field_validator("gpu")
+    @classmethod
+    def _gpu_fraction(cls, v: float) -> float:
+        if v > 1 and not float(v).is_integer():
+            raise ValueError("more than one GPU must be a whole number (fractions only below 1)")
+        return v
+
+
+class StorageSection(Section):
+    path: str = Field("sweeps", description="Where sweep dirs go: a local path (relative to the "
+                      "working directory), a shared file system, or s3:// / gs://.")
+    name: str | None = Field(None, description="Sweep dir name; default: <config stem>-<time>.")
+    keep_checkpoints: int = Field(2, ge=1, description="Best checkpoints kept per trial.")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v):
+        if v is not None and (not v or "/" in v or v.startswith(".")):
+            raise ValueError("must be a plain folder name (no '/', not starting with '.')")
+        return v
+
+
+class SweepConfig(Section):
+    model: ModelSection = Field(default_factory=ModelSection, description="The base model.")
+    data: DataSection = Field(default_factory=DataSection, description="Training and eval data.")
+    lora: LoraSection = Field(default_factory=LoraSection,
+                              description="Fixed LoRA settings (used where not searched).")
+    training: TrainingSection = Field(default_factory=TrainingSection,
+                                      description="Fixed SFT settings (used where not searched).")
+    search_space: dict[str, Any] = Field(
+        default_factory=dict, description="Searched settings (dotted names), optionally on top "
+        "of a preset: {preset: cpu-demo, lora.r: {choice: [8, 16]}}.")
+    search: SearchSection = Field(default_factory=SearchSection, description="Search algorithm.")
+    scheduler: SchedulerSection = Field(default_factory=SchedulerSection,
+                                        description="Early stopping.")
+    resources: ResourcesSection = Field(default_factory=ResourcesSection,
+                                        description="Per-trial resources.")
+    storage: StorageSection = Field(default_factory=StorageSection,
+                                    description="Where results go.")
+
+    @field_validator("search_space", mode="before")
+    @classmethod
+    def _preset_shorthand(cls, v):
+        return {"preset": v} if isinstance(v, str) else v
+
+
+SEARCHABLE_SECTIONS = {"lora": LoraSection, "training": TrainingSection}
+
+
+def searchable_keys() -> list[str]:
+    """Every dotted setting a search space may vary."""
+    return [f"{s}.{f}" for s, model in SEARCHABLE_SECTIONS.items() for f in model.model_fields]
+
+
+def is_finite_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

@@ -1,0 +1,168 @@
+"""Read a sweep config: YAML (with line numbers), dotted overrides, validation, all problems at once."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from .config import SweepConfig
+from .errors import UserError
+from .rules import check_rules
+
+
+def _line_map(text: str) -> dict[tuple, int]:
+    """Map each key path in the YAML document to its 1-based line number."""
+    lines: dict[tuple, int] = {}
+
+    def walk(node, path: tuple):
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                k = key.value
+                lines[path + (k,)] = key.start_mark.line + 1
+                walk(value, path + (k,))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                lines[path + (i,)] = item.start_mark.line + 1
+                walk(item, path + (i,))
+
+    try:
+        walk(yaml.compose(text), ())
+    except yaml.YAMLError:
+        pass
+    return lines
+
+
+def read_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:
+    """Parse a config file; a syntax error names the line and column."""
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist. Fix: pass the path of a sweep YAML "
+                        f"file, e.g. examples/demo_cpu.yaml.")
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise UserError(f"{path}{where}: not valid YAML ({problem}). Fix: check the indentation "
+                        f"and quoting on that line.") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: the top level must be a mapping of sections (model, data, "
+                        f"lora, ...), got a {type(data).__name__}.")
+    return data, _line_map(text)
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``key=value`` overrides with dotted keys; values are parsed as YAML scalars/lists.
+
+    ``search_space.<name>=...`` sets a search-space entry, whose own name is dotted.
+    """
+    problems = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            problems.append(f"override '{item}' is not key=value. Fix: write e.g. "
+                            f"search.num_trials=16.")
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        parts = key.split(".")
+        if parts[0] == "search_space" and len(parts) > 1:
+            parts = ["search_space", ".".join(parts[1:])]
+        node = data
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[parts[-1]] = value
+    if problems:
+        raise UserError("bad command-line override", problems)
+    return data
+
+
+def _known_fields(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names at the parent of ``loc`` in the schema."""
+    current: Any = model
+    for part in loc[:-1]:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        current = next((a for a in getattr(ann, "__args__", (ann,))
+                        if isinstance(a, type) and issubclass(a, BaseModel)), ann)
+    return list(getattr(current, "model_fields", {}))
+
+
+def _describe(model: type[BaseModel], loc: tuple) -> str | None:
+    current: Any = model
+    field = None
+    for part in loc:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        ann = field.annotation
+        current = next((a for a in getattr(ann, "__args__", (ann,))
+                        if isinstance(a, type) and issubclass(a, BaseModel)), ann)
+    return field.description if field else None
+
+
+def format_validation_errors(err: ValidationError, lines: dict[tuple, int],
+                             source: str) -> list[str]:
+    problems = []
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p in ("function-after",)))
+        dotted = ".".join(str(p) for p in loc)
+        line = lines.get(loc)
+        at = f"{source} line {line}: " if line else ""
+        if e["type"] == "extra_forbidden":
+            known = _known_fields(SweepConfig, loc)
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.5)
+            hint = f" Did you mean '{'.'.join(map(str, loc[:-1] + (close[0],)))}'?" if close else ""
+            problems.append(f"{at}{dotted}: unknown key.{hint} Known keys here: "
+                            f"{', '.join(known)}.")
+            continue
+        value = e.get("input")
+        desc = _describe(SweepConfig, loc)
+        fix = f" Fix: {dotted} is: {desc}" if desc else ""
+        msg = e["msg"].removeprefix("Value error, ")
+        problems.append(f"{at}{dotted} = {value!r}: {msg}.{fix}")
+    return problems
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> tuple[SweepConfig, dict]:
+    """Read, override and validate a sweep config, reporting every problem together.
+
+    Returns:
+        The validated config and a dict of derived facts (the config's folder, the parsed
+        search space) used by pre-flight and the orchestrator.
+
+    Raises:
+        UserError: with every problem found.
+    """
+    path = Path(path)
+    data, lines = read_yaml(path)
+    data = apply_overrides(data, list(overrides or []))
+    try:
+        cfg = SweepConfig.model_validate(data)
+    except ValidationError as err:
+        problems = format_validation_errors(err, lines, path.name)
+        # The search space is checked on its own so its problems show up in the same report.
+        raw_space = data.get("search_space")
+        if isinstance(raw_space, (dict, str)):
+            from .rules import check_space_only
+
+            problems += check_space_only(raw_space)
+        raise UserError(f"{path}: {len(problems)} problem(s) in the config", problems) from None
+    derived, problems = check_rules(cfg, base_dir=path.resolve().parent)
+    if problems:
+        raise UserError(f"{path}: {len(problems)} problem(s) in the config", problems)
+    derived["config_path"] = str(path.resolve())
+    return cfg, derived

@@ -1,0 +1,130 @@
+"""Rules that span fields of the sweep config; every broken rule is collected, none asserted."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from search_spaces import SpaceError, merge_space, parse_space
+from search_spaces.domains import Domain, grid_size
+
+from .config import REPORTED_METRICS, SEARCHABLE_SECTIONS, SweepConfig, searchable_keys
+
+
+def _parse(raw: dict | str) -> tuple[dict[str, Domain], list[str]]:
+    try:
+        entries = merge_space({"preset": raw} if isinstance(raw, str) else raw)
+        return parse_space(entries), []
+    except SpaceError as err:
+        return {}, err.problems
+
+
+def _check_domains(domains: dict[str, Domain]) -> list[str]:
+    problems = []
+    known = searchable_keys()
+    for name, dom in domains.items():
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            problems.append(f"search_space.{name}: not a setting that can be searched.{hint} "
+                            f"Searchable: lora.* and training.* settings.")
+            continue
+        section, field = name.split(".", 1)
+        model = SEARCHABLE_SECTIONS[section]
+        if field == "target_modules":
+            continue  # group names and module lists are resolved against the model in pre-flight
+        for value in dom.candidates():
+            try:
+                model.model_validate({field: value})
+            except ValidationError as err:
+                msg = err.errors()[0]["msg"].removeprefix("Value error, ")
+                problems.append(f"search_space.{name}: the value {value!r} breaks the rule of "
+                                f"{name}: {msg}. Fix: keep every value of the {dom.kind} within "
+                                f"that rule.")
+    return problems
+
+
+def check_space_only(raw: dict | str) -> list[str]:
+    """Problems of a search space alone (used when the rest of the config failed to parse)."""
+    domains, problems = _parse(raw)
+    return problems + _check_domains(domains)
+
+
+def check_rules(cfg: SweepConfig, *, base_dir: Path) -> tuple[dict[str, Any], list[str]]:
+    """Check the rules between fields and derive what the orchestrator needs.
+
+    Returns:
+        ``(derived, problems)``; ``derived`` holds the parsed search space (``domains``), the
+        resolved ASHA bounds, the mode, and absolute data paths.
+    """
+    domains, problems = _parse(cfg.search_space)
+    problems += _check_domains(domains)
+
+    if cfg.search.metric not in REPORTED_METRICS:
+        close = difflib.get_close_matches(cfg.search.metric, list(REPORTED_METRICS), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        problems.append(f"search.metric = {cfg.search.metric!r}: trials never report this "
+                        f"metric; they report {', '.join(REPORTED_METRICS)}.{hint}")
+
+    if "lora.alpha" in domains and "lora.alpha_ratio" in domains:
+        problems.append("search_space: lora.alpha and lora.alpha_ratio are both searched, but "
+                        "alpha is either given or derived from the ratio. Fix: search one of them.")
+    if "lora.alpha_ratio" in domains and cfg.lora.alpha is not None:
+        problems.append(f"lora.alpha = {cfg.lora.alpha}: a fixed alpha overrides the searched "
+                        f"lora.alpha_ratio. Fix: remove lora.alpha, or search lora.alpha instead.")
+
+    if cfg.search.algorithm == "grid":
+        ranged = [n for n, d in domains.items() if d.kind != "choice"]
+        if ranged:
+            problems.append(f"search.algorithm = 'grid' needs every search_space entry to be a "
+                            f"choice, but {', '.join(ranged)} are ranges. Fix: use choice lists, "
+                            f"or search.algorithm: optuna.")
+        if not domains:
+            problems.append("search.algorithm = 'grid' with an empty search_space has nothing "
+                            "to combine. Fix: add choice entries to search_space.")
+
+    for i, point in enumerate(cfg.search.initial_points):
+        for key, value in point.items():
+            if key not in domains:
+                problems.append(f"search.initial_points[{i}].{key}: not a searched setting; "
+                                f"searched: {', '.join(domains) or 'none'}.")
+                continue
+            dom = domains[key]
+            from search_spaces.domains import encode_choice
+
+            if dom.kind == "choice" and encode_choice(value) not in dom.values:
+                problems.append(f"search.initial_points[{i}].{key} = {value!r}: not one of the "
+                                f"choices {list(dom.values)}.")
+            elif dom.kind != "choice" and not (dom.low <= float(value) <= dom.high):
+                problems.append(f"search.initial_points[{i}].{key} = {value!r}: outside "
+                                f"{dom.describe()}.")
+
+    max_t = cfg.scheduler.max_t or cfg.training.max_steps
+    grace = cfg.scheduler.grace_period or min(cfg.training.eval_steps, max_t)
+    if cfg.scheduler.type == "asha":
+        if grace > max_t:
+            problems.append(f"scheduler.grace_period = {grace} is greater than scheduler.max_t = "
+                            f"{max_t}: ASHA could never stop a trial. Fix: set grace_period "
+                            f"<= max_t (e.g. {max(1, max_t // 4)}).")
+        if max_t > cfg.training.max_steps:
+            problems.append(f"scheduler.max_t = {max_t} is greater than training.max_steps = "
+                            f"{cfg.training.max_steps}: no trial runs that long. Fix: leave "
+                            f"max_t unset or <= max_steps.")
+
+    def local(path: str) -> str:
+        p = Path(path).expanduser()
+        return str(p if p.is_absolute() else (base_dir / p).resolve())
+
+    derived = {
+        "domains": domains,
+        "mode": cfg.search.resolved_mode,
+        "max_t": max_t,
+        "grace_period": grace,
+        "train_path": local(cfg.data.train.path) if cfg.data.train.is_local else None,
+        "eval_path": (local(cfg.data.eval.path) if cfg.data.eval and cfg.data.eval.is_local
+                      else None),
+    }
+    return derived, problems

@@ -1,0 +1,94 @@
+"""The Trainer callback that reports each evaluation, with its checkpoint, to whoever runs the trial."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+
+from transformers import TrainerCallback
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the trial cannot produce a useful adapter."""
+
+
+Report = Callable[[dict, str], None]
+
+
+class ReportCallback(TrainerCallback):
+    """At every evaluation: collect metrics; after the checkpoint is saved: report both.
+
+    The Trainer evaluates and then saves at the same step (``save_steps == eval_steps``), so
+    ``on_save`` sees the freshly written ``checkpoint-<step>`` folder (adapter + optimizer,
+    scheduler and RNG state, never the base weights) and the metrics of that step.
+    """
+
+    def __init__(self, report: Report):
+        self._report = report
+        self._eval: dict | None = None
+        self._train_loss: float | None = None
+        self._lr: float | None = None
+        self._grad_norm: float | None = None
+        self._tokens = (None, None)  # (time, num_tokens) at the previous report
+        self._last_tokens: float | None = None
+        self.history: list[dict] = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        # Always finish with an evaluation and a checkpoint, even when max_steps is not a
+        # multiple of eval_steps, so a trial's last step is reported.
+        if state.global_step >= state.max_steps and state.global_step % args.eval_steps:
+            control.should_evaluate = True
+            control.should_save = True
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "loss" in logs:
+            loss = float(logs["loss"])
+            if not math.isfinite(loss):
+                raise TrainingDiverged(f"training diverged: train loss is {loss} at step "
+                                       f"{state.global_step}")
+            self._train_loss = loss
+        if "learning_rate" in logs:
+            self._lr = float(logs["learning_rate"])
+        if "grad_norm" in logs:
+            self._grad_norm = float(logs["grad_norm"])
+        if "num_tokens" in logs:
+            self._last_tokens = float(logs["num_tokens"])
+            if self._tokens[0] is None:
+                self._tokens = (time.monotonic(), self._last_tokens)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        metrics = metrics or {}
+        loss = float(metrics.get("eval_loss", float("nan")))
+        if not math.isfinite(loss):
+            raise TrainingDiverged(f"training diverged: eval loss is {loss} at step "
+                                   f"{state.global_step}")
+        self._eval = metrics
+
+    def on_save(self, args, state, control, **kwargs):
+        if self._eval is None:
+            return
+        step = state.global_step
+        loss = float(self._eval["eval_loss"])
+        now = time.monotonic()
+        tps = 0.0
+        t0, n0 = self._tokens
+        if t0 is not None and self._last_tokens is not None and now > t0:
+            tps = (self._last_tokens - n0) / (now - t0)
+            self._tokens = (now, self._last_tokens)
+        metrics = {
+            "step": step,
+            "eval_loss": loss,
+            "eval_perplexity": math.exp(min(loss, 50.0)),
+            "eval_mean_token_accuracy": float(self._eval.get("eval_mean_token_accuracy", 0.0)),
+            "train_loss": self._train_loss if self._train_loss is not None else float("nan"),
+            "learning_rate": self._lr if self._lr is not None else 0.0,
+            "grad_norm": self._grad_norm if self._grad_norm is not None else float("nan"),
+            "tokens_per_second": tps,
+        }
+        self.history.append(metrics)
+        self._eval = None
+        self._report(metrics, os.path.join(args.output_dir, f"checkpoint-{step}"))

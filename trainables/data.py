@@ -1,0 +1,141 @@
+"""Training data: load a local file or a Hub dataset, recognise its format, shape it for TRL.
+
+Three row formats are recognised, and each is turned into TRL's prompt/completion form so the
+loss covers only the completion:
+
+* ``prompt_completion``: ``prompt`` and ``completion`` columns (text, or lists of messages);
+* ``messages``: a ``messages`` list of ``{role, content}``; the last (assistant) message is the
+  completion and the ones before it the prompt, rendered with the tokenizer's chat template;
+* ``instruction``: ``instruction``, optional ``input``, ``output`` (Alpaca style).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+FORMAT_COLUMNS = {
+    "prompt_completion": ("prompt", "completion"),
+    "messages": ("messages",),
+    "instruction": ("instruction", "output"),
+}
+_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+class DataError(ValueError):
+    """The data cannot be used as configured; the message says why and what was expected."""
+
+
+def _quiet_datasets() -> None:
+    import datasets
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+
+
+def load_source(source: dict[str, Any]):
+    """Load one data source: ``{"path", "split", "subset", "local"}`` -> ``datasets.Dataset``."""
+    from datasets import load_dataset
+
+    _quiet_datasets()
+    path = source["path"]
+    if source.get("local", True):
+        p = Path(path)
+        if not p.is_file():
+            raise DataError(f"the data file {path} does not exist. Fix: check the path (relative "
+                            f"paths are read from the config file's folder).")
+        builder = _BUILDERS.get(p.suffix.lower())
+        if builder is None:
+            raise DataError(f"the data file {path} has suffix '{p.suffix}'; supported: "
+                            f"{', '.join(_BUILDERS)}.")
+        try:
+            ds = load_dataset(builder, data_files=str(p), split="train")
+        except Exception as err:  # datasets raises many types for a malformed file
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise DataError(f"the data file {path} could not be read as {builder}: {first}") from None
+    else:
+        try:
+            ds = load_dataset(path, source.get("subset"), split=source.get("split", "train"))
+        except Exception as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise DataError(f"the Hub dataset {path!r} could not be loaded: {first}") from None
+    if len(ds) == 0:
+        raise DataError(f"the data source {path} has no rows. Fix: point it at a file with "
+                        f"at least one example.")
+    return ds
+
+
+def detect_format(columns: list[str], requested: str = "auto", *, where: str = "data") -> str:
+    """The row format of a dataset with these columns.
+
+    Raises:
+        DataError: no recognised column set (the message names what was found and expected).
+    """
+    expected = "; ".join(f"{fmt}: {', '.join(cols)}" for fmt, cols in FORMAT_COLUMNS.items())
+    if requested != "auto":
+        missing = [c for c in FORMAT_COLUMNS[requested] if c not in columns]
+        if missing:
+            raise DataError(f"{where} has columns {', '.join(columns)} but format "
+                            f"'{requested}' needs {', '.join(FORMAT_COLUMNS[requested])} "
+                            f"(missing: {', '.join(missing)}). Fix: rename the columns or set "
+                            f"data.format to match.")
+        return requested
+    for fmt, cols in FORMAT_COLUMNS.items():
+        if all(c in columns for c in cols):
+            return fmt
+    raise DataError(f"{where} has columns {', '.join(columns) or '(none)'}, which match no "
+                    f"known format. Expected one of: {expected}. Fix: rename the columns or "
+                    f"convert the file.")
+
+
+def instruction_prompt(instruction: str, input_text: str | None = None) -> str:
+    """The Alpaca-style prompt used for instruction data (also by ``generate``)."""
+    if input_text:
+        return (f"### Instruction:\n{instruction}\n\n### Input:\n{input_text}\n\n"
+                f"### Response:\n")
+    return f"### Instruction:\n{instruction}\n\n### Response:\n"
+
+
+def to_prompt_completion(ds, fmt: str):
+    """Reshape rows into TRL's prompt/completion columns (completion-only loss)."""
+    if fmt == "prompt_completion":
+        extra = [c for c in ds.column_names if c not in ("prompt", "completion")]
+        return ds.remove_columns(extra)
+    if fmt == "instruction":
+        return ds.map(
+            lambda row: {"prompt": instruction_prompt(row["instruction"], row.get("input")),
+                         "completion": row["output"]},
+            remove_columns=ds.column_names,
+        )
+
+    def split_messages(row, idx):
+        msgs = row["messages"]
+        if not msgs or msgs[-1].get("role") != "assistant":
+            raise DataError(f"row {idx + 1}: the last message must be the assistant's reply "
+                            f"(the completion to learn), got role "
+                            f"{msgs[-1].get('role') if msgs else None!r}.")
+        return {"prompt": msgs[:-1], "completion": msgs[-1:]}
+
+    return ds.map(split_messages, with_indices=True, remove_columns=ds.column_names)
+
+
+def load_splits(data: dict[str, Any], *, seed: int):
+    """Train and eval datasets in prompt/completion form, plus the detected format.
+
+    ``data`` is the resolved data settings: ``train``/``eval`` sources, ``format``,
+    ``eval_fraction``, ``max_eval_samples``.
+    """
+    train = load_source(data["train"])
+    fmt = detect_format(train.column_names, data.get("format", "auto"), where=data["train"]["path"])
+    if data.get("eval"):
+        evalset = load_source(data["eval"])
+        detect_format(evalset.column_names, fmt, where=data["eval"]["path"])
+    else:
+        if len(train) < 2:
+            raise DataError(f"{data['train']['path']} has {len(train)} row; holding out an eval "
+                            f"split needs at least 2. Fix: add rows or give data.eval.")
+        parts = train.train_test_split(test_size=data.get("eval_fraction", 0.1), seed=seed)
+        train, evalset = parts["train"], parts["test"]
+    if data.get("max_eval_samples"):
+        evalset = evalset.select(range(min(len(evalset), data["max_eval_samples"])))
+    return to_prompt_completion(train, fmt), to_prompt_completion(evalset, fmt), fmt

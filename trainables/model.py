@@ -1,0 +1,125 @@
+"""Base model loading (bitsandbytes 4-bit/8-bit or none) and LoRA attachment (PEFT)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import tiny_llama
+
+
+def quiet_transformers() -> None:
+    """No progress bars or advisory warnings from inside trials."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def compute_dtype(name: str):
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return getattr(torch, name)
+
+
+def quantization_config(quant: dict[str, Any]):
+    """The ``BitsAndBytesConfig`` for the model settings, or None for an unquantized model."""
+    from transformers import BitsAndBytesConfig
+
+    if quant["mode"] == "none":
+        return None
+    if quant["mode"] == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quant["quant_type"],
+        bnb_4bit_use_double_quant=quant["double_quant"],
+        bnb_4bit_compute_dtype=compute_dtype(quant["compute_dtype"]),
+    )
+
+
+def model_path(model: dict[str, Any]) -> str:
+    """What ``from_pretrained`` gets: the builtin model's cache folder, or the name/path as is."""
+    return tiny_llama.resolve(model["name_or_path"], log=lambda _m: None)
+
+
+def load_tokenizer(model: dict[str, Any]):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_path(model), revision=model.get("revision"),
+                                        trust_remote_code=model.get("trust_remote_code", False))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_base_model(model: dict[str, Any]):
+    """Load the base causal LM as configured, ready for k-bit training."""
+    import torch
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM
+
+    quant = model["quantization"]
+    dtype = compute_dtype(quant["compute_dtype"])
+    kwargs: dict[str, Any] = {}
+    if torch.cuda.is_available():
+        kwargs["device_map"] = {"": torch.cuda.current_device()}
+    base = AutoModelForCausalLM.from_pretrained(
+        model_path(model),
+        revision=model.get("revision"),
+        trust_remote_code=model.get("trust_remote_code", False),
+        quantization_config=quantization_config(quant),
+        dtype=dtype,
+        **kwargs,
+    )
+    if quant["mode"] != "none":
+        # Casts norms to fp32 and enables input grads; gradient checkpointing is our own switch.
+        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
+    return base
+
+
+def lora_config(lora: dict[str, Any], target_modules: list[str]):
+    from peft import LoraConfig
+
+    alpha = lora.get("alpha") or lora["alpha_ratio"] * lora["r"]
+    return LoraConfig(
+        r=int(lora["r"]),
+        lora_alpha=float(alpha),
+        lora_dropout=float(lora["dropout"]),
+        target_modules=list(target_modules),
+        bias=lora["bias"],
+        use_rslora=bool(lora["use_rslora"]),
+        use_dora=bool(lora["use_dora"]),
+        task_type="CAUSAL_LM",
+    )
+
+
+def attach_lora(base, lora: dict[str, Any], target_modules: list[str]):
+    """Wrap the base model with a fresh LoRA adapter (B = 0, so outputs start unchanged)."""
+    from peft import get_peft_model
+
+    return get_peft_model(base, lora_config(lora, target_modules))
+
+
+def linear_module_names(model: dict[str, Any]) -> list[str]:
+    """Names of the model's linear layers, from its config alone (built on the meta device).
+
+    This is how target-module groups are resolved before any trial, without loading weights.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.pytorch_utils import Conv1D
+
+    if tiny_llama.is_builtin(model["name_or_path"]):
+        config = tiny_llama.llama_config()
+    else:
+        config = AutoConfig.from_pretrained(model["name_or_path"], revision=model.get("revision"),
+                                            trust_remote_code=model.get("trust_remote_code", False))
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(
+            config, trust_remote_code=model.get("trust_remote_code", False))
+    return [name for name, mod in skeleton.named_modules()
+            if isinstance(mod, (torch.nn.Linear, Conv1D))]

@@ -1,0 +1,273 @@
+"""``builtin:tiny-llama``: a small Llama-architecture causal LM built on this machine.
+
+No model can be downloaded where qlora-sweep is developed and tested, and a random model makes
+a demo of noise. So the builtin model is built locally and deterministically: a byte-level BPE
+tokenizer is trained on a generic synthetic corpus, then a few-million-parameter Llama is
+briefly pre-trained on the same corpus. The result is saved with ``save_pretrained`` and is
+loaded by the ordinary ``from_pretrained`` path like any other local model.
+
+The build is cached on disk under a folder keyed by a hash of the recipe, so changing the
+recipe builds a new model and never silently reuses an old one. Concurrent builders (several
+trials on one node) serialise on a file lock; the folder appears atomically when complete.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+BUILTIN_PREFIX = "builtin:"
+NAME = "tiny-llama"
+
+# Everything that determines the built model. Changing any value changes the cache key.
+RECIPE: dict = {
+    "version": 1,
+    "seed": 1234,
+    "corpus_lines": 24000,
+    "vocab_size": 2048,
+    "hidden_size": 192,
+    "intermediate_size": 512,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 6,
+    "num_key_value_heads": 3,
+    "max_position_embeddings": 512,
+    "pretrain_steps": 600,
+    "pretrain_batch_size": 16,
+    "pretrain_seq_len": 128,
+    "pretrain_lr": 3e-3,
+}
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|{{ message['role'] }}|>\n{{ message['content'] }}</s>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "<|system|>", "<|user|>", "<|assistant|>"]
+
+
+def is_builtin(name_or_path: str) -> bool:
+    """Whether a model reference names a builtin model (``builtin:...``)."""
+    return name_or_path.startswith(BUILTIN_PREFIX)
+
+
+def recipe_key(recipe: dict | None = None) -> str:
+    """A short stable hash of the recipe, used as the cache folder name."""
+    blob = json.dumps(recipe or RECIPE, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def cache_root() -> Path:
+    """Where builtin models are cached (``QLORA_SWEEP_CACHE`` or ``~/.cache/qlora-sweep``)."""
+    root = os.environ.get("QLORA_SWEEP_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "qlora-sweep"
+    )
+    return Path(root)
+
+
+def model_dir(recipe: dict | None = None) -> Path:
+    """The cache folder the builtin model with this recipe lives (or will live) in."""
+    return cache_root() / f"{NAME}-{recipe_key(recipe)}"
+
+
+def llama_config(recipe: dict | None = None):
+    """The model's ``LlamaConfig``, without building anything (used by pre-flight checks)."""
+    from transformers import LlamaConfig
+
+    r = recipe or RECIPE
+    return LlamaConfig(
+        vocab_size=r["vocab_size"],
+        hidden_size=r["hidden_size"],
+        intermediate_size=r["intermediate_size"],
+        num_hidden_layers=r["num_hidden_layers"],
+        num_attention_heads=r["num_attention_heads"],
+        num_key_value_heads=r["num_key_value_heads"],
+        max_position_embeddings=r["max_position_embeddings"],
+        tie_word_embeddings=True,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+
+
+# --------------------------------------------------------------------------- corpus
+
+_OBJECTS = [
+    "desk", "chair", "lamp", "shelf", "table", "cabinet", "bench", "stool", "mirror", "rug",
+    "sofa", "bed", "clock", "vase", "basket", "kettle", "pan", "knife", "cup", "bowl",
+    "bottle", "box", "bag", "coat", "shoe", "hat", "book", "pen", "phone", "radio",
+]
+_MATERIALS = [
+    "steel", "oak", "pine", "plastic", "glass", "bamboo", "walnut", "aluminum", "leather",
+    "cotton", "wool", "ceramic", "copper", "paper", "stone", "rubber",
+]
+_COLOURS = ["red", "blue", "green", "black", "white", "grey", "yellow", "brown", "pink"]
+_ADJ = ["small", "large", "old", "new", "light", "heavy", "cheap", "fine", "simple", "modern"]
+_VERBS = ["bought", "sold", "found", "moved", "cleaned", "painted", "fixed", "ordered"]
+_PEOPLE = ["Anna", "Ben", "Carla", "David", "Emma", "Farid", "Grace", "Hiro", "Ines", "Jon"]
+_PLACES = ["the shop", "the market", "the kitchen", "the office", "the garden", "the store"]
+
+
+def synthetic_corpus(lines: int, seed: int) -> list[str]:
+    """Generic synthetic English: objects, materials, numbers, prices, questions and answers.
+
+    It teaches the model the vocabulary, digits and the shape of short question/answer text,
+    not any particular task, so fine-tuning has something to adapt.
+    """
+    rng = random.Random(seed)
+
+    def money() -> str:
+        return f"${rng.randint(1, 999)}.{rng.randint(0, 99):02d}"
+
+    templates: list[Callable[[], str]] = [
+        lambda: f"{rng.choice(_PEOPLE)} {rng.choice(_VERBS)} a {rng.choice(_ADJ)} "
+        f"{rng.choice(_MATERIALS)} {rng.choice(_OBJECTS)} at {rng.choice(_PLACES)}.",
+        lambda: f"The {rng.choice(_COLOURS)} {rng.choice(_OBJECTS)} is made of "
+        f"{rng.choice(_MATERIALS)}.",
+        lambda: f"A {rng.choice(_MATERIALS)} {rng.choice(_OBJECTS)} costs {money()}.",
+        lambda: f"{rng.randint(0, 99)} plus {rng.randint(0, 99)} is a number.",
+        lambda: (lambda a, b: f"{a} and {b} make {a + b}.")(rng.randint(0, 50), rng.randint(0, 50)),
+        lambda: f"Question: what is the {rng.choice(_OBJECTS)} made of?\n"
+        f"Answer: it is made of {rng.choice(_MATERIALS)}.",
+        lambda: f"Question: where is {rng.choice(_PEOPLE)}?\nAnswer: at {rng.choice(_PLACES)}.",
+        lambda: f"The {rng.choice(_ADJ)} {rng.choice(_OBJECTS)} was rated {rng.randint(1, 5)} "
+        f"of 5 by {rng.choice(_PEOPLE)}.",
+        lambda: f"Total: {money()}. Thank you for shopping at {rng.choice(_PLACES)}.",
+        lambda: f"<|user|>\nTell me about the {rng.choice(_OBJECTS)}.</s>\n<|assistant|>\n"
+        f"It is {rng.choice(_ADJ)} and {rng.choice(_COLOURS)}.</s>",
+    ]
+    return [rng.choice(templates)() for _ in range(lines)]
+
+
+# --------------------------------------------------------------------------- build
+
+
+def _train_tokenizer(corpus: list[str], vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        additional_special_tokens=SPECIAL_TOKENS[4:],
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    fast.model_max_length = RECIPE["max_position_embeddings"]
+    return fast
+
+
+def _pretrain(model, tokenizer, corpus: list[str], recipe: dict, log: Callable[[str], None]):
+    import torch
+
+    ids: list[int] = []
+    for line in corpus:
+        ids.extend(tokenizer(line + "</s>", add_special_tokens=False)["input_ids"])
+    seq = recipe["pretrain_seq_len"]
+    n_chunks = len(ids) // seq
+    data = torch.tensor(ids[: n_chunks * seq]).view(n_chunks, seq)
+    gen = torch.Generator().manual_seed(recipe["seed"])
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe["pretrain_lr"], weight_decay=0.01)
+    steps = recipe["pretrain_steps"]
+    warmup = max(1, steps // 20)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    model.train()
+    started = time.monotonic()
+    for step in range(steps):
+        batch = data[torch.randint(0, n_chunks, (recipe["pretrain_batch_size"],), generator=gen)]
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if (step + 1) % 100 == 0 or step + 1 == steps:
+            log(
+                f"  pre-training {step + 1}/{steps}  loss {loss.item():.3f}  "
+                f"({time.monotonic() - started:.0f}s)"
+            )
+    model.eval()
+    return float(loss.item())
+
+
+def build(dest: Path, recipe: dict | None = None, log: Callable[[str], None] = print) -> None:
+    """Build the builtin model from its recipe into ``dest`` (which must not exist)."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    r = recipe or RECIPE
+    torch.manual_seed(r["seed"])
+    corpus = synthetic_corpus(r["corpus_lines"], r["seed"])
+    log(f"building builtin:{NAME} (recipe {recipe_key(r)}): training the tokenizer")
+    tokenizer = _train_tokenizer(corpus, r["vocab_size"])
+    model = LlamaForCausalLM(llama_config(r))
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"  {n_params / 1e6:.2f}M parameters; pre-training on {len(corpus)} synthetic lines")
+    final_loss = _pretrain(model, tokenizer, corpus, r, log)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
+    (dest / "qlora_sweep_recipe.json").write_text(
+        json.dumps({"recipe": r, "parameters": n_params, "final_pretrain_loss": final_loss}, indent=2)
+    )
+
+
+def ensure_built(recipe: dict | None = None, log: Callable[[str], None] = print) -> Path:
+    """Return the folder of the builtin model, building it first when it is not cached."""
+    dest = model_dir(recipe)
+    if (dest / "config.json").exists():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest.parent / f".{dest.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if (dest / "config.json").exists():  # built by another process while we waited
+                return dest
+            tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+            try:
+                started = time.monotonic()
+                build(tmp, recipe, log)
+                os.replace(tmp, dest)
+                log(f"built builtin:{NAME} in {time.monotonic() - started:.0f}s -> {dest}")
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return dest
+
+
+def resolve(name_or_path: str, log: Callable[[str], None] = print) -> str:
+    """Turn a model reference into something ``from_pretrained`` accepts."""
+    if not is_builtin(name_or_path):
+        return name_or_path
+    if name_or_path != BUILTIN_PREFIX + NAME:
+        raise ValueError(f"unknown builtin model {name_or_path!r}; the one builtin is "
+                         f"'{BUILTIN_PREFIX}{NAME}'")
+    return str(ensure_built(log=log))

@@ -1,0 +1,206 @@
+"""One QLoRA trial: base model + LoRA + TRL's SFTTrainer, reporting each evaluation.
+
+``run_trial`` needs no Ray and is what tests and debugging call directly; ``tune_trainable``
+is the thin wrapper Ray Tune runs, which reports through ``tune.report`` and resumes from
+``tune.get_checkpoint()``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .callbacks import Report, ReportCallback
+
+# Reported at every evaluation; ``step`` is ASHA's time attribute.
+METRICS = ("eval_loss", "eval_perplexity", "eval_mean_token_accuracy", "train_loss",
+           "learning_rate", "tokens_per_second", "step")
+
+
+def trial_settings(base: dict[str, Any], searched: dict[str, Any]) -> dict[str, Any]:
+    """The settings of one trial: the sweep's fixed settings with its searched values applied.
+
+    ``searched`` has dotted keys (``lora.r``, ``training.learning_rate``) as Tune samples them.
+    """
+    settings = copy.deepcopy(base)
+    for key, value in searched.items():
+        section, field = key.split(".", 1)
+        settings[section][field] = value
+    lora = settings["lora"]
+    if "lora.alpha_ratio" in searched or lora.get("alpha") is None:
+        lora["alpha"] = float(lora["alpha_ratio"]) * int(lora["r"])
+    target = lora["target_modules"]
+    key = "+".join(target) if isinstance(target, list) else target
+    groups = settings.get("target_groups", {})
+    lora["resolved_target_modules"] = groups.get(key) or (
+        list(target) if isinstance(target, list) else target.split("+"))
+    return settings
+
+
+def _optimizer(name: str) -> str:
+    import torch
+
+    if name != "auto":
+        return name
+    return "paged_adamw_32bit" if torch.cuda.is_available() else "adamw_torch"
+
+
+def sft_config(settings: dict[str, Any], output_dir: str, *, save: bool = True):
+    """TRL ``SFTConfig`` for the trial: evaluate, report and checkpoint every ``eval_steps``."""
+    import torch
+    from trl import SFTConfig
+
+    from .model import compute_dtype
+
+    t = settings["training"]
+    cuda = torch.cuda.is_available()
+    bf16 = cuda and compute_dtype(settings["model"]["quantization"]["compute_dtype"]) == torch.bfloat16
+    return SFTConfig(
+        output_dir=output_dir,
+        max_steps=t["max_steps"],
+        per_device_train_batch_size=t["per_device_train_batch_size"],
+        per_device_eval_batch_size=t["per_device_eval_batch_size"],
+        gradient_accumulation_steps=t["gradient_accumulation_steps"],
+        learning_rate=float(t["learning_rate"]),
+        warmup_steps=int(round(float(t["warmup_ratio"]) * t["max_steps"])),
+        lr_scheduler_type=t["lr_scheduler_type"],
+        weight_decay=float(t["weight_decay"]),
+        optim=_optimizer(t["optim"]),
+        seed=int(t["seed"]),
+        data_seed=int(t["seed"]),
+        max_grad_norm=float(t["max_grad_norm"]),
+        gradient_checkpointing=bool(t["gradient_checkpointing"]),
+        eval_strategy="steps",
+        eval_steps=t["eval_steps"],
+        logging_steps=t["logging_steps"],
+        save_strategy="steps" if save else "no",
+        save_steps=t["eval_steps"],
+        report_to="none",
+        disable_tqdm=True,
+        log_level="error",
+        max_length=settings["data"]["max_length"],
+        use_cpu=not cuda,
+        bf16=bf16,
+        dataloader_pin_memory=cuda,
+    )
+
+
+def build_trainer(settings: dict[str, Any], output_dir: str, *, callbacks=(), save: bool = True,
+                  with_lora: bool = True):
+    """Load model, data and tokenizer and return a ready ``SFTTrainer``."""
+    import transformers
+    from transformers.trainer_callback import PrinterCallback
+    from trl import SFTTrainer
+
+    from .data import load_splits
+    from .model import attach_lora, load_base_model, load_tokenizer, quiet_transformers
+
+    quiet_transformers()
+    seed = int(settings["training"]["seed"])
+    tokenizer = load_tokenizer(settings["model"])
+    train, evalset, _fmt = load_splits(settings["data"], seed=seed)
+    base = load_base_model(settings["model"])
+    transformers.set_seed(seed)  # LoRA's A matrices are drawn here
+    lora = settings["lora"]
+    model = attach_lora(base, lora, lora["resolved_target_modules"]) if with_lora else base
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_config(settings, output_dir, save=save),
+        train_dataset=train,
+        eval_dataset=evalset,
+        processing_class=tokenizer,
+        callbacks=list(callbacks),
+    )
+    # The Trainer prints every log dict when progress bars are off; trials report instead.
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def run_trial(settings: dict[str, Any], *, output_dir: str | os.PathLike,
+              report: Report | None = None, resume_from: str | None = None) -> list[dict]:
+    """Train one trial and return its reported metrics, one dict per evaluation.
+
+    Without ``report`` the checkpoints stay in ``output_dir/checkpoint-<step>``.
+
+    Raises:
+        TrainingDiverged: the loss became NaN or infinite.
+    """
+    import torch
+
+    threads = settings.get("threads")
+    if threads:
+        torch.set_num_threads(max(1, int(threads)))
+    callback = ReportCallback(report or (lambda metrics, ckpt: None))
+    trainer = build_trainer(settings, str(output_dir), callbacks=[callback])
+    trainer.train(resume_from_checkpoint=resume_from)
+    return callback.history
+
+
+def _restore(checkpoint_dir: str, output_dir: str) -> str:
+    """Copy a reported checkpoint where the Trainer expects it; returns its path."""
+    state = json.loads((Path(checkpoint_dir) / "trainer_state.json").read_text())
+    dest = os.path.join(output_dir, f"checkpoint-{state['global_step']}")
+    shutil.copytree(checkpoint_dir, dest)
+    return dest
+
+
+def tune_trainable(config: dict[str, Any], *, base: dict[str, Any]) -> None:
+    """Ray Tune entry point: ``tune.with_parameters(tune_trainable, base=settings)``."""
+    from ray import tune
+
+    settings = trial_settings(base, config)
+    output_dir = tempfile.mkdtemp(prefix="qlora-sweep-trial-")
+
+    def report(metrics: dict, checkpoint_dir: str) -> None:
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
+        # Ray has persisted the checkpoint to the sweep's storage; the local copy can go.
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+
+    try:
+        resume = None
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            with checkpoint.as_directory() as ckpt_dir:
+                resume = _restore(ckpt_dir, output_dir)
+        run_trial(settings, output_dir=output_dir, report=report, resume_from=resume)
+    finally:
+        shutil.rmtree(output_dir, ignore_errors=True)
+
+
+def evaluate_baseline(settings: dict[str, Any]) -> dict[str, float]:
+    """Evaluate the base model, without an adapter, exactly as trials are evaluated.
+
+    A fresh LoRA adapter has B = 0, so the wrapped model computes exactly the base model's
+    outputs; going through the same SFTTrainer makes the tokenization, the completion-only
+    masking and the loss identical to the trials', so the baseline is comparable.
+    """
+    import math
+
+    import torch
+
+    threads = settings.get("threads")
+    if threads:
+        torch.set_num_threads(max(1, int(threads)))
+    settings = copy.deepcopy(settings)
+    settings["lora"]["use_dora"] = False
+    if "resolved_target_modules" not in settings["lora"]:
+        settings = trial_settings(settings, {})
+    output_dir = tempfile.mkdtemp(prefix="qlora-sweep-baseline-")
+    try:
+        trainer = build_trainer(settings, output_dir, save=False)
+        metrics = trainer.evaluate()
+    finally:
+        shutil.rmtree(output_dir, ignore_errors=True)
+    loss = float(metrics["eval_loss"])
+    return {
+        "eval_loss": loss,
+        "eval_perplexity": math.exp(min(loss, 50.0)),
+        "eval_mean_token_accuracy": float(metrics.get("eval_mean_token_accuracy", 0.0)),
+        "train_loss": float("nan"),
+        "eval_samples": len(trainer.eval_dataset),
+    }
