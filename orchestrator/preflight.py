@@ -1,0 +1,123 @@
+"""Pre-flight checks, cheap and before any trial: data, model and target groups, resources.
+
+Each check returns problems rather than raising, so the user sees every one in one report.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from search_spaces.targets import TargetError, resolve_groups, resolve_target
+
+from .config import SweepConfig
+
+
+def data_sources(cfg: SweepConfig, derived: dict[str, Any]) -> dict[str, Any]:
+    """The resolved data settings the trials receive (absolute local paths)."""
+
+    def source(src, local_path):
+        if src is None:
+            return None
+        return {"path": local_path or src.path, "split": src.split, "subset": src.subset,
+                "local": local_path is not None}
+
+    return {
+        "train": source(cfg.data.train, derived["train_path"]),
+        "eval": source(cfg.data.eval, derived["eval_path"]),
+        "format": cfg.data.format,
+        "eval_fraction": cfg.data.eval_fraction,
+        "max_length": cfg.data.max_length,
+        "max_eval_samples": cfg.data.max_eval_samples,
+    }
+
+
+def check_data(data: dict[str, Any]) -> tuple[str | None, list[str]]:
+    """Load each source once: it exists, is non-empty, and its format is recognised."""
+    from trainables.data import DataError, detect_format, load_source
+
+    problems: list[str] = []
+    fmt = None
+    for key in ("train", "eval"):
+        src = data[key]
+        if src is None:
+            continue
+        try:
+            ds = load_source(src)
+            found = detect_format(ds.column_names, fmt or data["format"], where=src["path"])
+            fmt = fmt or found
+        except DataError as err:
+            problems.append(f"data.{key}: {err}")
+    return fmt, problems
+
+
+def target_candidates(cfg: SweepConfig, derived: dict[str, Any]) -> list[str | list[str]]:
+    """Every ``lora.target_modules`` value a trial may use: the fixed one and each choice."""
+    values: list = [cfg.lora.target_modules]
+    dom = derived["domains"].get("lora.target_modules")
+    if dom is not None:
+        values += list(dom.meta.get("raw", dom.values))
+    return values
+
+
+def check_model(cfg: SweepConfig, derived: dict[str, Any]) -> tuple[dict[str, list[str]], list[str]]:
+    """Resolve the target-module groups from the model's config (meta device, no weights).
+
+    Returns:
+        ``(target_groups, problems)``: each candidate's name (group, or ``a+b`` for a list)
+        mapped to the PEFT target suffixes it selects in this model.
+    """
+    from trainables.model import linear_module_names
+
+    model = cfg.model.model_dump()
+    try:
+        names = linear_module_names(model)
+    except Exception as err:  # transformers raises OSError/ValueError/KeyError for bad models
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        return {}, [f"model.name_or_path = {cfg.model.name_or_path!r}: its config could not be "
+                    f"loaded as a causal LM ({first}). Fix: give a Hub id or a local folder with "
+                    f"config.json of a causal language model, or builtin:tiny-llama."]
+    groups = resolve_groups(names)
+    resolved: dict[str, list[str]] = {}
+    problems = []
+    for value in target_candidates(cfg, derived):
+        key = "+".join(value) if isinstance(value, list) else value
+        try:
+            resolved[key] = resolve_target(value, names, groups)
+        except TargetError as err:
+            where = ("lora.target_modules" if value is cfg.lora.target_modules
+                     else "search_space.lora.target_modules")
+            problems.append(f"{where} = {value!r}: {err}")
+    return resolved, problems
+
+
+def check_resources(cfg: SweepConfig) -> list[str]:
+    """The per-trial request fits at least one node of the connected Ray cluster."""
+    import ray
+
+    cpu, gpu = cfg.resources.cpu, cfg.resources.gpu
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    for node in nodes:
+        res = node.get("Resources", {})
+        if res.get("CPU", 0) >= cpu and res.get("GPU", 0) >= gpu:
+            return []
+    have = "; ".join(f"{n.get('NodeManagerAddress')}: {n['Resources'].get('CPU', 0):g} CPU, "
+                     f"{n['Resources'].get('GPU', 0):g} GPU" for n in nodes) or "no nodes"
+    fix = ("set resources.gpu: 0 to train on CPU, or join a cluster with GPU nodes (--address)"
+           if gpu > 0 and not any(n["Resources"].get("GPU", 0) for n in nodes)
+           else "lower resources.cpu / resources.gpu to what one node has")
+    return [f"resources (cpu={cpu:g}, gpu={gpu:g} per trial): no node of the Ray cluster can "
+            f"run a trial ({have}), so the sweep would wait forever. Fix: {fix}."]
+
+
+def max_concurrent(cfg: SweepConfig) -> int:
+    """How many trials the cluster can run at once (the default of search.max_concurrent)."""
+    import ray
+
+    if cfg.search.max_concurrent:
+        return cfg.search.max_concurrent
+    total = ray.cluster_resources()
+    if cfg.resources.gpu > 0:
+        n = int(total.get("GPU", 0) // cfg.resources.gpu)
+    else:
+        n = int(total.get("CPU", 1) // cfg.resources.cpu)
+    return max(1, n)

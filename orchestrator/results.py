@@ -1,0 +1,123 @@
+"""After the sweep: the leaderboard (one row per trial), ``best.json``, and the printed table."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+
+def _first_line(error: BaseException | None) -> str:
+    if error is None:
+        return ""
+    text = str(error).strip()
+    # Ray wraps the trial's exception; the last non-empty line is the original message.
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return (lines[-1] if lines else type(error).__name__)[:300]
+
+
+def trial_rows(results, *, metric: str, mode: str, max_steps: int,
+               searched: list[str]) -> list[dict[str, Any]]:
+    """One row per trial from Ray's ``ResultGrid``, best value over the trial's whole history."""
+    better = min if mode == "min" else max
+    rows = []
+    for result in results:
+        trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name.removeprefix("trial_")
+        df = result.metrics_dataframe
+        history = []
+        if df is not None and metric in df.columns:
+            history = [(float(v), int(s)) for v, s in zip(df[metric], df["step"])
+                       if v is not None and math.isfinite(float(v))]
+        steps_run = int(df["step"].max()) if df is not None and "step" in df.columns and len(df) else 0
+        if result.error is not None:
+            status = "errored"
+        elif steps_run >= max_steps:
+            status = "completed"
+        else:
+            status = "stopped_early"
+        best_value, best_step = (better(history, key=lambda vs: vs[0]) if history else (None, None))
+        checkpoint = None
+        ranked = [(c, m) for c, m in (result.best_checkpoints or [])
+                  if m.get(metric) is not None and math.isfinite(float(m[metric]))]
+        if ranked:
+            checkpoint = better(ranked, key=lambda cm: float(cm[1][metric]))[0].path
+        row = {"trial_id": trial_id, "status": status}
+        row.update({k: (result.config or {}).get(k) for k in searched})
+        row.update({f"best_{metric}": best_value, "best_step": best_step, "steps_run": steps_run,
+                    "error": _first_line(result.error), "checkpoint_path": checkpoint})
+        rows.append(row)
+    rows.sort(key=lambda r: (r[f"best_{metric}"] is None,
+                             (r[f"best_{metric}"] or 0) * (1 if mode == "min" else -1)))
+    return rows
+
+
+def write_leaderboard(rows: list[dict], path: Path, *, metric: str, searched: list[str]) -> None:
+    fields = ["trial_id", "status", *searched, f"best_{metric}", "best_step", "steps_run", "error"]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def best_record(rows: list[dict], *, metric: str, mode: str, baseline: dict | None) -> dict | None:
+    """The best trial that did not error, with its best checkpoint (not its last)."""
+    usable = [r for r in rows if r["status"] != "errored" and r[f"best_{metric}"] is not None
+              and r["checkpoint_path"]]
+    if not usable:
+        return None
+    top = usable[0]  # rows are sorted best-first
+    return {
+        "trial_id": top["trial_id"],
+        "config": {k: v for k, v in top.items()
+                   if k not in ("trial_id", "status", f"best_{metric}", "best_step", "steps_run",
+                                "error", "checkpoint_path")},
+        "metric": metric,
+        "mode": mode,
+        "value": top[f"best_{metric}"],
+        "step": top["best_step"],
+        "checkpoint_path": top["checkpoint_path"],
+        "baseline_value": (baseline or {}).get(metric),
+    }
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def render_table(rows: list[dict], *, metric: str, searched: list[str],
+                 baseline: dict | None) -> str:
+    """A plain-text leaderboard with the base model's row for comparison."""
+    short = {k: k.split(".", 1)[-1] for k in searched}
+    header = ["#", "trial", "status", *[short[k] for k in searched], f"best {metric}",
+              "vs base", "step", "steps"]
+    base_value = (baseline or {}).get(metric)
+    table = []
+    for i, r in enumerate(rows, 1):
+        value = r[f"best_{metric}"]
+        delta = (f"{value - base_value:+.4g}" if value is not None and base_value is not None
+                 else "-")
+        status = r["status"] if r["status"] != "errored" else f"errored: {r['error'][:40]}"
+        table.append([str(i), r["trial_id"], status, *[_fmt(r.get(k)) for k in searched],
+                      _fmt(value), delta, _fmt(r["best_step"]), _fmt(r["steps_run"])])
+    if base_value is not None:
+        table.append(["", "base model", "baseline", *["" for _ in searched], _fmt(base_value),
+                      "", "", "0"])
+    widths = [max(len(h), *(len(row[i]) for row in table)) if table else len(h)
+              for i, h in enumerate(header)]
+    out = io.StringIO()
+    out.write("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip() + "\n")
+    out.write("  ".join("-" * w for w in widths) + "\n")
+    for row in table:
+        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
+    return out.getvalue()
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")

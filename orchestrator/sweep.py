@@ -1,0 +1,166 @@
+"""Run a sweep end to end: pre-flight, Ray, baseline, Tuner, leaderboard and ``best.json``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import SweepConfig
+from .errors import RUNTIME_EXIT, UserError
+from .preflight import (check_data, check_model, check_resources, data_sources,
+                        max_concurrent)
+from .results import best_record, render_table, trial_rows, write_json, write_leaderboard
+
+Out = Callable[[str], None]
+
+
+def preflight(cfg: SweepConfig, derived: dict[str, Any]) -> dict[str, Any]:
+    """Every check that needs no Ray: data, model config, target groups. Returns trial settings.
+
+    Raises:
+        UserError: with every problem found.
+    """
+    data = data_sources(cfg, derived)
+    fmt, problems = check_data(data)
+    target_groups, model_problems = check_model(cfg, derived)
+    problems += model_problems
+    if problems:
+        raise UserError(f"pre-flight found {len(problems)} problem(s)", problems)
+    return {
+        "model": cfg.model.model_dump(),
+        "data": data,
+        "data_format": fmt,
+        "lora": cfg.lora.model_dump(),
+        "training": cfg.training.model_dump(),
+        "target_groups": target_groups,
+        "threads": max(1, int(cfg.resources.cpu)),
+    }
+
+
+def sweep_location(cfg: SweepConfig, config_path: str) -> tuple[str, str, Path]:
+    """``(storage_path, name, sweep_dir)``; the name defaults to ``<config stem>-<time>``."""
+    if "://" in cfg.storage.path:
+        raise UserError(f"storage.path = {cfg.storage.path!r}: cloud storage URIs are not "
+                        f"supported by this version yet. Fix: use a local path or a shared "
+                        f"file system mounted on every node.")
+    storage = Path(cfg.storage.path).expanduser().resolve()
+    name = cfg.storage.name or f"{Path(config_path).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    sweep_dir = storage / name
+    if sweep_dir.exists():
+        raise UserError(f"storage.name = {name!r}: the sweep dir {sweep_dir} already exists, and "
+                        f"a new sweep would mix its results with the old ones. Fix: choose "
+                        f"another storage.name, or leave it unset for a timestamped one.")
+    return str(storage), name, sweep_dir
+
+
+def _runtime_env() -> dict:
+    env = {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
+    if os.environ.get("QLORA_SWEEP_CACHE"):
+        env["QLORA_SWEEP_CACHE"] = os.environ["QLORA_SWEEP_CACHE"]
+    return {"env_vars": env}
+
+
+def init_ray(address: str | None) -> bool:
+    """Connect to (or start) Ray; returns whether this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, runtime_env=_runtime_env(), logging_level=logging.WARNING)
+    else:
+        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False,
+                 runtime_env=_runtime_env(), logging_level=logging.WARNING)
+    return True
+
+
+def _resolved_config(cfg: SweepConfig, settings: dict[str, Any], name: str) -> dict:
+    resolved = cfg.model_dump(mode="json")
+    resolved["storage"]["name"] = name
+    resolved["data"]["train"]["path"] = settings["data"]["train"]["path"]
+    if settings["data"]["eval"]:
+        resolved["data"]["eval"]["path"] = settings["data"]["eval"]["path"]
+    resolved["data"]["format"] = settings["data_format"]
+    return resolved
+
+
+def run_sweep(cfg: SweepConfig, derived: dict[str, Any], *, address: str | None = None,
+              out: Out = print) -> int:
+    """Run the sweep and write the sweep dir; returns the process exit code.
+
+    Raises:
+        UserError: a pre-flight problem (nothing is started or written then).
+    """
+    storage_path, name, sweep_dir = sweep_location(cfg, derived["config_path"])
+    settings = preflight(cfg, derived)
+    started_ray = init_ray(address)
+    import ray
+
+    try:
+        problems = check_resources(cfg)
+        if problems:
+            raise UserError("the trials cannot be placed", problems)
+        from trainables import tiny_llama
+
+        if tiny_llama.is_builtin(cfg.model.name_or_path):
+            tiny_llama.resolve(cfg.model.name_or_path, log=out)
+
+        sweep_dir.mkdir(parents=True)
+        (sweep_dir / "sweep.yaml").write_text(
+            yaml.safe_dump(_resolved_config(cfg, settings, name), sort_keys=False))
+        out(f"sweep dir: {sweep_dir}")
+        out(f"watch it:  tensorboard --logdir {sweep_dir}")
+
+        out("evaluating the base model (baseline) ...")
+        from trainables.trial import evaluate_baseline
+
+        task = ray.remote(num_cpus=cfg.resources.cpu, num_gpus=cfg.resources.gpu)(evaluate_baseline)
+        baseline = ray.get(task.remote(settings))
+        baseline.update({"model": cfg.model.name_or_path, "metric": cfg.search.metric})
+        write_json(sweep_dir / "baseline.json", baseline)
+        out(f"baseline {cfg.search.metric}: {baseline[cfg.search.metric]:.4f} "
+            f"on {baseline['eval_samples']} eval examples")
+
+        from .tuner import build_tuner
+
+        concurrency = max_concurrent(cfg)
+        tuner = build_tuner(cfg, derived, settings, storage_path=storage_path, name=name,
+                            sweep_dir=str(sweep_dir), concurrency=concurrency)
+        out(f"starting {cfg.search.num_trials if cfg.search.algorithm != 'grid' else 'grid'} "
+            f"trials ({cfg.search.algorithm}, {cfg.scheduler.type}), {concurrency} at a time")
+        results = tuner.fit()
+        return finish(cfg, derived, results, sweep_dir=sweep_dir, baseline=baseline, out=out)
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
+def finish(cfg: SweepConfig, derived: dict[str, Any], results, *, sweep_dir: Path,
+           baseline: dict, out: Out) -> int:
+    """Write ``leaderboard.csv`` and ``best.json``, print the table; the exit code."""
+    metric, mode = cfg.search.metric, derived["mode"]
+    searched = list(derived["domains"])
+    rows = trial_rows(results, metric=metric, mode=mode, max_steps=cfg.training.max_steps,
+                      searched=searched)
+    write_leaderboard(rows, sweep_dir / "leaderboard.csv", metric=metric, searched=searched)
+    best = best_record(rows, metric=metric, mode=mode, baseline=baseline)
+    out("")
+    out(render_table(rows, metric=metric, searched=searched, baseline=baseline))
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("completed", "stopped_early", "errored")}
+    out(f"{len(rows)} trials: {counts['completed']} completed, {counts['stopped_early']} stopped "
+        f"early by ASHA, {counts['errored']} errored")
+    if best is None:
+        out(f"no trial produced a usable {metric}; see the errors above and in {sweep_dir}")
+        return RUNTIME_EXIT
+    write_json(sweep_dir / "best.json", best)
+    out(f"best trial {best['trial_id']}: {metric} {best['value']:.4f} at step {best['step']} "
+        f"(base model {best['baseline_value']:.4f})")
+    out(f"best adapter: {best['checkpoint_path']}")
+    return 0 if counts["completed"] else RUNTIME_EXIT

@@ -1,0 +1,98 @@
+"""Build the Ray Tune ``Tuner``: search space, search algorithm, ASHA, resources, storage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from search_spaces.domains import encode_choice, to_tune
+
+from .config import SweepConfig
+
+
+def param_space(derived: dict[str, Any], *, grid: bool = False) -> dict[str, Any]:
+    """Flat dotted names -> Tune domains (what Optuna and params.json see)."""
+    return {name: to_tune(dom, grid=grid) for name, dom in derived["domains"].items()}
+
+
+def initial_points(cfg: SweepConfig) -> list[dict[str, Any]]:
+    return [{k: encode_choice(v) for k, v in p.items()} for p in cfg.search.initial_points]
+
+
+def optuna_storage(sweep_dir: str):
+    """An Optuna journal file inside the sweep dir, so the study outlives the driver."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(JournalFileBackend(str(Path(sweep_dir) / "optuna.journal")))
+
+
+def search_alg(cfg: SweepConfig, derived: dict[str, Any], *, sweep_dir: str, concurrency: int,
+               name: str):
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    points = initial_points(cfg) or None
+    if cfg.search.algorithm == "optuna":
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        sampler = optuna.samplers.TPESampler(seed=cfg.search.seed,
+                                             n_startup_trials=max(2, min(5, cfg.search.num_trials // 3)))
+        storage = optuna_storage(sweep_dir) if "://" not in sweep_dir else None
+        alg = OptunaSearch(points_to_evaluate=points, sampler=sampler, storage=storage,
+                           study_name=name)
+        return ConcurrencyLimiter(alg, max_concurrent=concurrency)
+    # random and grid both sample with Tune's own generator (seeded)
+    return BasicVariantGenerator(points_to_evaluate=points, max_concurrent=concurrency,
+                                 random_state=cfg.search.seed)
+
+
+def scheduler(cfg: SweepConfig, derived: dict[str, Any]):
+    if cfg.scheduler.type == "none":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(time_attr="step", max_t=derived["max_t"],
+                         grace_period=derived["grace_period"],
+                         reduction_factor=cfg.scheduler.reduction_factor)
+
+
+def build_tuner(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, Any], *,
+                storage_path: str, name: str, sweep_dir: str, concurrency: int):
+    """The Tuner for the sweep (not yet started)."""
+    from ray import tune
+
+    from trainables.trial import tune_trainable
+
+    grid = cfg.search.algorithm == "grid"
+    metric, mode = cfg.search.metric, derived["mode"]
+    trainable = tune.with_resources(
+        tune.with_parameters(tune_trainable, base=settings),
+        {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu},
+    )
+    return tune.Tuner(
+        trainable,
+        param_space=param_space(derived, grid=grid),
+        tune_config=tune.TuneConfig(
+            metric=metric,
+            mode=mode,
+            search_alg=search_alg(cfg, derived, sweep_dir=sweep_dir, concurrency=concurrency,
+                                  name=name),
+            scheduler=scheduler(cfg, derived),
+            num_samples=1 if grid else cfg.search.num_trials,
+            trial_name_creator=lambda t: f"trial_{t.trial_id}",
+            trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=storage_path,
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=cfg.storage.keep_checkpoints,
+                checkpoint_score_attribute=metric,
+                checkpoint_score_order=mode,
+            ),
+            failure_config=tune.FailureConfig(max_failures=0),
+            verbose=1,
+        ),
+    )
