@@ -215,5 +215,26 @@ def searchable_keys() -> list[str]:
     return [f"{s}.{f}" for s, model in SEARCHABLE_SECTIONS.items() for f in model.model_fields]
 
 
+# Names users bring from PEFT, TRL or other tools, mapped to ours (for "did you mean").
+SYNONYMS = {"rank": "r", "lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout",
+            "lr": "learning_rate", "targets": "target_modules", "target": "target_modules",
+            "batch_size": "per_device_train_batch_size", "steps": "max_steps",
+            "epochs": "max_steps", "num_samples": "num_trials", "trials": "num_trials"}
+
+
+def suggest(name: str, known: list[str]) -> str | None:
+    """The known name closest to ``name`` (synonyms first), or None."""
+    import difflib
+
+    prefix, _, last = name.rpartition(".")
+    alias = SYNONYMS.get(last)
+    if alias:
+        candidate = f"{prefix}.{alias}" if prefix else alias
+        if candidate in known:
+            return candidate
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def is_finite_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from .config import SweepConfig
+from .config import SweepConfig, suggest
 from .errors import UserError
 from .rules import check_rules
 
@@ -124,8 +123,8 @@ def format_validation_errors(err: ValidationError, lines: dict[tuple, int],
         at = f"{source} line {line}: " if line else ""
         if e["type"] == "extra_forbidden":
             known = _known_fields(SweepConfig, loc)
-            close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.5)
-            hint = f" Did you mean '{'.'.join(map(str, loc[:-1] + (close[0],)))}'?" if close else ""
+            close = suggest(str(loc[-1]), known)
+            hint = f" Did you mean '{'.'.join(map(str, loc[:-1] + (close,)))}'?" if close else ""
             problems.append(f"{at}{dotted}: unknown key.{hint} Known keys here: "
                             f"{', '.join(known)}.")
             continue

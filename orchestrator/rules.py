@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from search_spaces import SpaceError, merge_space, parse_space
 from search_spaces.domains import Domain, grid_size
 
-from .config import REPORTED_METRICS, SEARCHABLE_SECTIONS, SweepConfig, searchable_keys
+from .config import REPORTED_METRICS, SEARCHABLE_SECTIONS, SweepConfig, searchable_keys, suggest
 
 
 def _parse(raw: dict | str) -> tuple[dict[str, Domain], list[str]]:
@@ -27,8 +27,8 @@ def _check_domains(domains: dict[str, Domain]) -> list[str]:
     known = searchable_keys()
     for name, dom in domains.items():
         if name not in known:
-            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
+            close = suggest(name, known)
+            hint = f" Did you mean '{close}'?" if close else ""
             problems.append(f"search_space.{name}: not a setting that can be searched.{hint} "
                             f"Searchable: lora.* and training.* settings.")
             continue

@@ -100,6 +100,9 @@ def run_sweep(cfg: SweepConfig, derived: dict[str, Any], *, address: str | None 
     """
     storage_path, name, sweep_dir = sweep_location(cfg, derived["config_path"])
     settings = preflight(cfg, derived)
+    # Snapshots after each checkpoint are what keeps a sweep resumable; Ray's warning about
+    # their frequency is noise at our checkpoint sizes.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     started_ray = init_ray(address)
     import ray
 

@@ -151,8 +151,13 @@ def _restore(checkpoint_dir: str, output_dir: str) -> str:
 
 def tune_trainable(config: dict[str, Any], *, base: dict[str, Any]) -> None:
     """Ray Tune entry point: ``tune.with_parameters(tune_trainable, base=settings)``."""
+    import logging
+
     from ray import tune
 
+    # Ray logs a line per persisted checkpoint; the driver's table already shows progress.
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    logging.getLogger("ray.tune").setLevel(logging.WARNING)
     settings = trial_settings(base, config)
     output_dir = tempfile.mkdtemp(prefix="qlora-sweep-trial-")
 
