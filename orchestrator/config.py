@@ -142,6 +142,16 @@ class SearchSection(Section):
     initial_points: list[dict[str, Any]] = Field(
         default_factory=list, description="Known-good configs (dotted keys) evaluated first.")
 
+    @field_validator("metric")
+    @classmethod
+    def _reported(cls, v: str) -> str:
+        if v not in REPORTED_METRICS:
+            close = suggest(v, list(REPORTED_METRICS))
+            hint = f" Did you mean '{close}'?" if close else ""
+            raise ValueError(f"trials never report this metric; they report "
+                             f"{', '.join(REPORTED_METRICS)}.{hint}")
+        return v
+
     @property
     def resolved_mode(self) -> str:
         return self.mode or REPORTED_METRICS.get(self.metric, "min")

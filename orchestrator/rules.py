@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ from pydantic import ValidationError
 from search_spaces import SpaceError, merge_space, parse_space
 from search_spaces.domains import Domain, grid_size
 
-from .config import REPORTED_METRICS, SEARCHABLE_SECTIONS, SweepConfig, searchable_keys, suggest
+from .config import SEARCHABLE_SECTIONS, SweepConfig, searchable_keys, suggest
 
 
 def _parse(raw: dict | str) -> tuple[dict[str, Domain], list[str]]:
@@ -63,12 +62,6 @@ def check_rules(cfg: SweepConfig, *, base_dir: Path) -> tuple[dict[str, Any], li
     domains, problems = _parse(cfg.search_space)
     problems += _check_domains(domains)
 
-    if cfg.search.metric not in REPORTED_METRICS:
-        close = difflib.get_close_matches(cfg.search.metric, list(REPORTED_METRICS), n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        problems.append(f"search.metric = {cfg.search.metric!r}: trials never report this "
-                        f"metric; they report {', '.join(REPORTED_METRICS)}.{hint}")
-
     if "lora.alpha" in domains and "lora.alpha_ratio" in domains:
         problems.append("search_space: lora.alpha and lora.alpha_ratio are both searched, but "
                         "alpha is either given or derived from the ratio. Fix: search one of them.")
@@ -87,6 +80,11 @@ def check_rules(cfg: SweepConfig, *, base_dir: Path) -> tuple[dict[str, Any], li
                             "to combine. Fix: add choice entries to search_space.")
 
     for i, point in enumerate(cfg.search.initial_points):
+        missing = [k for k in domains if k not in point]
+        if missing:
+            problems.append(f"search.initial_points[{i}] gives no value for {', '.join(missing)}; "
+                            f"a starting point must set every searched setting. Fix: add "
+                            f"{missing[0]}: <value> to it.")
         for key, value in point.items():
             if key not in domains:
                 problems.append(f"search.initial_points[{i}].{key}: not a searched setting; "

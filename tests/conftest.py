@@ -32,7 +32,7 @@ def write_config(path: Path, **sections) -> Path:
         "storage": {"path": str(path.parent / "sweeps")},
     }
     for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+        if key != "search_space" and isinstance(value, dict) and isinstance(cfg.get(key), dict):
             cfg[key].update(value)
         else:
             cfg[key] = value

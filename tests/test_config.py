@@ -57,6 +57,8 @@ def test_defaults_pass(tmp_path):
           "search_space": {"training.learning_rate": {"loguniform": [1e-5, 1e-3]}}},
          "needs every search_space entry to be a choice"),
         ({"search": {"initial_points": [{"lora.r": 5}]}}, "not one of the choices"),
+        ({"search_space": {"lora.r": [4, 8], "lora.dropout": [0.0, 0.1]},
+          "search": {"initial_points": [{"lora.r": 8}]}}, "gives no value for lora.dropout"),
         ({"storage": {"name": "a/b"}}, "plain folder name"),
         ({"lora": {"target_modules": []}}, "at least one module"),
     ],

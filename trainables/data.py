@@ -33,6 +33,18 @@ def _quiet_datasets() -> None:
     datasets.logging.set_verbosity_error()
 
 
+def _has_no_rows(path: Path) -> bool:
+    """Empty text files (a CSV with only its header) make ``datasets`` fail obscurely."""
+    if path.suffix.lower() not in (".jsonl", ".csv", ".json"):
+        return path.stat().st_size == 0
+    lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    if path.suffix.lower() == ".csv":
+        return len(lines) <= 1
+    if path.suffix.lower() == ".json":
+        return not lines or "".join(lines).strip() in ("[]", "{}")
+    return not lines
+
+
 def load_source(source: dict[str, Any]):
     """Load one data source: ``{"path", "split", "subset", "local"}`` -> ``datasets.Dataset``."""
     from datasets import load_dataset
@@ -44,6 +56,9 @@ def load_source(source: dict[str, Any]):
         if not p.is_file():
             raise DataError(f"the data file {path} does not exist. Fix: check the path (relative "
                             f"paths are read from the config file's folder).")
+        if _has_no_rows(p):
+            raise DataError(f"the data file {path} has no rows. Fix: point it at a file with at "
+                            f"least one example.")
         builder = _BUILDERS.get(p.suffix.lower())
         if builder is None:
             raise DataError(f"the data file {path} has suffix '{p.suffix}'; supported: "

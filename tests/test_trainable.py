@@ -1,0 +1,92 @@
+"""The trainable alone, without a Tuner: real 4-bit QLoRA for a few steps on the tiny model."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from trainables.trial import build_trainer, evaluate_baseline, run_trial, trial_settings
+
+from .conftest import EXAMPLES
+
+
+def settings(**training) -> dict:
+    base = {
+        "model": {"name_or_path": "builtin:tiny-llama", "revision": None,
+                  "trust_remote_code": False,
+                  "quantization": {"mode": "4bit", "quant_type": "nf4", "double_quant": True,
+                                   "compute_dtype": "auto"}},
+        "data": {"train": {"path": str(EXAMPLES / "data/pricing_train.jsonl"), "local": True},
+                 "eval": {"path": str(EXAMPLES / "data/pricing_eval.jsonl"), "local": True},
+                 "format": "auto", "eval_fraction": 0.1, "max_length": 64,
+                 "max_eval_samples": 32},
+        "lora": {"r": 8, "alpha": None, "alpha_ratio": 2.0, "dropout": 0.05,
+                 "target_modules": "attention", "bias": "none", "use_rslora": False,
+                 "use_dora": False},
+        "training": {"max_steps": 20, "per_device_train_batch_size": 8,
+                     "per_device_eval_batch_size": 16, "gradient_accumulation_steps": 1,
+                     "learning_rate": 3e-3, "eval_steps": 10, "logging_steps": 5,
+                     "warmup_ratio": 0.0, "lr_scheduler_type": "linear", "weight_decay": 0.0,
+                     "optim": "auto", "seed": 3, "max_grad_norm": 1.0,
+                     "gradient_checkpointing": False},
+        "target_groups": {"attention": ["q_proj", "k_proj", "v_proj", "o_proj"]},
+        "threads": 2,
+    }
+    base["training"].update(training)
+    return trial_settings(base, {})
+
+
+def test_trial_is_real_qlora_and_its_adapter_loads(tiny_model_dir, tmp_path):
+    import bitsandbytes as bnb
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    s = settings()
+    trainer = build_trainer(s, str(tmp_path / "probe"), save=False)
+    layers = [m for m in trainer.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers and layers[0].weight.quant_type == "nf4"
+    trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+
+    history = run_trial(s, output_dir=tmp_path / "out")
+    assert [h["step"] for h in history] == [10, 20]
+    for h in history:
+        assert set(h) >= {"eval_loss", "eval_perplexity", "eval_mean_token_accuracy",
+                          "train_loss", "learning_rate", "tokens_per_second", "step"}
+    baseline = evaluate_baseline(s)
+    assert history[-1]["eval_loss"] < baseline["eval_loss"] - 1.0
+
+    ckpt = tmp_path / "out" / "checkpoint-20"
+    names = {p.name for p in ckpt.iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "optimizer.pt", "scheduler.pt",
+            "rng_state.pth"} <= names
+    assert "model.safetensors" not in names  # never the base weights
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, ckpt)
+    lora_modules = [n for n, _ in model.named_modules() if n.endswith("lora_A.default")]
+    assert len(lora_modules) == 4 * 4  # 4 layers x q/k/v/o
+    ids = torch.tensor([[1, 50, 60, 70]])
+    with torch.no_grad():
+        assert torch.isfinite(model(ids).logits).all()
+
+
+def test_resume_from_a_checkpoint_continues_the_step_count(tmp_path):
+    s = settings(max_steps=20)
+    full = run_trial(s, output_dir=tmp_path / "full")
+    resumed_dir = tmp_path / "resumed"
+    resumed_dir.mkdir()
+    shutil.copytree(tmp_path / "full" / "checkpoint-10", resumed_dir / "checkpoint-10")
+    resumed = run_trial(s, output_dir=resumed_dir,
+                        resume_from=str(resumed_dir / "checkpoint-10"))
+    assert [h["step"] for h in resumed] == [20]
+    assert resumed[-1]["eval_loss"] == pytest.approx(full[-1]["eval_loss"], rel=1e-3)
+
+
+def test_nan_loss_raises_training_diverged(tmp_path):
+    from trainables.callbacks import TrainingDiverged
+
+    s = settings(learning_rate=1e8, max_grad_norm=0.0, max_steps=10, eval_steps=5)
+    with pytest.raises(TrainingDiverged, match="training diverged"):
+        run_trial(s, output_dir=tmp_path / "nan")
