@@ -147,3 +147,21 @@ def test_every_preset_validates(tmp_path, preset):
 def test_relative_data_paths_resolve_from_the_config_folder():
     cfg, derived = load_config(EXAMPLES / "demo_cpu.yaml")
     assert derived["train_path"] == str(EXAMPLES / "data" / "pricing_train.jsonl")
+
+
+def test_readme_reference_matches_the_schema():
+    from orchestrator.reference import render
+
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    assert render().strip() in readme, "regenerate: python -m orchestrator.reference"
+
+
+def test_help_and_validation_do_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from orchestrator.loading import load_config; "
+            "load_config('examples/demo_cpu.yaml'); "
+            "from orchestrator.cli import _parser; "
+            "assert 'torch' not in sys.modules and 'ray' not in sys.modules, 'heavy import'")
+    subprocess.run([sys.executable, "-c", code], cwd=EXAMPLES.parent, check=True, timeout=60)

@@ -1,0 +1,62 @@
+"""Render the config reference (README) from the schema: one table per section.
+
+    python -m orchestrator.reference
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from .config import SweepConfig
+
+
+def _type(annotation: Any) -> str:
+    text = str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
+    text = text.replace("orchestrator.config.DataSource", "source").replace("NoneType", "None")
+    if text.startswith("Literal["):
+        text = "one of " + text.removeprefix("Literal[").removesuffix("]")
+    return text.replace(" | ", " or ")
+
+
+def _default(field) -> str:
+    if field.default_factory is not None:
+        value = field.default_factory()
+        if isinstance(value, BaseModel):
+            return "(section)"
+        return f"`{value!r}`" if value not in ({}, []) else f"`{value}`"
+    if field.is_required():
+        return "required"
+    return f"`{field.default!r}`"
+
+
+def _rows(model: type[BaseModel], prefix: str) -> list[str]:
+    rows = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        sub = field.annotation if isinstance(field.annotation, type) else None
+        if sub is not None and issubclass(sub, BaseModel):
+            rows += _rows(sub, f"{key}.")
+            continue
+        rows.append(f"| `{key}` | {_type(field.annotation)} | {_default(field)} | "
+                    f"{field.description or ''} |")
+    return rows
+
+
+def render() -> str:
+    out = []
+    for name, field in SweepConfig.model_fields.items():
+        out.append(f"#### `{name}` — {field.description}\n")
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            out.append("| key | type | default | meaning |\n|---|---|---|---|")
+            out += _rows(sub, f"{name}.")
+        else:
+            out.append(f"Type {_type(sub)}, default {_default(field)}.")
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(render())
