@@ -76,7 +76,7 @@ class DataSection(Section):
         "instruction/input/output, or auto-detected.")
     eval_fraction: float = Field(
         0.1, gt=0, lt=1, description="Share of train held out for eval when there is no eval.")
-    max_length: int = Field(512, ge=16, description="Longest tokenized example; longer ones "
+    max_length: int = Field(512, ge=8, description="Longest tokenized example; longer ones "
                             "are truncated.")
     max_eval_samples: int | None = Field(
         None, ge=1, description="Evaluate on at most this many eval rows (first N).")

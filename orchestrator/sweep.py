@@ -115,19 +115,16 @@ def run_sweep(cfg: SweepConfig, derived: dict[str, Any], *, address: str | None 
         if tiny_llama.is_builtin(cfg.model.name_or_path):
             tiny_llama.resolve(cfg.model.name_or_path, log=out)
 
+        out("evaluating the base model (baseline) ...")
+        baseline = _baseline(cfg, settings)
+        # The sweep dir appears only once everything that can be checked has passed, so a
+        # failed start leaves nothing behind that a later run would trip over.
         sweep_dir.mkdir(parents=True)
         (sweep_dir / "sweep.yaml").write_text(
             yaml.safe_dump(_resolved_config(cfg, settings, name), sort_keys=False))
+        write_json(sweep_dir / "baseline.json", baseline)
         out(f"sweep dir: {sweep_dir}")
         out(f"watch it:  tensorboard --logdir {sweep_dir}")
-
-        out("evaluating the base model (baseline) ...")
-        from trainables.trial import evaluate_baseline
-
-        task = ray.remote(num_cpus=cfg.resources.cpu, num_gpus=cfg.resources.gpu)(evaluate_baseline)
-        baseline = ray.get(task.remote(settings))
-        baseline.update({"model": cfg.model.name_or_path, "metric": cfg.search.metric})
-        write_json(sweep_dir / "baseline.json", baseline)
         out(f"baseline {cfg.search.metric}: {baseline[cfg.search.metric]:.4f} "
             f"on {baseline['eval_samples']} eval examples")
 
@@ -143,6 +140,28 @@ def run_sweep(cfg: SweepConfig, derived: dict[str, Any], *, address: str | None 
     finally:
         if started_ray:
             ray.shutdown()
+
+
+def _baseline(cfg: SweepConfig, settings: dict[str, Any]) -> dict[str, Any]:
+    """Evaluate the base model once, on a worker with a trial's resources."""
+    import ray
+
+    from trainables.data import DataError
+    from trainables.trial import evaluate_baseline
+
+    task = ray.remote(num_cpus=cfg.resources.cpu, num_gpus=cfg.resources.gpu)(evaluate_baseline)
+    try:
+        baseline = ray.get(task.remote(settings))
+    except ray.exceptions.RayTaskError as err:
+        cause = getattr(err, "cause", None)
+        if isinstance(cause, DataError):
+            raise UserError(f"data: {cause}") from None
+        lines = [ln for ln in str(cause or err).splitlines() if ln.strip()]
+        raise UserError(f"the baseline evaluation of {cfg.model.name_or_path} failed: "
+                        f"{lines[-1] if lines else type(err).__name__}",
+                        exit_code=RUNTIME_EXIT) from None
+    baseline.update({"model": cfg.model.name_or_path, "metric": cfg.search.metric})
+    return baseline
 
 
 def finish(cfg: SweepConfig, derived: dict[str, Any], results, *, sweep_dir: Path,

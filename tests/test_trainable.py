@@ -90,3 +90,40 @@ def test_nan_loss_raises_training_diverged(tmp_path):
     s = settings(learning_rate=1e8, max_grad_norm=0.0, max_steps=10, eval_steps=5)
     with pytest.raises(TrainingDiverged, match="training diverged"):
         run_trial(s, output_dir=tmp_path / "nan")
+
+
+@pytest.mark.parametrize("fmt", ["messages", "instruction"])
+def test_other_row_formats_train(tmp_path, fmt):
+    import json
+
+    rows = []
+    for line in (EXAMPLES / "data/pricing_train.jsonl").read_text().splitlines()[:64]:
+        r = json.loads(line)
+        if fmt == "messages":
+            rows.append({"messages": [{"role": "user", "content": r["prompt"].strip()},
+                                      {"role": "assistant", "content": r["completion"]}]})
+        else:
+            rows.append({"instruction": "Estimate the price.", "input": r["prompt"].strip(),
+                         "output": r["completion"]})
+    path = tmp_path / f"{fmt}.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    s = settings(max_steps=10, eval_steps=5)
+    s["data"].update({"train": {"path": str(path), "local": True}, "eval": None,
+                      "eval_fraction": 0.25, "max_length": 128})
+    trainer = build_trainer(s, str(tmp_path / "probe"), save=False)
+    sample = trainer.train_dataset[0]
+    # Completion-only loss: the prompt tokens are masked out of the loss.
+    learned = sum(1 for label in sample["labels"] if label != -100)
+    assert 0 < learned < len(sample["input_ids"])
+    history = run_trial(s, output_dir=tmp_path / "out")
+    assert [h["step"] for h in history] == [5, 10]
+    assert history[-1]["eval_loss"] < history[0]["eval_loss"]
+
+
+def test_examples_too_long_for_max_length_are_a_clear_error(tmp_path):
+    from trainables.data import DataError
+
+    s = settings()
+    s["data"]["max_length"] = 8  # shorter than any prompt: no completion token would remain
+    with pytest.raises(DataError, match="data.max_length"):
+        build_trainer(s, str(tmp_path / "probe"), save=False)

@@ -116,6 +116,14 @@ def build_trainer(settings: dict[str, Any], output_dir: str, *, callbacks=(), sa
         processing_class=tokenizer,
         callbacks=list(callbacks),
     )
+    for name, ds in (("training", trainer.train_dataset), ("eval", trainer.eval_dataset)):
+        if len(ds) == 0:
+            from .data import DataError
+
+            raise DataError(
+                f"every {name} example lost its completion to truncation at data.max_length = "
+                f"{settings['data']['max_length']} tokens, so nothing is left to learn from. "
+                f"Fix: raise data.max_length.")
     # The Trainer prints every log dict when progress bars are off; trials report instead.
     trainer.remove_callback(PrinterCallback)
     return trainer
