@@ -220,8 +220,10 @@ def _pretrain(model, tokenizer, corpus: list[str], recipe: dict, log: Callable[[
 def build(dest: Path, recipe: dict | None = None, log: Callable[[str], None] = print) -> None:
     """Build the builtin model from its recipe into ``dest`` (which must not exist)."""
     import torch
+    import transformers
     from transformers import LlamaForCausalLM
 
+    transformers.utils.logging.disable_progress_bar()
     r = recipe or RECIPE
     torch.manual_seed(r["seed"])
     corpus = synthetic_corpus(r["corpus_lines"], r["seed"])
