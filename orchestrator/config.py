@@ -7,18 +7,12 @@ collects every problem rather than stopping at the first. Nothing here imports t
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-# Metrics every trial reports at each evaluation; a sweep may optimise any of them.
-REPORTED_METRICS = {
-    "eval_loss": "min",
-    "eval_perplexity": "min",
-    "eval_mean_token_accuracy": "max",
-    "train_loss": "min",
-}
+from trainables.metrics import OPTIMIZABLE as REPORTED_METRICS
+
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 
@@ -245,6 +239,3 @@ def suggest(name: str, known: list[str]) -> str | None:
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     return close[0] if close else None
 
-
-def is_finite_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

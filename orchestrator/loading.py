@@ -87,29 +87,26 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def _known_fields(model: type[BaseModel], loc: tuple) -> list[str]:
-    """Field names at the parent of ``loc`` in the schema."""
-    current: Any = model
-    for part in loc[:-1]:
-        field = getattr(current, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        ann = field.annotation
-        current = next((a for a in getattr(ann, "__args__", (ann,))
-                        if isinstance(a, type) and issubclass(a, BaseModel)), ann)
-    return list(getattr(current, "model_fields", {}))
-
-
-def _describe(model: type[BaseModel], loc: tuple) -> str | None:
-    current: Any = model
-    field = None
-    for part in loc:
+def _section_at(path: tuple) -> type[BaseModel] | None:
+    """The schema model found by following ``path`` from the root (None if it leaves it)."""
+    current: Any = SweepConfig
+    for part in path:
         field = getattr(current, "model_fields", {}).get(part)
         if field is None:
             return None
         ann = field.annotation
         current = next((a for a in getattr(ann, "__args__", (ann,))
-                        if isinstance(a, type) and issubclass(a, BaseModel)), ann)
+                        if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    return current
+
+
+def _known_fields(loc: tuple) -> list[str]:
+    """Field names beside the last key of ``loc``."""
+    return list(getattr(_section_at(loc[:-1]), "model_fields", {}))
+
+
+def _describe(loc: tuple) -> str | None:
+    field = getattr(_section_at(loc[:-1]), "model_fields", {}).get(loc[-1]) if loc else None
     return field.description if field else None
 
 
@@ -122,14 +119,14 @@ def format_validation_errors(err: ValidationError, lines: dict[tuple, int],
         line = lines.get(loc)
         at = f"{source} line {line}: " if line else ""
         if e["type"] == "extra_forbidden":
-            known = _known_fields(SweepConfig, loc)
+            known = _known_fields(loc)
             close = suggest(str(loc[-1]), known)
             hint = f" Did you mean '{'.'.join(map(str, loc[:-1] + (close,)))}'?" if close else ""
             problems.append(f"{at}{dotted}: unknown key.{hint} Known keys here: "
                             f"{', '.join(known)}.")
             continue
         value = e.get("input")
-        desc = _describe(SweepConfig, loc)
+        desc = _describe(loc)
         fix = f" Fix: {dotted} is: {desc}" if desc else ""
         msg = e["msg"].removeprefix("Value error, ")
         problems.append(f"{at}{dotted} = {value!r}: {msg}.{fix}")

@@ -25,7 +25,7 @@ def _default(field) -> str:
         value = field.default_factory()
         if isinstance(value, BaseModel):
             return "(section)"
-        return f"`{value!r}`" if value not in ({}, []) else f"`{value}`"
+        return f"`{value!r}`"
     if field.is_required():
         return "required"
     return f"`{field.default!r}`"

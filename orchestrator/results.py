@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 
-def _first_line(error: BaseException | None) -> str:
+def _error_summary(error: BaseException | None) -> str:
     if error is None:
         return ""
     text = str(error).strip()
@@ -47,7 +47,7 @@ def trial_rows(results, *, metric: str, mode: str, max_steps: int,
         row = {"trial_id": trial_id, "status": status}
         row.update({k: (result.config or {}).get(k) for k in searched})
         row.update({f"best_{metric}": best_value, "best_step": best_step, "steps_run": steps_run,
-                    "error": _first_line(result.error), "checkpoint_path": checkpoint})
+                    "error": _error_summary(result.error), "checkpoint_path": checkpoint})
         rows.append(row)
     rows.sort(key=lambda r: (r[f"best_{metric}"] is None,
                              (r[f"best_{metric}"] or 0) * (1 if mode == "min" else -1)))
@@ -62,7 +62,8 @@ def write_leaderboard(rows: list[dict], path: Path, *, metric: str, searched: li
         writer.writerows(rows)
 
 
-def best_record(rows: list[dict], *, metric: str, mode: str, baseline: dict | None) -> dict | None:
+def best_record(rows: list[dict], *, metric: str, mode: str, searched: list[str],
+                baseline: dict | None) -> dict | None:
     """The best trial that did not error, with its best checkpoint (not its last)."""
     usable = [r for r in rows if r["status"] != "errored" and r[f"best_{metric}"] is not None
               and r["checkpoint_path"]]
@@ -71,9 +72,7 @@ def best_record(rows: list[dict], *, metric: str, mode: str, baseline: dict | No
     top = usable[0]  # rows are sorted best-first
     return {
         "trial_id": top["trial_id"],
-        "config": {k: v for k, v in top.items()
-                   if k not in ("trial_id", "status", f"best_{metric}", "best_step", "steps_run",
-                                "error", "checkpoint_path")},
+        "config": {k: top[k] for k in searched},
         "metric": metric,
         "mode": mode,
         "value": top[f"best_{metric}"],

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from search_spaces import SpaceError, merge_space, parse_space
-from search_spaces.domains import Domain, grid_size
+from search_spaces.domains import Domain, encode_choice
 
 from .config import SEARCHABLE_SECTIONS, SweepConfig, searchable_keys, suggest
 
@@ -91,8 +91,6 @@ def check_rules(cfg: SweepConfig, *, base_dir: Path) -> tuple[dict[str, Any], li
                                 f"searched: {', '.join(domains) or 'none'}.")
                 continue
             dom = domains[key]
-            from search_spaces.domains import encode_choice
-
             if dom.kind == "choice" and encode_choice(value) not in dom.values:
                 problems.append(f"search.initial_points[{i}].{key} = {value!r}: not one of the "
                                 f"choices {list(dom.values)}.")

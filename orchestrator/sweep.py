@@ -172,7 +172,7 @@ def finish(cfg: SweepConfig, derived: dict[str, Any], results, *, sweep_dir: Pat
     rows = trial_rows(results, metric=metric, mode=mode, max_steps=cfg.training.max_steps,
                       searched=searched)
     write_leaderboard(rows, sweep_dir / "leaderboard.csv", metric=metric, searched=searched)
-    best = best_record(rows, metric=metric, mode=mode, baseline=baseline)
+    best = best_record(rows, metric=metric, mode=mode, searched=searched, baseline=baseline)
     out("")
     out(render_table(rows, metric=metric, searched=searched, baseline=baseline))
     counts = {s: sum(r["status"] == s for r in rows) for s in ("completed", "stopped_early", "errored")}

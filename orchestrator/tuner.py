@@ -27,8 +27,7 @@ def optuna_storage(sweep_dir: str):
     return optuna.storages.JournalStorage(JournalFileBackend(str(Path(sweep_dir) / "optuna.journal")))
 
 
-def search_alg(cfg: SweepConfig, derived: dict[str, Any], *, sweep_dir: str, concurrency: int,
-               name: str):
+def search_alg(cfg: SweepConfig, *, sweep_dir: str, concurrency: int, name: str):
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -39,8 +38,8 @@ def search_alg(cfg: SweepConfig, derived: dict[str, Any], *, sweep_dir: str, con
 
         sampler = optuna.samplers.TPESampler(seed=cfg.search.seed,
                                              n_startup_trials=max(2, min(5, cfg.search.num_trials // 3)))
-        storage = optuna_storage(sweep_dir) if "://" not in sweep_dir else None
-        alg = OptunaSearch(points_to_evaluate=points, sampler=sampler, storage=storage,
+        alg = OptunaSearch(points_to_evaluate=points, sampler=sampler,
+                           storage=optuna_storage(sweep_dir),
                            study_name=name)
         return ConcurrencyLimiter(alg, max_concurrent=concurrency)
     # random and grid both sample with Tune's own generator (seeded)
@@ -77,7 +76,7 @@ def build_tuner(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, A
         tune_config=tune.TuneConfig(
             metric=metric,
             mode=mode,
-            search_alg=search_alg(cfg, derived, sweep_dir=sweep_dir, concurrency=concurrency,
+            search_alg=search_alg(cfg, sweep_dir=sweep_dir, concurrency=concurrency,
                                   name=name),
             scheduler=scheduler(cfg, derived),
             num_samples=1 if grid else cfg.search.num_trials,

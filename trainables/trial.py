@@ -17,10 +17,6 @@ from typing import Any
 
 from .callbacks import Report, ReportCallback
 
-# Reported at every evaluation; ``step`` is ASHA's time attribute.
-METRICS = ("eval_loss", "eval_perplexity", "eval_mean_token_accuracy", "train_loss",
-           "learning_rate", "tokens_per_second", "step")
-
 
 def trial_settings(base: dict[str, Any], searched: dict[str, Any]) -> dict[str, Any]:
     """The settings of one trial: the sweep's fixed settings with its searched values applied.
@@ -129,6 +125,13 @@ def build_trainer(settings: dict[str, Any], output_dir: str, *, callbacks=(), sa
     return trainer
 
 
+def _limit_threads(settings: dict[str, Any]) -> None:
+    import torch
+
+    if settings.get("threads"):
+        torch.set_num_threads(max(1, int(settings["threads"])))
+
+
 def run_trial(settings: dict[str, Any], *, output_dir: str | os.PathLike,
               report: Report | None = None, resume_from: str | None = None) -> list[dict]:
     """Train one trial and return its reported metrics, one dict per evaluation.
@@ -138,11 +141,7 @@ def run_trial(settings: dict[str, Any], *, output_dir: str | os.PathLike,
     Raises:
         TrainingDiverged: the loss became NaN or infinite.
     """
-    import torch
-
-    threads = settings.get("threads")
-    if threads:
-        torch.set_num_threads(max(1, int(threads)))
+    _limit_threads(settings)
     callback = ReportCallback(report or (lambda metrics, ckpt: None))
     trainer = build_trainer(settings, str(output_dir), callbacks=[callback])
     trainer.train(resume_from_checkpoint=resume_from)
@@ -194,15 +193,8 @@ def evaluate_baseline(settings: dict[str, Any]) -> dict[str, float]:
     """
     import math
 
-    import torch
-
-    threads = settings.get("threads")
-    if threads:
-        torch.set_num_threads(max(1, int(threads)))
-    settings = copy.deepcopy(settings)
-    settings["lora"]["use_dora"] = False
-    if "resolved_target_modules" not in settings["lora"]:
-        settings = trial_settings(settings, {})
+    _limit_threads(settings)
+    settings = trial_settings(settings, {"lora.use_dora": False})
     output_dir = tempfile.mkdtemp(prefix="qlora-sweep-baseline-")
     try:
         trainer = build_trainer(settings, output_dir, save=False)
