@@ -98,6 +98,7 @@ def run_sweep(cfg: SweepConfig, derived: dict[str, Any], *, address: str | None 
     Raises:
         UserError: a pre-flight problem (nothing is started or written then).
     """
+    started = time.monotonic()
     storage_path, name, sweep_dir = sweep_location(cfg, derived["config_path"])
     settings = preflight(cfg, derived)
     # Snapshots after each checkpoint are what keeps a sweep resumable; Ray's warning about
@@ -136,7 +137,10 @@ def run_sweep(cfg: SweepConfig, derived: dict[str, Any], *, address: str | None 
         out(f"starting {cfg.search.num_trials if cfg.search.algorithm != 'grid' else 'grid'} "
             f"trials ({cfg.search.algorithm}, {cfg.scheduler.type}), {concurrency} at a time")
         results = tuner.fit()
-        return finish(cfg, derived, results, sweep_dir=sweep_dir, baseline=baseline, out=out)
+        code = finish(cfg, derived, results, sweep_dir=sweep_dir, baseline=baseline, out=out)
+        out(f"wall time {time.monotonic() - started:.0f} s (pre-flight, model build if any, "
+            f"baseline and trials)")
+        return code
     finally:
         if started_ray:
             ray.shutdown()

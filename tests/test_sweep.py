@@ -83,4 +83,4 @@ def test_real_sweep_writes_the_contract(tiny_model_dir, tmp_path):
     assert model.peft_config["default"].target_modules
 
     # The printed leaderboard shows the baseline row and the best adapter's path.
-    assert "base model" in out and f"best adapter: {ckpt}" in out
+    assert "base model" in out and f"best adapter: {ckpt}" in out and "wall time" in out
