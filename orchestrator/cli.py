@@ -1,4 +1,4 @@
-"""The ``qlora-sweep`` command line: ``validate`` and ``run``.
+"""The ``qlora-sweep`` command line: ``validate``, ``run``, ``promote`` and ``generate``.
 
 User errors print one message and exit non-zero without a traceback; nothing heavy (torch,
 Ray) is imported for ``--help`` or for schema validation.
@@ -29,7 +29,49 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--address", default=None,
                            help="Ray cluster to join ('auto', or ray://host:port); default: "
                                 "RAY_ADDRESS, else a local Ray bound to 127.0.0.1")
+    p = sub.add_parser("promote", help="bundle the winning adapter with a model card and push "
+                       "it to the Hub if it beats the adapter already there",
+                       description="Write SWEEP_DIR/promoted (adapter, tokenizer, model card, "
+                       "sweep_summary.json); with --repo-id (or promote.repo_id in the sweep), "
+                       "compare it with the adapter in the repo on the sweep's eval data and "
+                       "push it in one commit only if it wins. The token comes from HF_TOKEN or "
+                       "`hf auth login`; HF_ENDPOINT is honoured.")
+    p.add_argument("sweep_dir", help="the sweep dir printed by `qlora-sweep run`")
+    p.add_argument("--repo-id", default=None, help="Hub model repo, e.g. acme/pricing-qlora")
+    p.add_argument("--private", action="store_true", default=None,
+                   help="create the repo as private when it does not exist")
+    p.add_argument("--min-improvement", default=None, metavar="X",
+                   help="how much the winner must beat the current adapter: 0.02 (absolute) or "
+                        "2%% (relative); default: promote.min_improvement of the sweep, else 0")
+    p.add_argument("--force", action="store_true",
+                   help="push even if the current adapter is better or for another base model")
+    p.add_argument("--dry-run", action="store_true",
+                   help="do everything (bundle, compare, verdict) except the push")
+    p = sub.add_parser("generate", help="complete a prompt with an adapter (local bundle or Hub "
+                       "repo) on its base model, in its training prompt format")
+    p.add_argument("adapter", help="SWEEP_DIR/promoted, a checkpoint folder, or a Hub repo id")
+    p.add_argument("prompt", help="the prompt, as a user would write it")
+    p.add_argument("--revision", default=None, help="Hub revision: branch, tag or commit")
+    p.add_argument("--base-model", default=None,
+                   help="load the adapter on this base model instead of the one it names")
+    p.add_argument("--max-new-tokens", type=int, default=64)
     return parser
+
+
+def _promote(args) -> int:
+    from .promote import promote
+
+    promote(args.sweep_dir, repo_id=args.repo_id, private=args.private,
+            min_improvement=args.min_improvement, force=args.force, dry_run=args.dry_run)
+    return 0
+
+
+def _generate(args) -> int:
+    from .generation import run_generate
+
+    print(run_generate(args.adapter, args.prompt, revision=args.revision,
+                       base_model=args.base_model, max_new_tokens=args.max_new_tokens))
+    return 0
 
 
 def _validate(args) -> int:
@@ -62,7 +104,8 @@ def _run(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"validate": _validate, "run": _run}[args.command](args)
+        return {"validate": _validate, "run": _run, "promote": _promote,
+                "generate": _generate}[args.command](args)
     except UserError as err:
         print(err.render(), file=sys.stderr)
         return err.exit_code

@@ -187,6 +187,61 @@ class StorageSection(Section):
         return v
 
 
+REPO_ID_RULE = ("a Hub repo id: 'owner/name' or 'name', letters, digits, '-', '_', '.', at most "
+                "96 characters, no '--' or '..', not starting or ending with '-' or '.'")
+
+
+def valid_repo_id(repo_id: str) -> bool:
+    """The Hub's repo-id rule, checked without importing huggingface_hub."""
+    import re
+
+    part = r"[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?"
+    return (len(repo_id) <= 96 and "--" not in repo_id and ".." not in repo_id
+            and re.fullmatch(rf"(?:{part}/)?{part}", repo_id) is not None)
+
+
+def parse_improvement(value: float | str) -> tuple[float, str]:
+    """``0.02`` -> ``(0.02, "absolute")``; ``"2%"`` -> ``(0.02, "relative")``.
+
+    Raises:
+        ValueError: not a non-negative number or percentage.
+    """
+    text = str(value).strip()
+    kind = "relative" if text.endswith("%") else "absolute"
+    try:
+        number = float(text.rstrip("%"))
+    except ValueError:
+        raise ValueError(f"must be a number (0.02, absolute) or a percentage ('2%', relative), "
+                         f"got {value!r}") from None
+    if not number >= 0:
+        raise ValueError(f"must be 0 or more, got {value!r}")
+    return (number / 100 if kind == "relative" else number), kind
+
+
+class PromoteSection(Section):
+    repo_id: str | None = Field(
+        None, description="Hub repo the winning adapter is promoted to at the end of `run` "
+        "(e.g. acme/pricing-qlora); unset: no push (`qlora-sweep promote` can do it later).")
+    private: bool = Field(False, description="Create the repo as private when it does not exist.")
+    min_improvement: float | str = Field(
+        0.0, description="How much the sweep's winner must beat the adapter already in the repo "
+        "(on the sweep's eval data and metric): a number is absolute (0.02), a percentage "
+        "relative ('2%'). The winner must beat it strictly in any case.")
+
+    @field_validator("repo_id")
+    @classmethod
+    def _repo_id(cls, v):
+        if v is not None and not valid_repo_id(v):
+            raise ValueError(f"must be {REPO_ID_RULE}")
+        return v
+
+    @field_validator("min_improvement")
+    @classmethod
+    def _improvement(cls, v):
+        parse_improvement(v)
+        return v
+
+
 class SweepConfig(Section):
     model: ModelSection = Field(default_factory=ModelSection, description="The base model.")
     data: DataSection = Field(default_factory=DataSection, description="Training and eval data.")
@@ -204,6 +259,8 @@ class SweepConfig(Section):
                                         description="Per-trial resources.")
     storage: StorageSection = Field(default_factory=StorageSection,
                                     description="Where results go.")
+    promote: PromoteSection = Field(default_factory=PromoteSection,
+                                    description="Pushing the winner to the Hugging Face Hub.")
 
     @field_validator("search_space", mode="before")
     @classmethod

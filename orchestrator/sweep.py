@@ -101,6 +101,13 @@ def run_sweep(cfg: SweepConfig, derived: dict[str, Any], *, address: str | None 
     started = time.monotonic()
     storage_path, name, sweep_dir = sweep_location(cfg, derived["config_path"])
     settings = preflight(cfg, derived)
+    if cfg.promote.repo_id:
+        # Hours of training must not end in "no token": check write access first.
+        from .hub import Hub
+
+        user = Hub(cfg.promote.repo_id).check_write_access()
+        out(f"the winner will be promoted to {cfg.promote.repo_id} (as {user}) if it beats the "
+            f"adapter there")
     # Snapshots after each checkpoint are what keeps a sweep resumable; Ray's warning about
     # their frequency is noise at our checkpoint sizes.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -138,12 +145,27 @@ def run_sweep(cfg: SweepConfig, derived: dict[str, Any], *, address: str | None 
             f"trials ({cfg.search.algorithm}, {cfg.scheduler.type}), {concurrency} at a time")
         results = tuner.fit()
         code = finish(cfg, derived, results, sweep_dir=sweep_dir, baseline=baseline, out=out)
+        if cfg.promote.repo_id and (sweep_dir / "best.json").is_file():
+            _auto_promote(sweep_dir, out)
         out(f"wall time {time.monotonic() - started:.0f} s (pre-flight, model build if any, "
             f"baseline and trials)")
         return code
     finally:
         if started_ray:
             ray.shutdown()
+
+
+def _auto_promote(sweep_dir: Path, out: Out) -> None:
+    """Promote at the end of ``run``; a failure is reported, and the sweep's exit code stands."""
+    from .promote import promote
+
+    out("")
+    out("promoting the winner ...")
+    try:
+        promote(sweep_dir, out=out)
+    except UserError as err:
+        out(err.render())
+        out(f"the sweep itself is complete; promote again with: qlora-sweep promote {sweep_dir}")
 
 
 def _baseline(cfg: SweepConfig, settings: dict[str, Any]) -> dict[str, Any]:

@@ -41,7 +41,29 @@ def write_config(path: Path, **sections) -> Path:
 
 
 def cli(*args: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run ``python -m orchestrator ...`` as a user would, capturing its output."""
-    full_env = dict(os.environ, **(env or {}))
+    """Run ``python -m orchestrator ...`` as a user would, capturing its output.
+
+    ``env`` is added to this process's environment; a None value removes that variable.
+    """
+    full_env = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
     return subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+def run_small_sweep(root: Path, name: str, *, learning_rate: float, env: dict | None = None,
+                    **sections) -> Path:
+    """A real one-trial sweep via the CLI; returns its sweep dir."""
+    config = write_config(
+        root / f"{name}.yaml",
+        data={"max_eval_samples": 40},
+        training={"max_steps": 30, "eval_steps": 10},
+        search_space={"training.learning_rate": {"choice": [learning_rate]}},
+        search={"algorithm": "random", "num_trials": 1},
+        scheduler={"type": "none"},
+        storage={"path": str(root / "sweeps"), "name": name},
+        **sections,
+    )
+    proc = cli("run", str(config), timeout=900, env=env)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    (root / f"{name}.log").write_text(proc.stdout + proc.stderr)
+    return root / "sweeps" / name

@@ -11,8 +11,12 @@ def quiet_transformers() -> None:
     """No progress bars or advisory warnings from inside trials."""
     import transformers
 
+    import warnings
+
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    # Deprecation notices about argument names we do not choose are noise to our users.
+    warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def compute_dtype(name: str):
@@ -56,8 +60,8 @@ def load_tokenizer(model: dict[str, Any]):
     return tok
 
 
-def load_base_model(model: dict[str, Any]):
-    """Load the base causal LM as configured, ready for k-bit training."""
+def load_base_model(model: dict[str, Any], *, for_training: bool = True):
+    """Load the base causal LM as configured (ready for k-bit training unless told not to)."""
     import torch
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM
@@ -75,7 +79,7 @@ def load_base_model(model: dict[str, Any]):
         dtype=dtype,
         **kwargs,
     )
-    if quant["mode"] != "none":
+    if quant["mode"] != "none" and for_training:
         # Casts norms to fp32 and enables input grads; gradient checkpointing is our own switch.
         base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
     return base

@@ -87,8 +87,11 @@ def sft_config(settings: dict[str, Any], output_dir: str, *, save: bool = True):
 
 
 def build_trainer(settings: dict[str, Any], output_dir: str, *, callbacks=(), save: bool = True,
-                  with_lora: bool = True):
-    """Load model, data and tokenizer and return a ready ``SFTTrainer``."""
+                  with_lora: bool = True, adapter_dir: str | None = None):
+    """Load model, data and tokenizer and return a ready ``SFTTrainer``.
+
+    With ``adapter_dir`` the saved adapter there is loaded (frozen) instead of a fresh one.
+    """
     import transformers
     from transformers.trainer_callback import PrinterCallback
     from trl import SFTTrainer
@@ -103,7 +106,14 @@ def build_trainer(settings: dict[str, Any], output_dir: str, *, callbacks=(), sa
     base = load_base_model(settings["model"])
     transformers.set_seed(seed)  # LoRA's A matrices are drawn here
     lora = settings["lora"]
-    model = attach_lora(base, lora, lora["resolved_target_modules"]) if with_lora else base
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=False)
+    elif with_lora:
+        model = attach_lora(base, lora, lora["resolved_target_modules"])
+    else:
+        model = base
     trainer = SFTTrainer(
         model=model,
         args=sft_config(settings, output_dir, save=save),
@@ -184,23 +194,10 @@ def tune_trainable(config: dict[str, Any], *, base: dict[str, Any]) -> None:
         shutil.rmtree(output_dir, ignore_errors=True)
 
 
-def evaluate_baseline(settings: dict[str, Any]) -> dict[str, float]:
-    """Evaluate the base model, without an adapter, exactly as trials are evaluated.
-
-    A fresh LoRA adapter has B = 0, so the wrapped model computes exactly the base model's
-    outputs; going through the same SFTTrainer makes the tokenization, the completion-only
-    masking and the loss identical to the trials', so the baseline is comparable.
-    """
+def _eval_metrics(trainer) -> dict[str, float]:
     import math
 
-    _limit_threads(settings)
-    settings = trial_settings(settings, {"lora.use_dora": False})
-    output_dir = tempfile.mkdtemp(prefix="qlora-sweep-baseline-")
-    try:
-        trainer = build_trainer(settings, output_dir, save=False)
-        metrics = trainer.evaluate()
-    finally:
-        shutil.rmtree(output_dir, ignore_errors=True)
+    metrics = trainer.evaluate()
     loss = float(metrics["eval_loss"])
     return {
         "eval_loss": loss,
@@ -209,3 +206,31 @@ def evaluate_baseline(settings: dict[str, Any]) -> dict[str, float]:
         "train_loss": float("nan"),
         "eval_samples": len(trainer.eval_dataset),
     }
+
+
+def evaluate_baseline(settings: dict[str, Any]) -> dict[str, float]:
+    """Evaluate the base model, without an adapter, exactly as trials are evaluated.
+
+    A fresh LoRA adapter has B = 0, so the wrapped model computes exactly the base model's
+    outputs; going through the same SFTTrainer makes the tokenization, the completion-only
+    masking and the loss identical to the trials', so the baseline is comparable.
+    """
+    return evaluate_adapter(settings, None)
+
+
+def evaluate_adapter(settings: dict[str, Any], adapter_dir: str | os.PathLike | None) -> dict[str, float]:
+    """Evaluate a saved adapter (or, with None, the base model) on the sweep's eval set.
+
+    The same SFTTrainer evaluation as the trials', so the numbers compare with theirs: this
+    is how a champion on the Hub and a sweep's winner are judged on equal terms.
+    """
+    _limit_threads(settings)
+    if adapter_dir is None:
+        settings = trial_settings(settings, {"lora.use_dora": False})
+    output_dir = tempfile.mkdtemp(prefix="qlora-sweep-eval-")
+    try:
+        trainer = build_trainer(settings, output_dir, save=False,
+                                adapter_dir=None if adapter_dir is None else str(adapter_dir))
+        return _eval_metrics(trainer)
+    finally:
+        shutil.rmtree(output_dir, ignore_errors=True)

@@ -1,0 +1,84 @@
+"""``qlora-sweep generate``: find an adapter (a local bundle or a Hub repo) and its base model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .config import ModelSection, valid_repo_id
+from .errors import UserError
+
+
+def locate_adapter(adapter: str, *, revision: str | None = None) -> Path:
+    """A folder with the adapter's files: the local path given, or a download from the Hub.
+
+    Raises:
+        UserError: neither a local adapter nor a Hub repo id, or the repo has no adapter.
+    """
+    local = Path(adapter).expanduser()
+    if local.exists():
+        if (local / "sweep.yaml").is_file() and (local / "promoted").is_dir():
+            local = local / "promoted"
+        if not (local / "adapter_config.json").is_file():
+            raise UserError(f"ADAPTER {adapter}: not an adapter (no adapter_config.json in it). "
+                            f"Fix: give a promoted bundle (SWEEP_DIR/promoted, written by "
+                            f"`qlora-sweep promote`), a checkpoint folder, or a Hub repo id.")
+        return local
+    if not valid_repo_id(adapter):
+        raise UserError(f"ADAPTER {adapter}: no such folder, and not a Hub repo id either. Fix: "
+                        f"give a local adapter folder or 'owner/name'.")
+    from huggingface_hub import snapshot_download
+
+    from .hub import hub_errors
+
+    with hub_errors("downloading the adapter", adapter):
+        path = Path(snapshot_download(adapter, revision=revision,
+                                      allow_patterns=["adapter_*", "*.json", "tokenizer*",
+                                                      "*.jinja", "*.model", "*.txt"]))
+    if not (path / "adapter_config.json").is_file():
+        raise UserError(f"ADAPTER {adapter}: the Hub repo holds no adapter (no "
+                        f"adapter_config.json at {revision or 'main'}).")
+    return path
+
+
+def adapter_base(adapter_dir: Path, base_model: str | None = None) -> tuple[dict[str, Any], dict]:
+    """The base model settings to load the adapter on, and the prompt format it was trained with.
+
+    A qlora-sweep bundle names both in ``sweep_summary.json``; any other PEFT adapter names
+    its base model in ``adapter_config.json`` and is loaded in 4-bit, with plain prompts.
+    """
+    summary_path = adapter_dir / "sweep_summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    recorded = summary.get("base_model") or {}
+    name = base_model or recorded.get("name_or_path") or config.get("base_model_name_or_path")
+    if not name:
+        raise UserError(f"{adapter_dir}: the adapter does not name its base model. Fix: pass "
+                        f"--base-model.")
+    model = ModelSection(
+        name_or_path=name,
+        revision=None if name.startswith("builtin:") or base_model else recorded.get("revision"),
+        quantization=recorded.get("quantization") or {},
+        trust_remote_code=recorded.get("trust_remote_code", False),
+    ).model_dump()
+    data = summary.get("data") or {}
+    return model, {"data_format": data.get("format", "prompt_completion"),
+                   "prompt_suffix": data.get("prompt_suffix", "")}
+
+
+def run_generate(adapter: str, prompt: str, *, revision: str | None, base_model: str | None,
+                 max_new_tokens: int) -> str:
+    from trainables.generate import generate
+
+    adapter_dir = locate_adapter(adapter, revision=revision)
+    model, fmt = adapter_base(adapter_dir, base_model)
+    try:
+        return generate(model, adapter_dir, prompt, max_new_tokens=max_new_tokens, **fmt)
+    except OSError as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(f"the base model {model['name_or_path']} of {adapter} could not be "
+                        f"loaded ({first}). Fix: pass --base-model with a Hub id or local folder "
+                        f"of the same model.") from None
+    except ValueError as err:
+        raise UserError(f"ADAPTER {adapter}: {err}.") from None

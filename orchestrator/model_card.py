@@ -1,0 +1,258 @@
+"""The model card (the Hub's README.md format) and the training-curve plot of the bundle."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from .sweep_dir import SweepDir
+
+METRIC_TYPES = {"eval_loss": ("loss", "eval loss"),
+                "eval_perplexity": ("perplexity", "eval perplexity"),
+                "eval_mean_token_accuracy": ("accuracy", "eval mean token accuracy")}
+
+
+def is_hub_id(name: str) -> bool:
+    """A base model the Hub can link to (not the builtin model, not a local folder)."""
+    from .config import valid_repo_id
+
+    return (not name.startswith("builtin:") and not Path(name).expanduser().exists()
+            and valid_repo_id(name))
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def card_data(facts: dict[str, Any], *, repo_id: str | None):
+    """The card's YAML metadata, with a ``model-index`` of the winner's eval results."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    base = facts["base_model"]["name_or_path"]
+    data = facts["data"]
+    evaluation = data["eval"] or {}
+    hub_datasets = [d["hub_id"] for d in (data["train"], evaluation) if d and d.get("hub_id")]
+    dataset_type = evaluation.get("hub_id") or data["train"].get("hub_id") or "json"
+    dataset_name = (evaluation.get("hub_id") or evaluation.get("file")
+                    or f"held-out part of {data['train'].get('file') or data['train'].get('hub_id')}")
+    winner = facts["winner"]
+    results = []
+    metric = facts["sweep"]["metric"]
+    values = {metric: winner["value"]}
+    for name, (metric_type, metric_name) in METRIC_TYPES.items():
+        value = values.get(name, winner.get("eval", {}).get(name))
+        if value is not None and math.isfinite(float(value)):
+            results.append(EvalResult(task_type="text-generation", task_name="Text generation",
+                                      dataset_type=dataset_type, dataset_name=dataset_name,
+                                      dataset_split=evaluation.get("split", "eval"),
+                                      metric_type=metric_type, metric_name=metric_name,
+                                      metric_value=round(float(value), 6)))
+    quantized = facts["base_model"]["quantization"]["mode"] != "none"
+    tags = ["qlora" if quantized else "lora", "lora", "peft", "qlora-sweep", "text-generation"]
+    return ModelCardData(
+        base_model=base if is_hub_id(base) else None,
+        library_name="peft",
+        pipeline_tag="text-generation",
+        tags=list(dict.fromkeys(tags)),
+        datasets=hub_datasets or None,
+        model_name=(repo_id or facts["sweep"]["name"]).split("/")[-1],
+        eval_results=results or None,
+    )
+
+
+def _usage(facts: dict[str, Any], repo_id: str | None) -> str:
+    base = facts["base_model"]
+    adapter = repo_id or "path/to/promoted"
+    quant = base["quantization"]
+    if not is_hub_id(base["name_or_path"]):
+        return (f"The base model is `{base['name_or_path']}` (revision `{base['revision']}`), "
+                f"which is not on the Hub; `qlora-sweep generate` loads it with this adapter:\n\n"
+                f"```bash\nqlora-sweep generate {adapter} \"your prompt\"\n```\n")
+    if quant["mode"] == "4bit":
+        qconf = (f"BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=\"{quant['quant_type']}\", "
+                 f"bnb_4bit_use_double_quant={quant['double_quant']})")
+    elif quant["mode"] == "8bit":
+        qconf = "BitsAndBytesConfig(load_in_8bit=True)"
+    else:
+        qconf = "None"
+    return f"""```python
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+base = AutoModelForCausalLM.from_pretrained(
+    "{base['name_or_path']}", quantization_config={qconf})
+model = PeftModel.from_pretrained(base, "{adapter}")
+tokenizer = AutoTokenizer.from_pretrained("{adapter}")
+```
+
+or, with the same prompt format as in training:
+
+```bash
+qlora-sweep generate {adapter} "your prompt"
+```
+"""
+
+
+def render_card(facts: dict[str, Any], *, repo_id: str | None, curve: bool) -> str:
+    """The model card: YAML metadata and a body a person reads."""
+    from huggingface_hub import ModelCard
+
+    sweep, winner, base = facts["sweep"], facts["winner"], facts["base_model"]
+    metric, mode = sweep["metric"], sweep["mode"]
+    data = facts["data"]
+    train = data["train"]
+    baseline = (facts.get("baseline") or {}).get(metric)
+    searched = winner["searched"]
+    lora, training = facts["lora"], facts["training"]
+    settings = {**{f"lora.{k}": v for k, v in lora.items()},
+                **{f"training.{k}": v for k, v in training.items()}, **searched}
+    alpha = settings["lora.alpha"] or float(settings["lora.alpha_ratio"]) * int(settings["lora.r"])
+    hyper = {**{f"lora.{k}": lora[k] for k in ("r", "alpha_ratio", "dropout", "target_modules",
+                                                "use_rslora", "use_dora")},
+             **{f"training.{k}": training[k] for k in ("learning_rate", "max_steps",
+                                                       "per_device_train_batch_size",
+                                                       "gradient_accumulation_steps",
+                                                       "lr_scheduler_type", "warmup_ratio")},
+             **searched}
+    hyper_rows = [[k, v, "searched" if k in searched else "fixed"] for k, v in hyper.items()]
+    hyper_rows.insert(2, ["lora.alpha", alpha, "alpha_ratio × r"])
+    hyper_rows.insert(5, ["target modules", ", ".join(winner.get("target_modules") or []),
+                          "what the group selects in this model"])
+    trials = [t for t in facts["trials"] if t.get(f"best_{metric}") is not None]
+    compare = [["**this adapter** (trial " + winner["trial_id"] + ")", winner["value"],
+                _delta(winner["value"], baseline), winner["step"]]]
+    compare += [[f"runner-up {i} (trial {t['trial_id']}, {t['status']})", t[f"best_{metric}"],
+                 _delta(t[f"best_{metric}"], baseline), t.get("best_step")]
+                for i, t in enumerate([t for t in trials if t["trial_id"] != winner["trial_id"]][:4], 1)]
+    if baseline is not None:
+        compare.append([f"base model without adapter", baseline, "", 0])
+    statuses = {}
+    for t in facts["trials"]:
+        statuses[t["status"]] = statuses.get(t["status"], 0) + 1
+    space_rows = [[k, v, searched.get(k)] for k, v in sweep["search_space"].items()]
+    data_name = train.get("file") or train.get("hub_id")
+    libs = ", ".join(f"{k} {v}" for k, v in facts["libraries"].items() if v)
+    project = facts["project"]
+    commit = (f"{project['commit'][:12]}{' (with local changes)' if project['dirty'] else ''}"
+              if project.get("commit") else "unknown")
+    body = f"""
+# {(repo_id or sweep['name']).split('/')[-1]}
+
+A {'QLoRA' if base['quantization']['mode'] != 'none' else 'LoRA'} adapter for
+`{base['name_or_path']}`, fine-tuned on `{data_name}` ({data['format']} format). It is the
+winner of the hyperparameter sweep `{sweep['name']}`: {sweep['num_trials']} trials searched by
+{sweep['algorithm']} with {sweep['scheduler']['type']} early stopping, ranked by {metric}
+({'lower' if mode == 'min' else 'higher'} is better) on the same eval data.
+
+## How to use it
+
+{_usage(facts, repo_id)}
+## Evaluation
+
+{metric} on the eval set ({_eval_description(data)}), against the base model and the runner-up
+trials of the same sweep:
+
+{_table(["model", metric, "vs base model", "step"], compare)}
+{"" if not curve else chr(10) + "![eval loss of every trial; the winner in bold](training_curve.png)" + chr(10)}
+## Hyperparameters
+
+{_table(["setting", "value", ""], hyper_rows)}
+
+The base model was loaded in {_quant(base['quantization'])}; the adapter was trained for at
+most {training['max_steps']} steps and this is its checkpoint at step {winner['step']}.
+
+## How the sweep was run
+
+{_table(["searched setting", "space", "winner"], space_rows)}
+
+- search: {sweep['algorithm']}, seed {sweep['search_seed']}; training seed {training['seed']}
+- trials: {', '.join(f'{n} {s}' for s, n in statuses.items())}
+- training data: `{data_name}` (sha256 `{train.get('sha256') or train.get('fingerprint')}`)
+- base model revision: `{base['revision']}`
+- libraries: {libs}
+- qlora-sweep commit: `{commit}`
+
+Every trial's values and results are in `sweep_summary.json`.
+"""
+    return str(ModelCard(f"---\n{card_data(facts, repo_id=repo_id).to_yaml()}\n---\n{body}"))
+
+
+def _quant(quant: dict[str, Any]) -> str:
+    if quant["mode"] == "4bit":
+        return (f"4-bit {quant['quant_type'].upper()}"
+                f"{' with double quantization' if quant['double_quant'] else ''}")
+    return "8-bit" if quant["mode"] == "8bit" else "full precision (no quantization)"
+
+
+def _delta(value, baseline) -> str:
+    if value is None or baseline is None:
+        return ""
+    return f"{value - baseline:+.4g}"
+
+
+def _eval_description(data: dict[str, Any]) -> str:
+    evaluation = data["eval"]
+    if evaluation.get("held_out_fraction_of_train") is not None:
+        return f"{evaluation['held_out_fraction_of_train']:.0%} held out of the training data"
+    name = evaluation.get("file") or evaluation.get("hub_id")
+    rows = evaluation.get("rows")
+    return f"`{name}`" + (f", {rows} examples" if rows else "")
+
+
+def training_curve(sweep: SweepDir, path: Path) -> bool:
+    """Plot every trial's metric against the step, the winner in bold; False if nothing to plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    metric = sweep.metric
+    best = sweep.require_best()["trial_id"]
+    curves = {}
+    for row in sweep.leaderboard():
+        history = [(h["step"], h[metric]) for h in sweep.history(row["trial_id"])
+                   if isinstance(h.get(metric), (int, float)) and math.isfinite(h[metric])]
+        if history:
+            curves[row["trial_id"]] = history
+    if best not in curves:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    for trial_id, history in curves.items():
+        if trial_id != best:
+            ax.plot(*zip(*history), color="0.7", linewidth=1)
+    stopped = [curves[r["trial_id"]][-1] for r in sweep.leaderboard()
+               if r["status"] == "stopped_early" and r["trial_id"] in curves]
+    if stopped:
+        ax.scatter(*zip(*stopped), marker="x", color="0.35", zorder=3,
+                   label="stopped early by ASHA")
+    ax.plot(*zip(*curves[best]), color="C0", linewidth=2.5, label=f"winner (trial {best})")
+    baseline = (sweep.baseline or {}).get(metric)
+    if baseline is not None and math.isfinite(baseline):
+        ax.axhline(baseline, color="C3", linestyle="--", linewidth=1, label="base model")
+    ax.plot([], [], color="0.7", label="other trials")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(metric)
+    if metric in ("eval_loss", "eval_perplexity", "train_loss") and baseline and baseline > 3 * min(
+            v for h in curves.values() for _, v in h):
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_title(f"{sweep.name}: {metric} of every trial")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True

@@ -1,0 +1,239 @@
+"""``qlora-sweep promote``: bundle the winner, judge it against the champion, push it.
+
+The flow, in the order that loses nothing: check the token (before any work), write the
+bundle into the sweep dir, read the repo's head, evaluate champion and challenger on the
+sweep's eval data, decide, then push everything in one commit with ``parent_commit`` set to
+the head that was judged (so a push that raced another one fails instead of overwriting it),
+and tag it with the sweep's name. Every attempt is recorded in ``promotions.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .config import REPO_ID_RULE, parse_improvement, valid_repo_id
+from .errors import UserError
+from .sweep_dir import SweepDir, open_sweep
+
+Out = Callable[[str], None]
+RECORD = "promotions.jsonl"
+
+
+def _evaluate(settings: dict[str, Any], adapter_dir: Path, resources: dict[str, float]) -> dict:
+    """Evaluate on a Ray worker when the sweep's Ray is up (GPU nodes), else in this process."""
+    from trainables.trial import evaluate_adapter
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        task = ray.remote(num_cpus=resources["cpu"], num_gpus=resources["gpu"])(evaluate_adapter)
+        return ray.get(task.remote(settings, str(adapter_dir)))
+    return evaluate_adapter(settings, adapter_dir)
+
+
+def judge(challenger: float, champion: float, *, mode: str, min_improvement: float | str
+          ) -> tuple[bool, str]:
+    """Whether the challenger wins, and the sentence that says why."""
+    threshold, kind = parse_improvement(min_improvement)
+    gain = (champion - challenger) if mode == "min" else (challenger - champion)
+    relative = gain / abs(champion) if champion else math.inf
+    needed = (f"{threshold:.2%} relative" if kind == "relative" else f"{threshold:g} absolute")
+    achieved = relative if kind == "relative" else gain
+    wins = gain > 0 and achieved >= threshold
+    return wins, (f"improvement {gain:+.4g} ({relative:+.2%}); required: better by at least "
+                  f"{needed}")
+
+
+def _same_base(ours: dict[str, Any], theirs: dict[str, Any] | None) -> bool:
+    if not theirs:
+        return True
+    if ours["name_or_path"] != theirs.get("name_or_path"):
+        return False
+    return not (ours.get("revision") and theirs.get("revision")
+                and ours["revision"] != theirs["revision"])
+
+
+def _champion_base(summary: dict | None, adapter_config: dict | None) -> dict[str, Any] | None:
+    if summary and summary.get("base_model"):
+        return summary["base_model"]
+    if adapter_config and adapter_config.get("base_model_name_or_path"):
+        return {"name_or_path": adapter_config["base_model_name_or_path"],
+                "revision": adapter_config.get("revision")}
+    return None
+
+
+def _record(sweep: SweepDir, entry: dict[str, Any]) -> None:
+    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **entry}
+    with open(sweep.path / RECORD, "a") as f:
+        f.write(json.dumps(entry, default=str) + "\n")
+
+
+def promote(sweep_path: str | Path, *, repo_id: str | None = None, private: bool | None = None,
+            min_improvement: float | str | None = None, force: bool = False,
+            dry_run: bool = False, out: Out = print) -> dict[str, Any]:
+    """Bundle the sweep's winner and, with a repo id, promote it; returns the recorded verdict.
+
+    Unset options come from the sweep's ``promote`` section.
+
+    Raises:
+        UserError: anything the user can fix; nothing is pushed then.
+    """
+    from .bundle import build_bundle
+    from .loading import load_config
+    from .sweep import preflight
+
+    sweep = open_sweep(sweep_path)
+    best = sweep.require_best()
+    section = sweep.config.get("promote") or {}
+    repo_id = repo_id or section.get("repo_id")
+    private = section.get("private", False) if private is None else private
+    min_improvement = section.get("min_improvement", 0.0) if min_improvement is None else min_improvement
+    try:
+        parse_improvement(min_improvement)
+    except ValueError as err:
+        raise UserError(f"--min-improvement {min_improvement!r}: {err}.") from None
+    hub = None
+    if repo_id:
+        if not valid_repo_id(repo_id):
+            raise UserError(f"--repo-id {repo_id!r}: must be {REPO_ID_RULE}. Fix: e.g. "
+                            f"acme/pricing-qlora.")
+        from .hub import Hub
+
+        hub = Hub(repo_id)
+        if not dry_run:
+            user = hub.check_write_access()
+            out(f"Hub: {hub.api.endpoint} as {user}")
+
+    cfg, derived = load_config(sweep.path / "sweep.yaml")
+    settings = preflight(cfg, derived)
+    bundle = build_bundle(sweep, settings, derived, repo_id=repo_id)
+    summary = json.loads((bundle / "sweep_summary.json").read_text())
+    size = sum(f.stat().st_size for f in bundle.iterdir())
+    out(f"bundle: {bundle} ({size / 1e6:.2f} MB: adapter, tokenizer, model card, summary)")
+    if hub is None:
+        out("no --repo-id (and no promote.repo_id in the sweep), so nothing is pushed. To push "
+            "it: `hf auth login` (or set HF_TOKEN), then")
+        out(f"  qlora-sweep promote {sweep.path} --repo-id <owner>/<name> [--private]")
+        entry = {"verdict": "bundled", "bundle": str(bundle), "trial_id": best["trial_id"]}
+        _record(sweep, entry)
+        return entry
+    return _against_champion(sweep, hub, bundle, summary, settings, cfg, private=private,
+                             min_improvement=min_improvement, force=force, dry_run=dry_run,
+                             out=out)
+
+
+def _against_champion(sweep, hub, bundle: Path, summary: dict, settings: dict, cfg, *,
+                      private: bool, min_improvement, force: bool, dry_run: bool,
+                      out: Out) -> dict[str, Any]:
+    from trainables.trial import trial_settings
+
+    best = sweep.require_best()
+    metric, mode = sweep.metric, sweep.mode
+    if not metric.startswith("eval_"):
+        out(f"the sweep ranks by {metric}, which has no value on eval data; champion and "
+            f"challenger are compared by eval_loss")
+        metric, mode = "eval_loss", "min"
+    entry: dict[str, Any] = {"repo_id": hub.repo_id, "trial_id": best["trial_id"],
+                             "metric": metric, "mode": mode,
+                             "min_improvement": min_improvement, "dry_run": dry_run}
+    head, files, is_private = hub.head()
+    entry["head_before"] = head
+    champion_summary = None
+    if head is None:
+        out(f"{hub.repo_id} does not exist yet: it will be created "
+            f"({'private' if private else 'public'})")
+    elif "adapter_config.json" not in files:
+        out(f"{hub.repo_id} holds no adapter yet (head {head[:12]})")
+    else:
+        if "sweep_summary.json" in files:
+            champion_summary = hub.read_json("sweep_summary.json", head)
+        ours = summary["winner"]["adapter_sha256"]
+        if champion_summary and champion_summary.get("winner", {}).get("adapter_sha256") == ours:
+            tag = hub.tag(sweep.name, head, f"qlora-sweep {sweep.name}, trial {best['trial_id']}")
+            out(f"{hub.repo_id} already holds this adapter (trial {best['trial_id']} of "
+                f"{sweep.name}, commit {head[:12]}, tag {tag}): nothing new to push")
+            entry.update(verdict="already promoted", commit=head, tag=tag,
+                         url=hub.commit_url(head))
+            _record(sweep, entry)
+            return entry
+    if head is not None and private and is_private is False:
+        out(f"note: {hub.repo_id} exists and is public; --private applies only when creating it")
+
+    trial = trial_settings(settings, best["config"])
+    resources = {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu}
+    champion_value = None
+    wins, reason = True, "no adapter in the repo yet"
+    if head is not None and "adapter_config.json" in files:
+        champion_dir = hub.download(head)
+        theirs = _champion_base(champion_summary, _read(champion_dir / "adapter_config.json"))
+        ours = summary["base_model"]
+        if not _same_base(ours, theirs):
+            text = (f"the adapter in {hub.repo_id} is for base model {theirs.get('name_or_path')} "
+                    f"(revision {theirs.get('revision')}), this sweep's for "
+                    f"{ours['name_or_path']} (revision {ours['revision']}), so they cannot be "
+                    f"compared")
+            if not force:
+                entry.update(verdict="refused: different base model")
+                _record(sweep, entry)
+                raise UserError(f"{text}. Fix: promote to another repo, or pass --force to "
+                                f"replace it anyway (the old adapter stays in the repo's history).")
+            out(f"{text}; --force: replacing it without a comparison")
+            wins, reason = True, "forced over an adapter for a different base model"
+        else:
+            out(f"evaluating the current adapter ({head[:12]}) and trial {best['trial_id']} on "
+                f"the sweep's eval data ...")
+            champion_value = _evaluate(trial, champion_dir, resources)[metric]
+            challenger_value = _evaluate(trial, bundle, resources)[metric]
+            entry.update(champion={"commit": head, "value": champion_value,
+                                   "sweep": (champion_summary or {}).get("sweep", {}).get("name"),
+                                   "trial_id": (champion_summary or {}).get("winner", {}).get("trial_id")},
+                         challenger_value=challenger_value)
+            wins, reason = judge(challenger_value, champion_value, mode=mode,
+                                 min_improvement=min_improvement)
+            out(f"  champion   {metric} {champion_value:.4f}")
+            out(f"  challenger {metric} {challenger_value:.4f} (trial {best['trial_id']})")
+    if "challenger_value" not in entry:
+        entry["challenger_value"] = best["value"] if metric == sweep.metric else None
+    verdict = "promote" if wins else "keep the champion"
+    if not wins and force:
+        verdict = "promote (forced)"
+    out(f"verdict: {verdict}: {reason}")
+    if not (wins or force):
+        entry.update(verdict="kept champion", reason=reason)
+        _record(sweep, entry)
+        return entry
+    if dry_run:
+        out(f"--dry-run: nothing pushed. Without it, {bundle} would be committed to "
+            f"{hub.repo_id} and tagged {sweep.name}.")
+        entry.update(verdict="would promote (dry run)", reason=reason)
+        _record(sweep, entry)
+        return entry
+    value = entry["challenger_value"]
+    message = (f"qlora-sweep: promote trial {best['trial_id']} of sweep {sweep.name}"
+               + (f" ({metric} {value:.4f})" if value is not None else ""))
+    description = (f"Sweep {sweep.name}, trial {best['trial_id']}, checkpoint at step "
+                   f"{best['step']}.\n\n{metric}: challenger {_f(value)}, champion "
+                   f"{_f(champion_value)} (previous head {head or 'none'}).\nVerdict: {verdict}: "
+                   f"{reason}.")
+    out(f"pushing {len(list(bundle.iterdir()))} files to {hub.repo_id} in one commit ...")
+    info = hub.push(bundle, parent=head, private=private, message=message,
+                    description=description)
+    tag = hub.tag(sweep.name, info.oid, message)
+    out(f"promoted: {info.commit_url or hub.commit_url(info.oid)} (tag {tag})")
+    entry.update(verdict="promoted", reason=reason, commit=info.oid, tag=tag,
+                 url=info.commit_url or hub.commit_url(info.oid))
+    _record(sweep, entry)
+    return entry
+
+
+def _f(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None

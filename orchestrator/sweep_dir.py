@@ -1,0 +1,121 @@
+"""Reading a sweep dir after (or while) it runs: the files of the sweep-dir contract.
+
+Everything that looks at a sweep from outside the driver (``promote``, ``generate``, later
+``status`` and ``report``) goes through here, so a sweep dir that was moved or copied to
+another machine still works: paths inside it are resolved relative to the dir itself.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+
+
+_TEXT_COLUMNS = ("trial_id", "status", "error", "trial_name", "checkpoint_dir_name", "date",
+                 "hostname", "node_ip")
+
+
+def _number(text: str) -> Any:
+    if text == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return int(value) if value.is_integer() and "." not in text and "e" not in text else value
+
+
+@dataclass
+class SweepDir:
+    path: Path
+    config: dict[str, Any]
+    baseline: dict[str, Any] | None = None
+    best: dict[str, Any] | None = None
+    _rows: list[dict[str, Any]] | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def metric(self) -> str:
+        return self.config["search"]["metric"]
+
+    @property
+    def mode(self) -> str:
+        from trainables.metrics import OPTIMIZABLE
+
+        return self.config["search"].get("mode") or OPTIMIZABLE.get(self.metric, "min")
+
+    def leaderboard(self) -> list[dict[str, Any]]:
+        """Rows of ``leaderboard.csv``, best first, numbers parsed ([] before the sweep ends)."""
+        if self._rows is None:
+            path = self.path / "leaderboard.csv"
+            if not path.is_file():
+                return []
+            with open(path, newline="") as f:
+                self._rows = [{k: v if k in _TEXT_COLUMNS else _number(v)
+                               for k, v in row.items()} for row in csv.DictReader(f)]
+        return self._rows
+
+    def history(self, trial_id: str) -> list[dict[str, Any]]:
+        """A trial's reports (``progress.csv``), one dict per evaluation, in step order."""
+        path = self.path / f"trial_{trial_id}" / "progress.csv"
+        if not path.is_file():
+            return []
+        with open(path, newline="") as f:
+            rows = [{k: v if k in _TEXT_COLUMNS else _number(v) for k, v in row.items()}
+                    for row in csv.DictReader(f)]
+        return sorted((r for r in rows if isinstance(r.get("step"), int)), key=lambda r: r["step"])
+
+    def best_checkpoint(self) -> Path:
+        """The best trial's best checkpoint, found inside this sweep dir.
+
+        Raises:
+            UserError: no trial finished with a usable checkpoint.
+        """
+        best = self.require_best()
+        recorded = Path(best["checkpoint_path"])
+        here = self.path / recorded.parent.name / recorded.name
+        for candidate in (here, recorded):
+            if (candidate / "adapter_config.json").is_file():
+                return candidate
+        raise UserError(f"the best checkpoint of {self.path} is missing: looked for "
+                        f"{here}/adapter_config.json. Fix: copy the whole sweep dir, including "
+                        f"its trial_* folders.")
+
+    def require_best(self) -> dict[str, Any]:
+        if self.best is None:
+            raise UserError(f"{self.path} has no completed trial with a usable "
+                            f"{self.metric} (no best.json). Fix: let the sweep finish, or look "
+                            f"at leaderboard.csv and the trial errors to see why none succeeded.")
+        return self.best
+
+
+def _json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def open_sweep(path: str | Path) -> SweepDir:
+    """Open a sweep dir written by ``qlora-sweep run``.
+
+    Raises:
+        UserError: the path does not exist or is not a sweep dir.
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise UserError(f"SWEEP_DIR {path}: does not exist. Fix: give the folder that "
+                        f"`qlora-sweep run` printed as 'sweep dir' (under storage.path).")
+    if not (p / "sweep.yaml").is_file():
+        raise UserError(f"SWEEP_DIR {path}: not a sweep dir (it has no sweep.yaml). Fix: give "
+                        f"the folder that `qlora-sweep run` printed as 'sweep dir'.")
+    config = yaml.safe_load((p / "sweep.yaml").read_text())
+    return SweepDir(path=p.resolve(), config=config, baseline=_json(p / "baseline.json"),
+                    best=_json(p / "best.json"))

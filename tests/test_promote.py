@@ -1,0 +1,288 @@
+"""Promotion end to end against a real HTTP server speaking the Hub API (tests/hub_server.py),
+with the real huggingface_hub client pointed at it through HF_ENDPOINT.
+
+Two real one-trial sweeps are run once: ``weak`` (a tiny learning rate, barely better than the
+base model) and ``strong`` (which promotes itself at the end of ``run``). Each test works on
+its own copy of them and its own repo.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from orchestrator.sweep_dir import open_sweep
+
+from .conftest import cli, run_small_sweep
+from .hub_server import HubServer
+
+WRITE, READ = "hf_sentinel_write_token_8c1f", "hf_sentinel_read_token_77aa"
+PROMPT = "How much does this cost? A steel desk, quality 3 of 5."
+
+
+@pytest.fixture(scope="module")
+def hub():
+    with HubServer(tokens={WRITE: "write", READ: "read"}, user="acme") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def hub_env(hub, tmp_path_factory):
+    home = tmp_path_factory.mktemp("hf-home")
+    return {"HF_ENDPOINT": hub.url, "HF_TOKEN": WRITE, "HF_HOME": str(home),
+            "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_ENABLE_HF_TRANSFER": None}
+
+
+@pytest.fixture(scope="module")
+def sweeps(tiny_model_dir, hub_env, tmp_path_factory):
+    root = tmp_path_factory.mktemp("promote-sweeps")
+    weak = run_small_sweep(root, "weak", learning_rate=1e-5)
+    strong = run_small_sweep(root, "strong", learning_rate=3e-3, env=hub_env,
+                             promote={"repo_id": "acme/auto-promoted", "private": True})
+    return {"weak": weak, "strong": strong, "strong_log": (root / "strong.log").read_text()}
+
+
+def copy(sweeps, name: str, tmp_path: Path) -> Path:
+    dest = tmp_path / name
+    shutil.copytree(sweeps[name], dest)
+    return dest
+
+
+def promote(sweep: Path, *args: str, env: dict):
+    proc = cli("promote", str(sweep), *args, env=env, timeout=600)
+    return proc, proc.stdout + proc.stderr
+
+
+def records(sweep: Path) -> list[dict]:
+    return [json.loads(line) for line in (sweep / "promotions.jsonl").read_text().splitlines()]
+
+
+def test_bundle_and_model_card_without_a_repo(sweeps, hub_env, tmp_path):
+    from huggingface_hub import ModelCard
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    sweep = copy(sweeps, "weak", tmp_path)  # its config names no repo
+    proc, out = promote(sweep, env={**hub_env, "HF_TOKEN": None})
+    assert proc.returncode == 0, out
+    assert "--repo-id" in out and "hf auth login" in out  # says how to push it
+    bundle = sweep / "promoted"
+    names = {p.name for p in bundle.iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "README.md",
+            "sweep_summary.json", "training_curve.png"} <= names
+    assert not names & {"optimizer.pt", "scheduler.pt", "trainer_state.json", "training_args.bin"}
+
+    card = ModelCard.load(bundle / "README.md")
+    meta = card.data.to_dict()
+    assert meta["library_name"] == "peft" and meta["pipeline_tag"] == "text-generation"
+    assert {"qlora", "qlora-sweep"} <= set(meta["tags"])
+    assert "base_model" not in meta  # builtin:tiny-llama is not a Hub model
+    name, results = model_index_to_eval_results(meta["model-index"])
+    summary = json.loads((bundle / "sweep_summary.json").read_text())
+    loss = next(r for r in results if r.metric_type == "loss")
+    assert loss.metric_value == pytest.approx(summary["winner"]["value"], rel=1e-5)
+    assert "PeftModel" not in card.text or "qlora-sweep generate" in card.text
+    assert "| **this adapter**" in card.text and "base model without adapter" in card.text
+    assert "training_curve.png" in card.text
+
+    best = json.loads((sweep / "best.json").read_text())
+    assert summary["winner"]["trial_id"] == best["trial_id"]
+    assert summary["base_model"]["name_or_path"] == "builtin:tiny-llama"
+    assert summary["base_model"]["revision"]  # the recipe hash
+    assert len(summary["trials"]) == 1 and summary["sweep"]["search_space"]
+    assert summary["training"]["seed"] == 42 and summary["sweep"]["search_seed"] == 0
+    from orchestrator.provenance import file_sha256
+
+    data = Path(__file__).resolve().parent.parent / "examples/data/pricing_train.jsonl"
+    assert summary["data"]["train"] == {"file": data.name, "sha256": file_sha256(data), "rows": 1600}
+    assert summary["data"]["prompt_suffix"] == "\n"
+    assert summary["libraries"]["peft"] and summary["project"]["commit"]
+    assert str(tmp_path) not in (bundle / "sweep_summary.json").read_text()  # no local paths
+    assert json.loads((bundle / "adapter_config.json").read_text())[
+        "base_model_name_or_path"] == "builtin:tiny-llama"
+    assert records(sweep)[-1]["verdict"] == "bundled"
+
+
+def test_auto_promotion_at_the_end_of_run(sweeps, hub):
+    log = sweeps["strong_log"]
+    assert "verdict: promote" in log and "promoted: " in log, log[-3000:]
+    commits = hub.commits("acme/auto-promoted")
+    assert commits[-1]["title"].startswith("qlora-sweep: promote trial")
+    assert "strong" in commits[-1]["title"]
+    assert hub.tags("acme/auto-promoted") == {"strong": commits[-1]["sha"]}
+    # The token was in the run's environment; it is in none of the files the run wrote.
+    for path in sweeps["strong"].rglob("*"):
+        if path.is_file():
+            assert WRITE.encode() not in path.read_bytes(), path
+    for content in commits[-1]["files"].values():
+        assert WRITE.encode() not in content
+
+
+def _logits(adapter_dir: Path, model_dir: Path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                               bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=quant,
+                                                dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+    ids = AutoTokenizer.from_pretrained(model_dir)(PROMPT + "\n", return_tensors="pt")
+    with torch.no_grad():
+        return model(**ids).logits
+
+
+def test_champion_challenger_round_trip(sweeps, hub, hub_env, tiny_model_dir, tmp_path):
+    import torch
+    from huggingface_hub import snapshot_download
+
+    repo = "acme/pricing-qlora"
+    weak, strong = copy(sweeps, "weak", tmp_path), copy(sweeps, "strong", tmp_path)
+
+    # The first promotion creates the (private) repo: one commit, tagged with the sweep.
+    proc, out = promote(weak, "--repo-id", repo, "--private", env=hub_env)
+    assert proc.returncode == 0, out
+    assert "does not exist yet" in out and f"{hub.url}/{repo}/commit/" in out
+    first = hub.head(repo)
+    assert hub.tags(repo) == {"weak": first}
+    assert len(hub.commits(repo)) == 2  # the repo's initial commit + ours
+
+    # What is on the Hub loads with PEFT and computes what the trial's checkpoint computes.
+    snap = Path(snapshot_download(repo, endpoint=hub.url, token=WRITE,
+                                  cache_dir=tmp_path / "dl"))
+    checkpoint = open_sweep(weak).best_checkpoint()
+    assert str(checkpoint).startswith(str(weak))
+    assert torch.equal(_logits(snap, tiny_model_dir), _logits(checkpoint, tiny_model_dir))
+
+    # A much better challenger replaces it, after both are evaluated on the same data.
+    proc, out = promote(strong, "--repo-id", repo, env=hub_env)
+    assert proc.returncode == 0, out
+    assert "champion   eval_loss" in out and "challenger eval_loss" in out
+    second = hub.head(repo)
+    assert second != first and hub.tags(repo) == {"weak": first, "strong": second}
+    rec = records(strong)[-1]
+    assert rec["verdict"] == "promoted" and rec["champion"]["commit"] == first
+    assert rec["challenger_value"] < rec["champion"]["value"]
+    assert WRITE not in (strong / "promotions.jsonl").read_text()
+
+    # A worse challenger: nothing pushed, the head unchanged, both values printed and recorded.
+    weak_again = copy(sweeps, "weak", tmp_path / "again")
+    proc, out = promote(weak_again, "--repo-id", repo, env=hub_env)
+    assert proc.returncode == 0, out
+    assert "verdict: keep the champion" in out
+    assert hub.head(repo) == second
+    assert records(weak_again)[-1]["verdict"] == "kept champion"
+
+    # The same winner twice: no new commit.
+    commits_before = len(hub.commits(repo))
+    proc, out = promote(strong, "--repo-id", repo, env=hub_env)
+    assert proc.returncode == 0, out
+    assert "nothing new to push" in out
+    assert len(hub.commits(repo)) == commits_before
+
+    # A local bundle and the Hub repo generate the same completion.
+    remote = cli("generate", repo, PROMPT, env=hub_env)
+    local = cli("generate", str(strong / "promoted"), PROMPT, env=hub_env)
+    assert remote.returncode == 0 and local.returncode == 0, remote.stderr + local.stderr
+    assert remote.stdout == local.stdout and "$" in remote.stdout
+
+
+def test_min_improvement_and_dry_run(sweeps, hub, hub_env, tmp_path):
+    repo = "acme/threshold"
+    weak, strong = copy(sweeps, "weak", tmp_path), copy(sweeps, "strong", tmp_path)
+    proc, out = promote(strong, "--repo-id", repo, "--dry-run", env=hub_env)
+    assert proc.returncode == 0, out
+    assert "--dry-run: nothing pushed" in out and hub.head(repo) is None
+    assert promote(weak, "--repo-id", repo, env=hub_env)[0].returncode == 0
+    head = hub.head(repo)
+    # Strong beats weak by a lot, but not by 10000 %: kept.
+    proc, out = promote(strong, "--repo-id", repo, "--min-improvement", "10000%", env=hub_env)
+    assert proc.returncode == 0 and "keep the champion" in out and hub.head(repo) == head
+    proc, out = promote(strong, "--repo-id", repo, "--min-improvement", "0.01", "--dry-run",
+                        env=hub_env)
+    assert "verdict: promote" in out and "--dry-run" in out and hub.head(repo) == head
+    proc, out = promote(strong, "--repo-id", repo, "--min-improvement", "lots", env=hub_env)
+    assert proc.returncode == 2 and "--min-improvement" in out and "Traceback" not in out
+
+
+def test_different_base_model_is_refused_unless_forced(sweeps, hub, hub_env, tmp_path):
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    repo = "acme/other-base"
+    strong = copy(sweeps, "strong", tmp_path)
+    bundle = strong / "promoted"
+    summary = json.loads((bundle / "sweep_summary.json").read_text())
+    summary["base_model"] = {"name_or_path": "meta-llama/Llama-3.2-1B", "revision": None}
+    summary["winner"]["adapter_sha256"] = "0" * 64
+    api = HfApi(endpoint=hub.url, token=WRITE)
+    api.create_repo(repo)
+    api.create_commit(repo, commit_message="someone else's adapter", operations=[
+        CommitOperationAdd("adapter_config.json", str(bundle / "adapter_config.json")),
+        CommitOperationAdd("adapter_model.safetensors", str(bundle / "adapter_model.safetensors")),
+        CommitOperationAdd("sweep_summary.json", json.dumps(summary).encode())])
+    head = hub.head(repo)
+    proc, out = promote(strong, "--repo-id", repo, env=hub_env)
+    assert proc.returncode == 2 and "meta-llama/Llama-3.2-1B" in out and "--force" in out
+    assert "Traceback" not in out and hub.head(repo) == head
+    proc, out = promote(strong, "--repo-id", repo, "--force", env=hub_env)
+    assert proc.returncode == 0, out
+    assert hub.head(repo) != head
+
+
+def test_hub_failures_leave_the_repo_unchanged(sweeps, hub, hub_env, tmp_path):
+    repo = "acme/flaky"
+    weak, strong = copy(sweeps, "weak", tmp_path), copy(sweeps, "strong", tmp_path)
+    assert promote(weak, "--repo-id", repo, env=hub_env)[0].returncode == 0
+    head = hub.head(repo)
+
+    hub.fail_next("commit", status=500)  # create_commit is not retried by the client
+    proc, out = promote(strong, "--repo-id", repo, env=hub_env)
+    assert proc.returncode == 1 and "HTTP 500" in out and "Nothing was committed" in out, out
+    assert "Traceback" not in out and hub.head(repo) == head
+    assert (strong / "promoted" / "adapter_model.safetensors").is_file()  # nothing lost locally
+
+    proc, out = promote(strong, "--repo-id", repo, env={**hub_env, "HF_TOKEN": READ})
+    assert proc.returncode == 2 and "read-only" in out and hub.head(repo) == head
+
+    proc, out = promote(strong, "--repo-id", repo, env={**hub_env, "HF_TOKEN": "hf_revoked"})
+    assert proc.returncode == 2 and "401" in out and "hf auth login" in out
+
+    # The run after the outage goes through.
+    assert promote(strong, "--repo-id", repo, env=hub_env)[0].returncode == 0
+    assert hub.head(repo) != head
+
+
+def test_no_token_fails_before_any_work(sweeps, hub, hub_env, tmp_path):
+    strong = copy(sweeps, "strong", tmp_path)
+    shutil.rmtree(strong / "promoted")
+    requests = len(hub.requests)
+    proc, out = promote(strong, "--repo-id", "acme/no-token", env={**hub_env, "HF_TOKEN": None})
+    assert proc.returncode == 2 and "needs a Hugging Face token" in out and "HF_TOKEN" in out
+    assert not (strong / "promoted").exists() and len(hub.requests) == requests
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--repo-id", "acme/bad--name"], "--repo-id 'acme/bad--name'"),
+    (["--repo-id", "a/b/c"], "--repo-id 'a/b/c'"),
+])
+def test_invalid_repo_id(sweeps, hub_env, tmp_path, args, message):
+    proc, out = promote(copy(sweeps, "strong", tmp_path), *args, env=hub_env)
+    assert proc.returncode == 2 and message in out and "Traceback" not in out
+
+
+def test_bad_sweep_dirs_and_adapters(sweeps, hub_env, tmp_path):
+    proc, out = promote(tmp_path / "missing", env=hub_env)
+    assert proc.returncode == 2 and "does not exist" in out
+    proc, out = promote(tmp_path, env=hub_env)
+    assert proc.returncode == 2 and "not a sweep dir" in out
+    unfinished = copy(sweeps, "weak", tmp_path)
+    (unfinished / "best.json").unlink()
+    proc, out = promote(unfinished, env=hub_env)
+    assert proc.returncode == 2 and "no completed trial" in out
+    proc = cli("generate", str(tmp_path), PROMPT, env=hub_env)
+    assert proc.returncode == 2 and "not an adapter" in proc.stderr
+    proc = cli("generate", "acme/does-not-exist", PROMPT, env=hub_env)
+    assert proc.returncode == 2 and "not found" in proc.stderr and "Traceback" not in proc.stderr
