@@ -87,18 +87,19 @@ def main() -> None:
             times["empty"].append(_promote(sweep, "--repo-id", f"bench/empty-{i}", env=env))
             _plant_champion(hub, f"bench/champion-{i}", sweep)
             times["champion"].append(_promote(sweep, "--repo-id", f"bench/champion-{i}", env=env))
-        bundle = sweep / "promoted"
+        bundle = sweep / "promoted"  # measured before the temporary folder goes
         summary = json.loads((bundle / "sweep_summary.json").read_text())
+        bundle_size = _size(bundle)
+        adapter = (bundle / "adapter_model.safetensors").stat().st_size
 
     from trainables.model import model_path
 
     base = Path(model_path({"name_or_path": summary["base_model"]["name_or_path"]}))
     weights = sum(f.stat().st_size for f in base.glob("*.safetensors"))
-    adapter = (bundle / "adapter_model.safetensors").stat().st_size
     sizes = table(["what", "bytes", "vs base model weights"], [
         ["base model weights (`*.safetensors`)", f"{weights:,}", "1"],
-        ["bundle (adapter, tokenizer, card, summary, curve)", f"{_size(bundle):,}",
-         f"{_size(bundle) / weights:.3f}"],
+        ["bundle (adapter, tokenizer, card, summary, curve)", f"{bundle_size:,}",
+         f"{bundle_size / weights:.3f}"],
         ["adapter weights alone", f"{adapter:,}", f"{adapter / weights:.3f}"],
     ])
     timing = table(["promote", f"seconds, median (min-max) of {args.repeats}"], [
@@ -106,7 +107,7 @@ def main() -> None:
         ["to an empty repo (create, commit, tag)", spread(times["empty"])],
         ["against a champion (2 evaluations, commit, tag)", spread(times["champion"])],
     ])
-    append(f"Promotion cost ({summary['sweep']['name']}, base {summary['base_model']['name_or_path']})",
+    append(f"Promotion cost ({args.sweep_dir.name}, base {summary['base_model']['name_or_path']})",
            f"{sizes}\n\n{timing}\n\nEach time is a fresh `qlora-sweep promote` process (Python "
            f"start, imports, data and model loading included), pushing to the test Hub server "
            f"on 127.0.0.1, so network transfer time is not included.")
