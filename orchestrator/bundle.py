@@ -98,7 +98,8 @@ def summary(sweep: SweepDir, settings: dict[str, Any], derived: dict[str, Any],
 def build_bundle(sweep: SweepDir, settings: dict[str, Any], derived: dict[str, Any], *,
                  repo_id: str | None = None) -> Path:
     """Write ``SWEEP_DIR/promoted`` from the best trial's best checkpoint; returns its path."""
-    from .model_card import render_card, training_curve
+    from .model_card import render_card
+    from .plots import training_curve
     from .provenance import file_sha256
 
     checkpoint = sweep.best_checkpoint()

@@ -1,4 +1,5 @@
-"""The ``qlora-sweep`` command line: ``validate``, ``run``, ``promote`` and ``generate``.
+"""The ``qlora-sweep`` command line: ``validate``, ``run``, ``status``, ``tensorboard``,
+``report``, ``promote`` and ``generate``.
 
 User errors print one message and exit non-zero without a traceback; nothing heavy (torch,
 Ray) is imported for ``--help`` or for schema validation.
@@ -55,6 +56,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--base-model", default=None,
                    help="load the adapter on this base model instead of the one it names")
     p.add_argument("--max-new-tokens", type=int, default=64)
+    p = sub.add_parser("status", help="leaderboard of a running or finished sweep, read from "
+                       "its sweep dir (works from any terminal or machine that sees it)")
+    p.add_argument("sweep_dir", help="the sweep dir printed by `qlora-sweep run`")
+    p.add_argument("--watch", action="store_true", help="refresh until the sweep ends")
+    p.add_argument("--interval", type=float, default=10.0, metavar="SECONDS",
+                   help="seconds between refreshes with --watch (default 10)")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                   help="table for people (default); json or csv for scripts")
+    p = sub.add_parser("tensorboard", help="start TensorBoard on a sweep and print its URL")
+    p.add_argument("sweep_dir", help="the sweep dir printed by `qlora-sweep run`")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, default=6006, help="port (default 6006; 0: any free one)")
+    p = sub.add_parser("report", help="write SWEEP_DIR/report/report.html (opens offline) and "
+                       "its PNGs: curves, Optuna history, importances, parallel coordinates, "
+                       "slices, leaderboard")
+    p.add_argument("sweep_dir", help="the sweep dir printed by `qlora-sweep run`")
     return parser
 
 
@@ -71,6 +89,30 @@ def _generate(args) -> int:
 
     print(run_generate(args.adapter, args.prompt, revision=args.revision,
                        base_model=args.base_model, max_new_tokens=args.max_new_tokens))
+    return 0
+
+
+def _status(args) -> int:
+    from .status import show_status
+
+    return show_status(args.sweep_dir, fmt=args.format, watch=args.watch, interval=args.interval,
+                       out=lambda text: print(text, flush=True))
+
+
+def _tensorboard(args) -> int:
+    from .dashboard import serve
+
+    return serve(args.sweep_dir, host=args.host, port=args.port,
+                 out=lambda text: print(text, flush=True))
+
+
+def _report(args) -> int:
+    from .report import write_report
+
+    print(f"writing the report of {args.sweep_dir} ...", flush=True)
+    path = write_report(args.sweep_dir)
+    print(f"report: {path}")
+    print(f"open it: file://{path}")
     return 0
 
 
@@ -103,9 +145,12 @@ def _run(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # Progress reaches a log file or a pipe line by line, as it does a terminal.
+    sys.stdout.reconfigure(line_buffering=True)
     try:
         return {"validate": _validate, "run": _run, "promote": _promote,
-                "generate": _generate}[args.command](args)
+                "generate": _generate, "status": _status,
+                "tensorboard": _tensorboard, "report": _report}[args.command](args)
     except UserError as err:
         print(err.render(), file=sys.stderr)
         return err.exit_code

@@ -1,4 +1,4 @@
-"""The model card (the Hub's README.md format) and the training-curve plot of the bundle."""
+"""The model card (the Hub's README.md format) of the bundle."""
 
 from __future__ import annotations
 
@@ -208,51 +208,3 @@ def _eval_description(data: dict[str, Any]) -> str:
     name = evaluation.get("file") or evaluation.get("hub_id")
     rows = evaluation.get("rows")
     return f"`{name}`" + (f", {rows} examples" if rows else "")
-
-
-def training_curve(sweep: SweepDir, path: Path) -> bool:
-    """Plot every trial's metric against the step, the winner in bold; False if nothing to plot."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    metric = sweep.metric
-    best = sweep.require_best()["trial_id"]
-    curves = {}
-    for row in sweep.leaderboard():
-        history = [(h["step"], h[metric]) for h in sweep.history(row["trial_id"])
-                   if isinstance(h.get(metric), (int, float)) and math.isfinite(h[metric])]
-        if history:
-            curves[row["trial_id"]] = history
-    if best not in curves:
-        return False
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    for trial_id, history in curves.items():
-        if trial_id != best:
-            ax.plot(*zip(*history), color="0.7", linewidth=1)
-    stopped = [curves[r["trial_id"]][-1] for r in sweep.leaderboard()
-               if r["status"] == "stopped_early" and r["trial_id"] in curves]
-    if stopped:
-        ax.scatter(*zip(*stopped), marker="x", color="0.35", zorder=3,
-                   label="stopped early by ASHA")
-    ax.plot(*zip(*curves[best]), color="C0", linewidth=2.5, label=f"winner (trial {best})")
-    baseline = (sweep.baseline or {}).get(metric)
-    if baseline is not None and math.isfinite(baseline):
-        ax.axhline(baseline, color="C3", linestyle="--", linewidth=1, label="base model")
-    ax.plot([], [], color="0.7", label="other trials")
-    ax.set_xlabel("training step")
-    ax.set_ylabel(metric)
-    if metric in ("eval_loss", "eval_perplexity", "train_loss") and baseline and baseline > 3 * min(
-            v for h in curves.values() for _, v in h):
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_title(f"{sweep.name}: {metric} of every trial")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return True

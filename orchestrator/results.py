@@ -6,17 +6,24 @@ import csv
 import io
 import json
 import math
+import os
+import re
 from pathlib import Path
 from typing import Any
 
+from search_spaces.domains import short_name
 
-def _error_summary(error: BaseException | None) -> str:
+
+def error_summary(error: BaseException | str | None) -> str:
+    """The first line a person needs: the last non-empty line of the (wrapped) error."""
     if error is None:
         return ""
     text = str(error).strip()
     # Ray wraps the trial's exception; the last non-empty line is the original message.
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return (lines[-1] if lines else type(error).__name__)[:300]
+    last = lines[-1] if lines else type(error).__name__
+    # "trainables.callbacks.TrainingDiverged: ..." -> "TrainingDiverged: ..."
+    return re.sub(r"^(?:[A-Za-z_]\w*\.)+(?=[A-Za-z_]\w*: )", "", last)[:300]
 
 
 def trial_rows(results, *, metric: str, mode: str, max_steps: int,
@@ -47,7 +54,7 @@ def trial_rows(results, *, metric: str, mode: str, max_steps: int,
         row = {"trial_id": trial_id, "status": status}
         row.update({k: (result.config or {}).get(k) for k in searched})
         row.update({f"best_{metric}": best_value, "best_step": best_step, "steps_run": steps_run,
-                    "error": _error_summary(result.error), "checkpoint_path": checkpoint})
+                    "error": error_summary(result.error), "checkpoint_path": checkpoint})
         rows.append(row)
     rows.sort(key=lambda r: (r[f"best_{metric}"] is None,
                              (r[f"best_{metric}"] or 0) * (1 if mode == "min" else -1)))
@@ -90,10 +97,18 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def render_table(rows: list[dict], *, metric: str, searched: list[str],
-                 baseline: dict | None) -> str:
-    """A plain-text leaderboard with the base model's row for comparison."""
-    short = {k: k.split(".", 1)[-1] for k in searched}
+def _status_text(row: dict) -> str:
+    if row["status"] == "errored":
+        return f"errored: {(row.get('error') or '')[:60]}"
+    if row["status"] == "stopped_early" and row.get("rung"):
+        return f"stopped at rung {row['rung']}"
+    return row["status"].replace("_", " ")
+
+
+def leaderboard_cells(rows: list[dict], *, metric: str, searched: list[str],
+                      baseline: dict | None) -> tuple[list[str], list[list[str]]]:
+    """The leaderboard as text cells (header, rows), the base model's row last."""
+    short = {k: short_name(k) for k in searched}
     header = ["#", "trial", "status", *[short[k] for k in searched], f"best {metric}",
               "vs base", "step", "steps"]
     base_value = (baseline or {}).get(metric)
@@ -102,12 +117,18 @@ def render_table(rows: list[dict], *, metric: str, searched: list[str],
         value = r[f"best_{metric}"]
         delta = (f"{value - base_value:+.4g}" if value is not None and base_value is not None
                  else "-")
-        status = r["status"] if r["status"] != "errored" else f"errored: {r['error'][:40]}"
-        table.append([str(i), r["trial_id"], status, *[_fmt(r.get(k)) for k in searched],
+        table.append([str(i), r["trial_id"], _status_text(r), *[_fmt(r.get(k)) for k in searched],
                       _fmt(value), delta, _fmt(r["best_step"]), _fmt(r["steps_run"])])
     if base_value is not None:
         table.append(["", "base model", "baseline", *["" for _ in searched], _fmt(base_value),
                       "", "", "0"])
+    return header, table
+
+
+def render_table(rows: list[dict], *, metric: str, searched: list[str],
+                 baseline: dict | None) -> str:
+    """A plain-text leaderboard with the base model's row for comparison."""
+    header, table = leaderboard_cells(rows, metric=metric, searched=searched, baseline=baseline)
     widths = [max(len(h), *(len(row[i]) for row in table)) if table else len(h)
               for i, h in enumerate(header)]
     out = io.StringIO()
@@ -119,4 +140,7 @@ def render_table(rows: list[dict], *, metric: str, searched: list[str],
 
 
 def write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    """Write atomically (a temp file, then rename), so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)

@@ -111,6 +111,10 @@ def run_sweep(cfg: SweepConfig, derived: dict[str, Any], *, address: str | None 
     # Snapshots after each checkpoint are what keeps a sweep resumable; Ray's warning about
     # their frequency is noise at our checkpoint sizes.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # The Tuner gets its loggers and console table from orchestrator/tuner.py: no automatic
+    # TensorBoard logger beside ours, and the console table that can name columns.
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     started_ray = init_ray(address)
     import ray
 
@@ -119,6 +123,8 @@ def run_sweep(cfg: SweepConfig, derived: dict[str, Any], *, address: str | None 
         if problems:
             raise UserError("the trials cannot be placed", problems)
         from trainables import tiny_llama
+
+        from .tensorboard_log import alpha_hparam, write_baseline_run
 
         if tiny_llama.is_builtin(cfg.model.name_or_path):
             tiny_llama.resolve(cfg.model.name_or_path, log=out)
@@ -131,11 +137,18 @@ def run_sweep(cfg: SweepConfig, derived: dict[str, Any], *, address: str | None 
         (sweep_dir / "sweep.yaml").write_text(
             yaml.safe_dump(_resolved_config(cfg, settings, name), sort_keys=False))
         write_json(sweep_dir / "baseline.json", baseline)
+        write_baseline_run(sweep_dir, baseline=baseline, domains=derived["domains"],
+                           metric=cfg.search.metric, max_steps=cfg.training.max_steps,
+                           derived=[] if "lora.alpha" in derived["domains"] else [alpha_hparam(
+                               derived["domains"], r=cfg.lora.r, alpha=cfg.lora.alpha,
+                               alpha_ratio=cfg.lora.alpha_ratio)])
         out(f"sweep dir: {sweep_dir}")
-        out(f"watch it:  tensorboard --logdir {sweep_dir}")
+        out(f"watch it:  qlora-sweep tensorboard {sweep_dir}")
+        out(f"           qlora-sweep status {sweep_dir} --watch")
         out(f"baseline {cfg.search.metric}: {baseline[cfg.search.metric]:.4f} "
             f"on {baseline['eval_samples']} eval examples")
 
+        from .trial_status import mark_interrupted
         from .tuner import build_tuner
 
         concurrency = max_concurrent(cfg)
@@ -143,7 +156,10 @@ def run_sweep(cfg: SweepConfig, derived: dict[str, Any], *, address: str | None 
                             sweep_dir=str(sweep_dir), concurrency=concurrency)
         out(f"starting {cfg.search.num_trials if cfg.search.algorithm != 'grid' else 'grid'} "
             f"trials ({cfg.search.algorithm}, {cfg.scheduler.type}), {concurrency} at a time")
-        results = tuner.fit()
+        try:
+            results = tuner.fit()
+        finally:
+            mark_interrupted(sweep_dir)  # unless Tune saw the experiment to its end
         code = finish(cfg, derived, results, sweep_dir=sweep_dir, baseline=baseline, out=out)
         if cfg.promote.repo_id and (sweep_dir / "best.json").is_file():
             _auto_promote(sweep_dir, out)

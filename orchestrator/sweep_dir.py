@@ -54,16 +54,48 @@ class SweepDir:
 
         return self.config["search"].get("mode") or OPTIMIZABLE.get(self.metric, "min")
 
+    @property
+    def searched(self) -> list[str]:
+        """The searched settings' dotted names (``lora.r``, ``training.learning_rate``...)."""
+        status = self.status() or {}
+        if status.get("searched"):
+            return list(status["searched"])
+        if self.best is not None:
+            return list(self.best["config"])
+        rows = self.leaderboard()
+        return [k for k in (rows[0] if rows else {}) if "." in k]
+
+    def status(self) -> dict[str, Any] | None:
+        """``status.json``, written by the driver on every trial event (None before trials start)."""
+        return _json(self.path / "status.json")
+
     def leaderboard(self) -> list[dict[str, Any]]:
-        """Rows of ``leaderboard.csv``, best first, numbers parsed ([] before the sweep ends)."""
+        """One row per trial, best first: live from ``status.json`` (also while the sweep runs),
+        else from ``leaderboard.csv``; [] before any trial has started."""
         if self._rows is None:
-            path = self.path / "leaderboard.csv"
-            if not path.is_file():
+            status = self.status()
+            if status is not None:
+                self._rows = self._status_rows(status)
+            elif (self.path / "leaderboard.csv").is_file():
+                with open(self.path / "leaderboard.csv", newline="") as f:
+                    self._rows = [{k: v if k in _TEXT_COLUMNS else _number(v)
+                                   for k, v in row.items()} for row in csv.DictReader(f)]
+            else:
                 return []
-            with open(path, newline="") as f:
-                self._rows = [{k: v if k in _TEXT_COLUMNS else _number(v)
-                               for k, v in row.items()} for row in csv.DictReader(f)]
         return self._rows
+
+    def _status_rows(self, status: dict[str, Any]) -> list[dict[str, Any]]:
+        metric, sign = self.metric, (1 if self.mode == "min" else -1)
+        rows = []
+        for t in status["trials"]:
+            row = {"trial_id": t["trial_id"], "status": t["status"], **t["config"],
+                   f"best_{metric}": t["best_value"], "best_step": t["best_step"],
+                   "steps_run": t["steps_run"], "rung": t.get("rung"), "error": t["error"]}
+            rows.append(row)
+        order = {"running": 0, "paused": 1, "pending": 2}
+        rows.sort(key=lambda r: (r[f"best_{metric}"] is None,
+                                 sign * (r[f"best_{metric}"] or 0), order.get(r["status"], 3)))
+        return rows
 
     def history(self, trial_id: str) -> list[dict[str, Any]]:
         """A trial's reports (``progress.csv``), one dict per evaluation, in step order."""

@@ -57,12 +57,45 @@ def scheduler(cfg: SweepConfig, derived: dict[str, Any]):
                          reduction_factor=cfg.scheduler.reduction_factor)
 
 
+def _callbacks(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, Any], *,
+               sweep_dir: str) -> list:
+    """Ray's CSV and JSON loggers (``progress.csv``, ``result.json``), our TensorBoard runs in
+    place of Ray's, and ``status.json``. ``run_sweep`` turns Ray's automatic loggers off."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    from trainables.trial import trial_settings
+
+    from .tensorboard_log import TensorBoardCallback
+    from .trial_status import StatusCallback, asha_rungs
+
+    searched = list(derived["domains"])
+
+    def hparams_of(config: dict[str, Any]) -> dict[str, Any]:
+        values = {k: config.get(k) for k in searched}
+        values.setdefault("lora.alpha", trial_settings(settings, config)["lora"]["alpha"])
+        return values
+
+    rungs = ([] if cfg.scheduler.type == "none" else
+             asha_rungs(derived["grace_period"], derived["max_t"], cfg.scheduler.reduction_factor))
+    return [
+        CSVLoggerCallback(),
+        JsonLoggerCallback(),
+        TensorBoardCallback(metric=cfg.search.metric, mode=derived["mode"], hparams_of=hparams_of),
+        StatusCallback(Path(sweep_dir), metric=cfg.search.metric, mode=derived["mode"],
+                       searched=searched, max_steps=cfg.training.max_steps,
+                       planned=None if cfg.search.algorithm == "grid" else cfg.search.num_trials,
+                       rungs=rungs),
+    ]
+
+
 def build_tuner(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, Any], *,
                 storage_path: str, name: str, sweep_dir: str, concurrency: int):
     """The Tuner for the sweep (not yet started)."""
     from ray import tune
 
     from trainables.trial import tune_trainable
+
+    from .console import progress_reporter
 
     grid = cfg.search.algorithm == "grid"
     metric, mode = cfg.search.metric, derived["mode"]
@@ -92,6 +125,8 @@ def build_tuner(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, A
                 checkpoint_score_order=mode,
             ),
             failure_config=tune.FailureConfig(max_failures=0),
+            callbacks=_callbacks(cfg, derived, settings, sweep_dir=sweep_dir),
+            progress_reporter=progress_reporter(cfg, derived, sweep_dir),
             verbose=1,
         ),
     )

@@ -58,6 +58,15 @@ class Domain:
         return f"{self.kind} {self.low:g} .. {self.high:g}{q}"
 
 
+# Short column names for tables and dashboards; any other setting shows its last part.
+_SHORT_NAMES = {"training.learning_rate": "lr", "lora.target_modules": "targets"}
+
+
+def short_name(name: str) -> str:
+    """``lora.r`` -> ``r``, ``training.learning_rate`` -> ``lr``, ``lora.target_modules`` -> ``targets``."""
+    return _SHORT_NAMES.get(name, name.split(".", 1)[-1])
+
+
 def encode_choice(value: Any) -> Any:
     """Make a choice value a scalar Optuna can store: a list of modules becomes ``a+b``."""
     if isinstance(value, (list, tuple)):

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -67,3 +70,89 @@ def run_small_sweep(root: Path, name: str, *, learning_rate: float, env: dict | 
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     (root / f"{name}.log").write_text(proc.stdout + proc.stderr)
     return root / "sweeps" / name
+
+
+def start_cli(*args: str) -> subprocess.Popen:
+    """``python -m orchestrator ...`` in the background; stop it with :func:`stop`."""
+    return subprocess.Popen([sys.executable, "-m", "orchestrator", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Stop a process this test run started (by its handle), if it is still running."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class SmokeSweep:
+    path: Path
+    log: str  # what `run` printed
+    running: dict  # `status --format json` taken while a trial was running
+    watch_log: str  # what `status --watch` printed, from start to the sweep's end
+    watch_code: int
+
+
+# Two good trials run first, so ASHA has a rung to compare the poor one against; the last
+# one diverges (NaN) and must not break the sweep.
+SMOKE_LR = {"good": 3e-3, "also_good": 2e-3, "bad": 1e-6, "nan": 1e8}
+
+
+@pytest.fixture(scope="session")
+def smoke_sweep(tiny_model_dir, tmp_path_factory) -> SmokeSweep:
+    """One real sweep (Optuna, ASHA, 5 trials: completed, stopped early, errored) shared by
+    the tests of the sweep-dir contract, status, TensorBoard and the report.
+
+    It runs in the background while ``status`` is asked about it from other processes, as a
+    user would from another terminal.
+    """
+    root = tmp_path_factory.mktemp("smoke")
+    lr = SMOKE_LR
+    config = write_config(
+        root / "sweep.yaml",
+        data={"max_eval_samples": 40},
+        training={"max_steps": 30, "eval_steps": 10, "max_grad_norm": 0.0},
+        search_space={"training.learning_rate": {"choice": list(lr.values())},
+                      "lora.target_modules": {"choice": ["attention", ["q_proj", "v_proj"]]}},
+        search={"algorithm": "optuna", "num_trials": 5, "max_concurrent": 2, "seed": 1,
+                "initial_points": [
+                    {"training.learning_rate": lr["good"], "lora.target_modules": "q_proj+v_proj"},
+                    {"training.learning_rate": lr["also_good"], "lora.target_modules": "attention"},
+                    {"training.learning_rate": lr["bad"], "lora.target_modules": "attention"},
+                    {"training.learning_rate": lr["nan"], "lora.target_modules": "attention"},
+                ]},
+        scheduler={"type": "asha", "grace_period": 10, "reduction_factor": 2},
+        storage={"path": str(root / "sweeps"), "name": "smoke", "keep_checkpoints": 2},
+    )
+    sweep = root / "sweeps" / "smoke"
+    run = start_cli("run", str(config))
+    watcher = None
+    try:
+        deadline = time.monotonic() + 900
+        while not (sweep / "status.json").is_file():
+            assert run.poll() is None, run.stdout.read()[-4000:]
+            assert time.monotonic() < deadline, "the sweep never wrote status.json"
+            time.sleep(0.5)
+        watcher = start_cli("status", str(sweep), "--watch", "--interval", "2")
+        running = {}
+        while run.poll() is None and not running:
+            proc = cli("status", str(sweep), "--format", "json", timeout=120)
+            if proc.returncode == 0:
+                data = json.loads(proc.stdout)
+                if any(t["status"] == "running" and t["steps_run"] for t in data["trials"]):
+                    running = data
+            time.sleep(1)
+        log, _ = run.communicate(timeout=900)
+        watch_log, _ = watcher.communicate(timeout=120)
+    finally:
+        stop(run)
+        if watcher is not None:
+            stop(watcher)
+    assert run.returncode == 0, log[-4000:]
+    return SmokeSweep(path=sweep, log=log, running=running, watch_log=watch_log,
+                      watch_code=watcher.returncode)

@@ -1,4 +1,5 @@
-"""A real sweep on local Ray: Optuna + ASHA, the whole sweep-dir contract, a NaN trial."""
+"""A real sweep on local Ray (the shared ``smoke_sweep``: Optuna + ASHA, a NaN trial): the whole
+sweep-dir contract."""
 
 from __future__ import annotations
 
@@ -8,33 +9,13 @@ from pathlib import Path
 
 import yaml
 
-from .conftest import cli, write_config
+from .conftest import SMOKE_LR
 
 
-def test_real_sweep_writes_the_contract(tiny_model_dir, tmp_path):
-    good, also_good, bad, nan = 3e-3, 2e-3, 1e-6, 1e8
-    config = write_config(
-        tmp_path / "sweep.yaml",
-        data={"max_eval_samples": 40},
-        training={"max_steps": 30, "eval_steps": 10, "max_grad_norm": 0.0},
-        search_space={"training.learning_rate": {"choice": [good, also_good, bad, nan]},
-                      "lora.target_modules": {"choice": ["attention", "all-linear"]}},
-        # Two good trials run first, so ASHA has a rung to compare the poor one against;
-        # the last one diverges (NaN) and must not break the sweep.
-        search={"algorithm": "optuna", "num_trials": 5, "max_concurrent": 2, "seed": 1,
-                "initial_points": [
-                    {"training.learning_rate": good, "lora.target_modules": "all-linear"},
-                    {"training.learning_rate": also_good, "lora.target_modules": "attention"},
-                    {"training.learning_rate": bad, "lora.target_modules": "attention"},
-                    {"training.learning_rate": nan, "lora.target_modules": "attention"},
-                ]},
-        scheduler={"type": "asha", "grace_period": 10, "reduction_factor": 2},
-        storage={"path": str(tmp_path / "sweeps"), "name": "smoke", "keep_checkpoints": 2},
-    )
-    proc = cli("run", str(config), timeout=900)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-4000:]
-    sweep = tmp_path / "sweeps" / "smoke"
+def test_real_sweep_writes_the_contract(smoke_sweep, tiny_model_dir):
+    good, also_good, nan = SMOKE_LR["good"], SMOKE_LR["also_good"], SMOKE_LR["nan"]
+    out = smoke_sweep.log
+    sweep = smoke_sweep.path
 
     # The sweep-dir contract.
     for name in ("sweep.yaml", "baseline.json", "leaderboard.csv", "best.json", "optuna.journal"):
@@ -81,6 +62,17 @@ def test_real_sweep_writes_the_contract(tiny_model_dir, tmp_path):
 
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), ckpt)
     assert model.peft_config["default"].target_modules
+
+    # The console: where the sweep is and how to watch it, first; then Ray's table with the
+    # searched values under short names, the step and the metric; Ray's staging folder is not
+    # offered as the place to look.
+    assert out.index(f"watch it:  qlora-sweep tensorboard {sweep}") < out.index("== Status ==")
+    assert f"qlora-sweep status {sweep} --watch" in out
+    assert f"Sweep dir: {sweep}" in out and "Result logdir" not in out
+    header = [line for line in out.splitlines()
+              if line.startswith("| Trial name") and "| status" in line][-1]
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    assert columns[3:] == ["lr", "targets", "step", "eval_loss", "train_loss"], columns
 
     # The printed leaderboard shows the baseline row and the best adapter's path.
     assert "base model" in out and f"best adapter: {ckpt}" in out and "wall time" in out

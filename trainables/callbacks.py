@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 import time
 from collections.abc import Callable
 
@@ -88,7 +89,18 @@ class ReportCallback(TrainerCallback):
             "learning_rate": self._lr if self._lr is not None else 0.0,
             "grad_norm": self._grad_norm if self._grad_norm is not None else float("nan"),
             "tokens_per_second": tps,
+            "peak_memory_mb": peak_memory_mb(),
         }
         self.history.append(metrics)
         self._eval = None
         self._report(metrics, os.path.join(args.output_dir, f"checkpoint-{step}"))
+
+
+def peak_memory_mb() -> float:
+    """Peak memory of the trial so far: GPU memory allocated by torch when on a GPU, else the
+    process's peak resident set size."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB

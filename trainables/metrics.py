@@ -9,5 +9,15 @@ OPTIMIZABLE = {
     "eval_mean_token_accuracy": "max",
     "train_loss": "min",
 }
-# Everything in a report; ``step`` is ASHA's time attribute.
-REPORTED = (*OPTIMIZABLE, "learning_rate", "grad_norm", "tokens_per_second", "step")
+# Everything in a report but ``step`` (ASHA's time attribute and every curve's x axis), with
+# its TensorBoard tag. ``peak_memory_mb`` is GPU memory on a GPU, else the process's peak RSS.
+TENSORBOARD_TAGS = {
+    "train_loss": "train/loss",
+    "learning_rate": "train/learning_rate",
+    "grad_norm": "train/grad_norm",
+    "tokens_per_second": "train/tokens_per_second",
+    "eval_loss": "eval/loss",
+    "eval_perplexity": "eval/perplexity",
+    "eval_mean_token_accuracy": "eval/mean_token_accuracy",
+    "peak_memory_mb": "system/peak_memory_mb",
+}

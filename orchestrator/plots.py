@@ -1,0 +1,76 @@
+"""PNG plots of a sweep dir (matplotlib, no display): the curves of every trial on one plot."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from .sweep_dir import SweepDir
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only backend (no window, no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def training_curve(sweep: SweepDir, path: Path) -> bool:
+    """Plot every trial's metric against the training step on one plot: the best trial in bold,
+    ASHA's stopping points marked, the base model as a dashed line. False if nothing to plot.
+
+    Works while the sweep runs (the best trial so far is highlighted).
+    """
+    import matplotlib.ticker
+
+    plt = pyplot()
+    metric = sweep.metric
+    rows = sweep.leaderboard()
+    curves = {}
+    for row in rows:
+        history = [(h["step"], h[metric]) for h in sweep.history(row["trial_id"])
+                   if _finite(h.get(metric))]
+        if history:
+            curves[row["trial_id"]] = history
+    best = sweep.best["trial_id"] if sweep.best else next(
+        (r["trial_id"] for r in rows if r["trial_id"] in curves and r["status"] != "errored"), None)
+    if best not in curves:
+        return False
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    for trial_id, history in curves.items():
+        if trial_id != best:
+            ax.plot(*zip(*history), color="0.7", linewidth=1)
+    stopped = [curves[r["trial_id"]][-1] for r in rows
+               if r["status"] == "stopped_early" and r["trial_id"] in curves]
+    if stopped:
+        ax.scatter(*zip(*stopped), marker="x", color="0.2", zorder=3,
+                   label="stopped early by ASHA")
+    label = "winner" if sweep.best else "best so far"
+    ax.plot(*zip(*curves[best]), color="C0", linewidth=2.5, label=f"{label} (trial {best})")
+    baseline = (sweep.baseline or {}).get(metric)
+    if _finite(baseline):
+        ax.axhline(baseline, color="C3", linestyle="--", linewidth=1, label="base model")
+    ax.plot([], [], color="0.7", label="other trials")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(metric)
+    lowest = min(v for h in curves.values() for _, v in h)
+    if (metric in ("eval_loss", "eval_perplexity", "train_loss") and _finite(baseline)
+            and lowest > 0 and baseline > 3 * lowest):
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_title(f"{sweep.name}: {metric} of every trial")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True

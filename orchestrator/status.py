@@ -1,0 +1,138 @@
+"""``qlora-sweep status SWEEP_DIR``: the leaderboard of a running or finished sweep.
+
+Everything comes from the sweep dir (``status.json``, ``baseline.json``), never from the
+driver's memory, so it works from another terminal or machine, during and after the sweep.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import socket
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from .errors import UserError
+from .results import render_table
+from .sweep_dir import SweepDir, open_sweep
+
+FORMATS = ("table", "json", "csv")
+_ORDER = ("running", "pending", "paused", "completed", "stopped_early", "errored", "interrupted")
+
+
+def _age(stamp: str) -> str:
+    then = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    seconds = max(0, int((datetime.now(timezone.utc) - then).total_seconds()))
+    return f"{seconds} s" if seconds < 120 else f"{seconds // 60} min"
+
+
+def driver_gone(status: dict[str, Any]) -> bool:
+    """A sweep marked running whose driver process, on this machine, no longer exists."""
+    driver = status.get("driver") or {}
+    if status.get("state") != "running" or driver.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(driver["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, KeyError, ValueError):
+        return False
+    return False
+
+
+def summary(sweep: SweepDir) -> dict[str, Any]:
+    """What ``status`` shows, as data: the sweep's state, counts, best so far, every trial."""
+    status = sweep.status() or {}
+    rows = sweep.leaderboard()
+    if not rows:
+        raise UserError(f"SWEEP_DIR {sweep.path}: no trial has started yet (the sweep may still "
+                        f"be evaluating the base model). Fix: run this again in a moment, or "
+                        f"add --watch to wait for it.")
+    metric = sweep.metric
+    base = (sweep.baseline or {}).get(metric)
+    scored = [r for r in rows if r[f"best_{metric}"] is not None and r["status"] != "errored"]
+    best = None
+    if scored:
+        top = scored[0]
+        best = {"trial_id": top["trial_id"], "value": top[f"best_{metric}"],
+                "step": top["best_step"], "baseline": base,
+                "relative_to_baseline": (top[f"best_{metric}"] - base) / abs(base) if base else None}
+    state = status.get("state", "finished")
+    if driver_gone(status):
+        state = "interrupted"
+    return {"sweep": sweep.name, "path": str(sweep.path), "state": state,
+            "updated_at": status.get("updated_at"), "driver": status.get("driver"),
+            "metric": metric, "mode": sweep.mode, "planned_trials": status.get("planned_trials"),
+            "counts": dict(Counter(r["status"] for r in rows)), "baseline": base, "best": best,
+            "trials": rows}
+
+
+def render(sweep: SweepDir, data: dict[str, Any], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(data, indent=2, default=str)
+    searched = sweep.searched
+    if fmt == "csv":
+        buf = io.StringIO()
+        fields = ["trial_id", "status", *searched, f"best_{data['metric']}", "best_step",
+                  "steps_run", "rung", "error"]
+        writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(data["trials"])
+        return buf.getvalue().rstrip("\n")
+    return _text(sweep, data, searched)
+
+
+def _text(sweep: SweepDir, data: dict[str, Any], searched: list[str]) -> str:
+    state = data["state"]
+    if state == "running" and data["updated_at"]:
+        state += f" (last update {_age(data['updated_at'])} ago)"
+    elif state == "interrupted":
+        state += (" (the driver stopped before the trials ended; the finished trials and their "
+                  "checkpoints are kept)")
+    counts = data["counts"]
+    parts = [f"{counts[s]} {s.replace('_', ' ')}" for s in _ORDER if counts.get(s)]
+    planned = data["planned_trials"]
+    started = sum(counts.values())
+    if planned and data["state"] == "running" and planned > started:
+        parts.append(f"{planned - started} not yet proposed")
+    lines = [f"sweep {data['sweep']}: {state}", f"trials: {', '.join(parts)}"]
+    best, metric = data["best"], data["metric"]
+    if best:
+        vs = ""
+        if best["baseline"] is not None:
+            vs = f" (base model {best['baseline']:.4f}"
+            vs += f", {best['relative_to_baseline']:+.1%})" if best["relative_to_baseline"] is not None else ")"
+        lines.append(f"best so far: trial {best['trial_id']}, {metric} {best['value']:.4f} at "
+                     f"step {best['step']}{vs}")
+    lines += ["", render_table(data["trials"], metric=metric, searched=searched,
+                               baseline=sweep.baseline).rstrip("\n")]
+    return "\n".join(lines)
+
+
+def show_status(path: str, *, fmt: str = "table", watch: bool = False, interval: float = 10.0,
+                out: Callable[[str], None] = print) -> int:
+    """Print the status once, or with ``watch`` every ``interval`` seconds until the sweep ends."""
+    while True:
+        sweep = open_sweep(path)
+        try:
+            data = summary(sweep)
+        except UserError:
+            if not watch:
+                raise
+            data = None
+        if data is not None:
+            if watch and sys.stdout.isatty():
+                out("\x1b[2J\x1b[H" + render(sweep, data, fmt))
+            else:
+                out(render(sweep, data, fmt))
+            if not watch or data["state"] != "running":
+                return 0
+            if not sys.stdout.isatty():
+                out("")
+        time.sleep(interval)

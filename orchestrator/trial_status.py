@@ -1,0 +1,151 @@
+"""``status.json`` in the sweep dir: every trial's state, kept current while the sweep runs.
+
+The driver writes it (atomically) on every trial event, so ``qlora-sweep status`` can read a
+running sweep from another terminal or machine, and after the driver is gone. Statuses:
+``pending``, ``running``, ``paused``, ``completed``, ``stopped_early`` (with the ASHA rung it
+was stopped at), ``errored`` (with the first line of its error).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from .results import error_summary, write_json
+
+STATUS_FILE = "status.json"
+_RAY_STATES = {"PENDING": "pending", "RUNNING": "running", "PAUSED": "paused"}
+
+
+def asha_rungs(grace_period: int, max_t: int, reduction_factor: float) -> list[int]:
+    """The steps at which ASHA compares trials (its milestones), lowest first."""
+    count = int(math.log(max_t / grace_period) / math.log(reduction_factor) + 1)
+    return [int(grace_period * reduction_factor ** k) for k in range(count)]
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def mark_interrupted(sweep_dir: Path) -> None:
+    """After ``Tuner.fit``: a sweep Tune did not see to its end (Ctrl-C, a crash) says so."""
+    path = sweep_dir / STATUS_FILE
+    if not path.is_file():
+        return
+    data = json.loads(path.read_text())
+    if data.get("state") != "running":
+        return
+    data.update(state="interrupted", updated_at=_now())
+    for trial in data["trials"]:
+        if trial["status"] in ("running", "pending", "paused"):
+            trial["status"] = "interrupted"
+    write_json(path, data)
+
+
+def _error_text(trial) -> str | None:
+    """The trial's error: Ray writes it on the driver first (``trial.error_file``) and copies it
+    to the storage (where ``trial.get_error()`` reads) only later."""
+    local = trial.error_file
+    if local and os.path.isfile(local):
+        return Path(local).read_text()
+    return trial.get_error()
+
+
+class StatusCallback(Callback):
+    """Keeps ``status.json`` current; a resumed sweep continues the same file."""
+
+    def __init__(self, sweep_dir: Path, *, metric: str, mode: str, searched: list[str],
+                 max_steps: int, planned: int | None, rungs: list[int]):
+        self._path = Path(sweep_dir) / STATUS_FILE
+        self._metric, self._searched, self._max_steps = metric, searched, max_steps
+        self._mode, self._better = mode, (min if mode == "min" else max)
+        self._rungs, self._planned = rungs, planned
+        self._trials: dict[str, dict[str, Any]] = {}
+        self._data: dict[str, Any] = {}
+        self._signature: tuple = ()
+
+    def setup(self, **info) -> None:
+        # Here, not in __init__: the Tuner pickles its callbacks, and a resumed sweep must
+        # continue the file as it is now.
+        previous = json.loads(self._path.read_text()) if self._path.is_file() else {}
+        self._trials = {t["trial_id"]: t for t in previous.get("trials", [])}
+        self._data = {
+            "sweep": self._path.parent.name, "state": "running",
+            "started_at": previous.get("started_at", _now()), "updated_at": _now(),
+            "driver": {"host": socket.gethostname(), "pid": os.getpid()},
+            "metric": self._metric, "mode": self._mode, "max_steps": self._max_steps,
+            "searched": self._searched, "planned_trials": self._planned, "asha_rungs": self._rungs, "trials": [],
+        }
+        self._write()
+
+    def _entry(self, trial) -> dict[str, Any]:
+        entry = self._trials.get(trial.trial_id)
+        if entry is None:
+            entry = self._trials[trial.trial_id] = {
+                "trial_id": trial.trial_id, "status": "pending",
+                "config": {k: trial.config.get(k) for k in self._searched},
+                "steps_run": 0, "best_value": None, "best_step": None, "last_value": None,
+                "rung": None, "error": "", "started_at": None, "ended_at": None,
+            }
+        return entry
+
+    def _write(self) -> None:
+        self._data["updated_at"] = _now()
+        self._data["trials"] = list(self._trials.values())
+        write_json(self._path, self._data)
+
+    def on_step_end(self, iteration: int, trials: list, **info) -> None:
+        # Trials the searcher has created but Ray has not started are listed as pending.
+        signature = tuple((t.trial_id, t.status) for t in trials)
+        if signature == self._signature:
+            return
+        self._signature = signature
+        for trial in trials:
+            entry = self._entry(trial)
+            if trial.status in _RAY_STATES and entry["status"] in ("pending", "running", "paused"):
+                entry["status"] = _RAY_STATES[trial.status]
+        self._write()
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        entry = self._entry(trial)
+        entry.update(status="running", started_at=entry["started_at"] or _now(), ended_at=None,
+                     error="")
+        self._write()
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        entry = self._entry(trial)
+        step = int(result.get("step", 0))
+        value = result.get(self._metric)
+        entry.update(status="running", steps_run=max(entry["steps_run"], step))
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            entry["last_value"] = float(value)
+            if entry["best_value"] is None or self._better(entry["best_value"], value) == value:
+                entry.update(best_value=float(value), best_step=step)
+        self._write()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        entry = self._entry(trial)
+        if entry["steps_run"] >= self._max_steps:
+            entry["status"] = "completed"
+        else:
+            entry["status"] = "stopped_early"
+            passed = [r for r in self._rungs if r <= entry["steps_run"]]
+            entry["rung"] = passed[-1] if passed else None
+        entry["ended_at"] = _now()
+        self._write()
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        entry = self._entry(trial)
+        entry.update(status="errored", ended_at=_now(), error=error_summary(_error_text(trial)))
+        self._write()
+
+    def on_experiment_end(self, trials: list, **info) -> None:
+        self._data["state"] = "finished"
+        self._write()
