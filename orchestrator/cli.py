@@ -1,5 +1,5 @@
-"""The ``qlora-sweep`` command line: ``validate``, ``run``, ``status``, ``tensorboard``,
-``report``, ``promote`` and ``generate``.
+"""The ``qlora-sweep`` command line: ``validate``, ``run``, ``resume``, ``status``,
+``tensorboard``, ``report``, ``promote`` and ``generate``.
 
 User errors print one message and exit non-zero without a traceback; nothing heavy (torch,
 Ray) is imported for ``--help`` or for schema validation.
@@ -30,6 +30,12 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--address", default=None,
                            help="Ray cluster to join ('auto', or ray://host:port); default: "
                                 "RAY_ADDRESS, else a local Ray bound to 127.0.0.1")
+    p = sub.add_parser("resume", help="finish a sweep whose driver was stopped (Ctrl-C) or "
+                       "died: finished trials are kept, unfinished ones go on from their "
+                       "checkpoints, the Optuna study and ASHA's rungs carry over")
+    p.add_argument("sweep_dir", help="the sweep dir printed by `qlora-sweep run`")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to join (as for run); default: RAY_ADDRESS, else local Ray")
     p = sub.add_parser("promote", help="bundle the winning adapter with a model card and push "
                        "it to the Hub if it beats the adapter already there",
                        description="Write SWEEP_DIR/promoted (adapter, tokenizer, model card, "
@@ -116,6 +122,12 @@ def _report(args) -> int:
     return 0
 
 
+def _resume(args) -> int:
+    from .resume import resume_sweep
+
+    return resume_sweep(args.sweep_dir, address=args.address)
+
+
 def _validate(args) -> int:
     from .loading import load_config
     from .sweep import preflight
@@ -150,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"validate": _validate, "run": _run, "promote": _promote,
                 "generate": _generate, "status": _status,
-                "tensorboard": _tensorboard, "report": _report}[args.command](args)
+                "tensorboard": _tensorboard, "report": _report,
+                "resume": _resume}[args.command](args)
     except UserError as err:
         print(err.render(), file=sys.stderr)
         return err.exit_code

@@ -177,7 +177,12 @@ class StorageSection(Section):
     path: str = Field("sweeps", description="Where sweep dirs go: a local path (relative to the "
                       "working directory), a shared file system, or s3:// / gs://.")
     name: str | None = Field(None, description="Sweep dir name; default: <config stem>-<time>.")
-    keep_checkpoints: int = Field(2, ge=1, description="Best checkpoints kept per trial.")
+    keep_checkpoints: int = Field(2, ge=1, description="Best checkpoints kept per trial (by the "
+                                  "metric; the newest is kept too while the trial runs, to resume "
+                                  "from). A trial stopped early by ASHA keeps only its best.")
+    max_gb: float | None = Field(
+        None, gt=0, description="Disk budget of the sweep dir in GB: a warning at 80 %; at the "
+        "limit trials go on reporting but save no new checkpoints. Unset: no limit.")
 
     @field_validator("name")
     @classmethod
@@ -216,6 +221,13 @@ def parse_improvement(value: float | str) -> tuple[float, str]:
     if not number >= 0:
         raise ValueError(f"must be 0 or more, got {value!r}")
     return (number / 100 if kind == "relative" else number), kind
+
+
+class FailureSection(Section):
+    max_retries: int = Field(
+        2, ge=0, description="Times a trial whose worker fails (a crash, a killed process, a lost "
+        "node) is restarted from its newest checkpoint. A diverged trial (NaN loss) is not "
+        "trained again: its restarts end at once with the same error.")
 
 
 class PromoteSection(Section):
@@ -259,6 +271,8 @@ class SweepConfig(Section):
                                         description="Per-trial resources.")
     storage: StorageSection = Field(default_factory=StorageSection,
                                     description="Where results go.")
+    failure: FailureSection = Field(default_factory=FailureSection,
+                                    description="What happens when a trial's worker fails.")
     promote: PromoteSection = Field(default_factory=PromoteSection,
                                     description="Pushing the winner to the Hugging Face Hub.")
 

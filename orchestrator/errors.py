@@ -4,6 +4,7 @@ from __future__ import annotations
 
 CONFIG_EXIT = 2  # the config (or what it points at) is wrong: fix it and run again
 RUNTIME_EXIT = 1  # the sweep ran but produced nothing usable
+INTERRUPTED_EXIT = 130  # Ctrl-C: stopped and saved; `qlora-sweep resume` goes on
 
 
 class UserError(Exception):

@@ -46,15 +46,20 @@ def trial_rows(results, *, metric: str, mode: str, max_steps: int,
         else:
             status = "stopped_early"
         best_value, best_step = (better(history, key=lambda vs: vs[0]) if history else (None, None))
-        checkpoint = None
+        checkpoint, at = None, {}
         ranked = [(c, m) for c, m in (result.best_checkpoints or [])
-                  if m.get(metric) is not None and math.isfinite(float(m[metric]))]
+                  if m.get(metric) is not None and math.isfinite(float(m[metric]))
+                  and ("://" in c.path or Path(c.path).is_dir())]  # pruned ones are gone
         if ranked:
-            checkpoint = better(ranked, key=lambda cm: float(cm[1][metric]))[0].path
+            best_ckpt, at = better(ranked, key=lambda cm: float(cm[1][metric]))
+            checkpoint = best_ckpt.path
         row = {"trial_id": trial_id, "status": status}
         row.update({k: (result.config or {}).get(k) for k in searched})
         row.update({f"best_{metric}": best_value, "best_step": best_step, "steps_run": steps_run,
-                    "error": error_summary(result.error), "checkpoint_path": checkpoint})
+                    "error": error_summary(result.error), "checkpoint_path": checkpoint,
+                    # The checkpoint's own evaluation: the best one unless storage.max_gb
+                    # stopped checkpoints before the trial's best step.
+                    "checkpoint_value": at.get(metric), "checkpoint_step": at.get("step")})
         rows.append(row)
     rows.sort(key=lambda r: (r[f"best_{metric}"] is None,
                              (r[f"best_{metric}"] or 0) * (1 if mode == "min" else -1)))
@@ -71,7 +76,8 @@ def write_leaderboard(rows: list[dict], path: Path, *, metric: str, searched: li
 
 def best_record(rows: list[dict], *, metric: str, mode: str, searched: list[str],
                 baseline: dict | None) -> dict | None:
-    """The best trial that did not error, with its best checkpoint (not its last)."""
+    """The best trial that did not error, with its best checkpoint (not its last); ``value``
+    and ``step`` are that checkpoint's."""
     usable = [r for r in rows if r["status"] != "errored" and r[f"best_{metric}"] is not None
               and r["checkpoint_path"]]
     if not usable:
@@ -82,8 +88,8 @@ def best_record(rows: list[dict], *, metric: str, mode: str, searched: list[str]
         "config": {k: top[k] for k in searched},
         "metric": metric,
         "mode": mode,
-        "value": top[f"best_{metric}"],
-        "step": top["best_step"],
+        "value": top["checkpoint_value"],
+        "step": top["checkpoint_step"],
         "checkpoint_path": top["checkpoint_path"],
         "baseline_value": (baseline or {}).get(metric),
     }
@@ -98,11 +104,13 @@ def _fmt(v: Any) -> str:
 
 
 def _status_text(row: dict) -> str:
+    retries = row.get("retries") or 0
+    restarted = f" ({retries} restart{'s' if retries > 1 else ''})" if retries else ""
     if row["status"] == "errored":
-        return f"errored: {(row.get('error') or '')[:60]}"
+        return f"errored{restarted}: {(row.get('error') or '')[:60]}"
     if row["status"] == "stopped_early" and row.get("rung"):
-        return f"stopped at rung {row['rung']}"
-    return row["status"].replace("_", " ")
+        return f"stopped at rung {row['rung']}{restarted}"
+    return row["status"].replace("_", " ") + restarted
 
 
 def leaderboard_cells(rows: list[dict], *, metric: str, searched: list[str],

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from .config import SweepConfig
-from .errors import RUNTIME_EXIT, UserError
+from .errors import INTERRUPTED_EXIT, RUNTIME_EXIT, UserError
 from .preflight import (check_data, check_model, check_resources, data_sources,
                         max_concurrent)
 from .results import best_record, render_table, trial_rows, write_json, write_leaderboard
@@ -66,6 +66,17 @@ def _runtime_env() -> dict:
     return {"env_vars": env}
 
 
+def quiet_ray_output() -> None:
+    """Ray Tune settings of this process (read when the Tuner runs)."""
+    # Snapshots after each checkpoint are what keeps a sweep resumable; Ray's warning about
+    # their frequency is noise at our checkpoint sizes.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # The Tuner gets its loggers and console table from orchestrator/tuner.py: no automatic
+    # TensorBoard logger beside ours, and the console table that can name columns.
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+
+
 def init_ray(address: str | None) -> bool:
     """Connect to (or start) Ray; returns whether this call started it."""
     import ray
@@ -101,6 +112,8 @@ def run_sweep(cfg: SweepConfig, derived: dict[str, Any], *, address: str | None 
     started = time.monotonic()
     storage_path, name, sweep_dir = sweep_location(cfg, derived["config_path"])
     settings = preflight(cfg, derived)
+    if cfg.storage.max_gb:
+        settings["disk_budget"] = {"path": str(sweep_dir), "max_bytes": int(cfg.storage.max_gb * 1e9)}
     if cfg.promote.repo_id:
         # Hours of training must not end in "no token": check write access first.
         from .hub import Hub
@@ -108,13 +121,7 @@ def run_sweep(cfg: SweepConfig, derived: dict[str, Any], *, address: str | None 
         user = Hub(cfg.promote.repo_id).check_write_access()
         out(f"the winner will be promoted to {cfg.promote.repo_id} (as {user}) if it beats the "
             f"adapter there")
-    # Snapshots after each checkpoint are what keeps a sweep resumable; Ray's warning about
-    # their frequency is noise at our checkpoint sizes.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # The Tuner gets its loggers and console table from orchestrator/tuner.py: no automatic
-    # TensorBoard logger beside ours, and the console table that can name columns.
-    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    quiet_ray_output()
     started_ray = init_ray(address)
     import ray
 
@@ -148,7 +155,6 @@ def run_sweep(cfg: SweepConfig, derived: dict[str, Any], *, address: str | None 
         out(f"baseline {cfg.search.metric}: {baseline[cfg.search.metric]:.4f} "
             f"on {baseline['eval_samples']} eval examples")
 
-        from .trial_status import mark_interrupted
         from .tuner import build_tuner
 
         concurrency = max_concurrent(cfg)
@@ -156,19 +162,36 @@ def run_sweep(cfg: SweepConfig, derived: dict[str, Any], *, address: str | None 
                             sweep_dir=str(sweep_dir), concurrency=concurrency)
         out(f"starting {cfg.search.num_trials if cfg.search.algorithm != 'grid' else 'grid'} "
             f"trials ({cfg.search.algorithm}, {cfg.scheduler.type}), {concurrency} at a time")
-        try:
-            results = tuner.fit()
-        finally:
-            mark_interrupted(sweep_dir)  # unless Tune saw the experiment to its end
-        code = finish(cfg, derived, results, sweep_dir=sweep_dir, baseline=baseline, out=out)
-        if cfg.promote.repo_id and (sweep_dir / "best.json").is_file():
-            _auto_promote(sweep_dir, out)
-        out(f"wall time {time.monotonic() - started:.0f} s (pre-flight, model build if any, "
-            f"baseline and trials)")
-        return code
+        return fit_and_finish(cfg, derived, tuner, sweep_dir=sweep_dir, baseline=baseline,
+                              started=started, out=out)
     finally:
         if started_ray:
             ray.shutdown()
+
+
+def fit_and_finish(cfg: SweepConfig, derived: dict[str, Any], tuner, *, sweep_dir: Path,
+                   baseline: dict, started: float, out: Out) -> int:
+    """Run the Tuner; then the leaderboard, ``best.json`` and the promotion, or, when the sweep
+    was interrupted (Ctrl-C), how to resume it."""
+    from .sweep_dir import open_sweep
+    from .trial_status import mark_interrupted
+
+    try:
+        results = tuner.fit()
+    finally:
+        mark_interrupted(sweep_dir)  # unless Tune saw the experiment to its end
+    if (open_sweep(sweep_dir).status() or {}).get("state") == "interrupted":
+        out("")
+        out(f"interrupted: finished trials and the checkpoints of unfinished ones are kept in "
+            f"{sweep_dir}")
+        out(f"resume it with: qlora-sweep resume {sweep_dir}")
+        return INTERRUPTED_EXIT
+    code = finish(cfg, derived, results, sweep_dir=sweep_dir, baseline=baseline, out=out)
+    if cfg.promote.repo_id and (sweep_dir / "best.json").is_file():
+        _auto_promote(sweep_dir, out)
+    out(f"wall time {time.monotonic() - started:.0f} s (pre-flight, model build if any, "
+        f"baseline and trials)")
+    return code
 
 
 def _auto_promote(sweep_dir: Path, out: Out) -> None:

@@ -90,7 +90,8 @@ class SweepDir:
         for t in status["trials"]:
             row = {"trial_id": t["trial_id"], "status": t["status"], **t["config"],
                    f"best_{metric}": t["best_value"], "best_step": t["best_step"],
-                   "steps_run": t["steps_run"], "rung": t.get("rung"), "error": t["error"]}
+                   "steps_run": t["steps_run"], "rung": t.get("rung"), "error": t["error"],
+                   "retries": t.get("retries", 0)}
             rows.append(row)
         order = {"running": 0, "paused": 1, "pending": 2}
         rows.sort(key=lambda r: (r[f"best_{metric}"] is None,

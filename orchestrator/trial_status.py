@@ -34,6 +34,12 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+def sweep_interrupted(trial_states: list[str], planned: int | None) -> bool:
+    """Whether Tune stopped before the sweep's end: a trial not ended, or trials not started."""
+    unfinished = any(state not in ("TERMINATED", "ERROR") for state in trial_states)
+    return unfinished or (planned is not None and len(trial_states) < planned)
+
+
 def mark_interrupted(sweep_dir: Path) -> None:
     """After ``Tuner.fit``: a sweep Tune did not see to its end (Ctrl-C, a crash) says so."""
     path = sweep_dir / STATUS_FILE
@@ -81,7 +87,8 @@ class StatusCallback(Callback):
             "started_at": previous.get("started_at", _now()), "updated_at": _now(),
             "driver": {"host": socket.gethostname(), "pid": os.getpid()},
             "metric": self._metric, "mode": self._mode, "max_steps": self._max_steps,
-            "searched": self._searched, "planned_trials": self._planned, "asha_rungs": self._rungs, "trials": [],
+            "searched": self._searched, "planned_trials": self._planned,
+            "asha_rungs": self._rungs, "trials": [],
         }
         self._write()
 
@@ -93,6 +100,7 @@ class StatusCallback(Callback):
                 "config": {k: trial.config.get(k) for k in self._searched},
                 "steps_run": 0, "best_value": None, "best_step": None, "last_value": None,
                 "rung": None, "error": "", "started_at": None, "ended_at": None,
+                "retries": 0, "last_failure": "", "pid": None, "node_ip": None,
             }
         return entry
 
@@ -123,11 +131,19 @@ class StatusCallback(Callback):
         entry = self._entry(trial)
         step = int(result.get("step", 0))
         value = result.get(self._metric)
-        entry.update(status="running", steps_run=max(entry["steps_run"], step))
+        entry.update(status="running", steps_run=max(entry["steps_run"], step),
+                     pid=result.get("pid"), node_ip=result.get("node_ip"))
         if isinstance(value, (int, float)) and math.isfinite(value):
             entry["last_value"] = float(value)
             if entry["best_value"] is None or self._better(entry["best_value"], value) == value:
                 entry.update(best_value=float(value), best_step=step)
+        self._write()
+
+    def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
+        # The trial's worker failed; Ray restarts it from its newest checkpoint.
+        entry = self._entry(trial)
+        entry["retries"] = entry.get("retries", 0) + 1
+        entry["last_failure"] = error_summary(_error_text(trial))
         self._write()
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
@@ -147,5 +163,11 @@ class StatusCallback(Callback):
         self._write()
 
     def on_experiment_end(self, trials: list, **info) -> None:
-        self._data["state"] = "finished"
+        # Tune also ends the experiment on Ctrl-C, with trials still unfinished.
+        self._data["state"] = "interrupted" if sweep_interrupted(
+            [t.status for t in trials], self._planned) else "finished"
+        if self._data["state"] == "interrupted":
+            for entry in self._trials.values():
+                if entry["status"] in ("running", "pending", "paused"):
+                    entry["status"] = "interrupted"
         self._write()

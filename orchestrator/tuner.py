@@ -60,11 +60,13 @@ def scheduler(cfg: SweepConfig, derived: dict[str, Any]):
 def _callbacks(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, Any], *,
                sweep_dir: str) -> list:
     """Ray's CSV and JSON loggers (``progress.csv``, ``result.json``), our TensorBoard runs in
-    place of Ray's, and ``status.json``. ``run_sweep`` turns Ray's automatic loggers off."""
+    place of Ray's, ``status.json``, and the disk guard. ``run_sweep`` turns Ray's automatic
+    loggers off."""
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from trainables.trial import trial_settings
 
+    from .disk_guard import DiskGuard
     from .tensorboard_log import TensorBoardCallback
     from .trial_status import StatusCallback, asha_rungs
 
@@ -85,7 +87,49 @@ def _callbacks(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, An
                        searched=searched, max_steps=cfg.training.max_steps,
                        planned=None if cfg.search.algorithm == "grid" else cfg.search.num_trials,
                        rungs=rungs),
+        DiskGuard(sweep_dir=sweep_dir, metric=cfg.search.metric, mode=derived["mode"],
+                  max_steps=cfg.training.max_steps,
+                  max_bytes=int(cfg.storage.max_gb * 1e9) if cfg.storage.max_gb else None),
     ]
+
+
+def _trainable(cfg: SweepConfig, settings: dict[str, Any]):
+    from ray import tune
+
+    from trainables.trial import tune_trainable
+
+    return tune.with_resources(tune.with_parameters(tune_trainable, base=settings),
+                               {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu})
+
+
+def replay_asha(asha, histories: list[tuple[str, int, float, float]], *, mode: str) -> None:
+    """Refill ASHA's rungs from the trials' reported results, which Ray does not save: each
+    ``(trial_id, step, value, timestamp)`` is fed to the bracket in the order it happened."""
+    from types import SimpleNamespace
+
+    sign = -1.0 if mode == "min" else 1.0
+    bracket = asha._brackets[0]  # qlora-sweep's ASHA has one bracket
+    for trial_id, step, value, _ in sorted(histories, key=lambda h: h[3]):
+        bracket.on_result(SimpleNamespace(trial_id=trial_id), step, sign * value)
+
+
+def restore_tuner(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, Any], *,
+                  sweep_dir: str, histories: list[tuple[str, int, float, float]]):
+    """The interrupted sweep's Tuner: finished trials stay as they are, unfinished ones go on
+    from their newest checkpoint, the searcher continues its study (``searcher-state``), and
+    ASHA gets its rungs back from ``histories``."""
+    from ray import tune
+
+    tuner = tune.Tuner.restore(sweep_dir, trainable=_trainable(cfg, settings),
+                               resume_unfinished=True, resume_errored=False,
+                               restart_errored=False)
+    asha = scheduler(cfg, derived)
+    if asha is not None:
+        replay_asha(asha, histories, mode=derived["mode"])
+        # tuner.pkl holds the scheduler as it was built, with empty rungs; there is no public
+        # way to hand a restored Tuner another one.
+        tuner._local_tuner._tune_config.scheduler = asha
+    return tuner
 
 
 def build_tuner(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, Any], *,
@@ -93,18 +137,12 @@ def build_tuner(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, A
     """The Tuner for the sweep (not yet started)."""
     from ray import tune
 
-    from trainables.trial import tune_trainable
-
     from .console import progress_reporter
 
     grid = cfg.search.algorithm == "grid"
     metric, mode = cfg.search.metric, derived["mode"]
-    trainable = tune.with_resources(
-        tune.with_parameters(tune_trainable, base=settings),
-        {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu},
-    )
     return tune.Tuner(
-        trainable,
+        _trainable(cfg, settings),
         param_space=param_space(derived, grid=grid),
         tune_config=tune.TuneConfig(
             metric=metric,
@@ -124,7 +162,7 @@ def build_tuner(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, A
                 checkpoint_score_attribute=metric,
                 checkpoint_score_order=mode,
             ),
-            failure_config=tune.FailureConfig(max_failures=0),
+            failure_config=tune.FailureConfig(max_failures=cfg.failure.max_retries),
             callbacks=_callbacks(cfg, derived, settings, sweep_dir=sweep_dir),
             progress_reporter=progress_reporter(cfg, derived, sweep_dir),
             verbose=1,

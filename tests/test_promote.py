@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -40,9 +41,18 @@ def hub_env(hub, tmp_path_factory):
 def sweeps(tiny_model_dir, hub_env, tmp_path_factory):
     root = tmp_path_factory.mktemp("promote-sweeps")
     weak = run_small_sweep(root, "weak", learning_rate=1e-5)
-    strong = run_small_sweep(root, "strong", learning_rate=3e-3, env=hub_env,
-                             promote={"repo_id": "acme/auto-promoted", "private": True})
-    return {"weak": weak, "strong": strong, "strong_log": (root / "strong.log").read_text()}
+    # Ray's own files (session logs, worker output, runtime env) of the promoting run go to a
+    # folder of this test, so they can be searched for the token too. Short: Ray's socket
+    # paths under it must stay within the 107-character limit of Unix sockets.
+    ray_tmp = tempfile.mkdtemp(prefix="qs-ray-", dir="/tmp")
+    try:
+        strong = run_small_sweep(root, "strong", learning_rate=3e-3,
+                                 env={**hub_env, "RAY_TMPDIR": ray_tmp},
+                                 promote={"repo_id": "acme/auto-promoted", "private": True})
+        yield {"weak": weak, "strong": strong, "strong_log": (root / "strong.log").read_text(),
+               "ray_tmp": Path(ray_tmp), "hf_home": Path(hub_env["HF_HOME"])}
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def copy(sweeps, name: str, tmp_path: Path) -> Path:
@@ -112,10 +122,18 @@ def test_auto_promotion_at_the_end_of_run(sweeps, hub):
     assert commits[-1]["title"].startswith("qlora-sweep: promote trial")
     assert "strong" in commits[-1]["title"]
     assert hub.tags("acme/auto-promoted") == {"strong": commits[-1]["sha"]}
-    # The token was in the run's environment; it is in none of the files the run wrote.
-    for path in sweeps["strong"].rglob("*"):
-        if path.is_file():
-            assert WRITE.encode() not in path.read_bytes(), path
+    # The token was in the run's environment; it is in none of the files the run wrote: the
+    # sweep dir (results, TensorBoard runs, checkpoints, the bundle and its card), Ray's
+    # session folder (logs of the driver, the workers and the runtime env), the HF home.
+    searched = 0
+    for folder in (sweeps["strong"], sweeps["ray_tmp"], sweeps["hf_home"]):
+        for path in folder.rglob("*"):
+            if path.is_file() and not path.is_symlink() and not path.is_socket():
+                assert WRITE.encode() not in path.read_bytes(), path
+                searched += 1
+    assert searched > 100 and any(sweeps["ray_tmp"].rglob("*.log"))
+    assert any(sweeps["strong"].rglob("events.out.tfevents.*"))
+    assert (sweeps["strong"] / "promoted" / "README.md").is_file()
     for content in commits[-1]["files"].values():
         assert WRITE.encode() not in content
 

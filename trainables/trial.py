@@ -15,7 +15,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .callbacks import Report, ReportCallback
+from .callbacks import Report, ReportCallback, TrainingDiverged
+from .disk import over_budget
+
+# In a trial's folder: why it diverged, so a restarted trial does not train again to find out.
+DIVERGED_MARKER = "diverged.txt"
 
 
 def trial_settings(base: dict[str, Any], searched: dict[str, Any]) -> dict[str, Any]:
@@ -178,11 +182,25 @@ def tune_trainable(config: dict[str, Any], *, base: dict[str, Any]) -> None:
     settings = trial_settings(base, config)
     output_dir = tempfile.mkdtemp(prefix="qlora-sweep-trial-")
 
+    warned = []
+
     def report(metrics: dict, checkpoint_dir: str) -> None:
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
+        full = over_budget(settings.get("disk_budget"))
+        if full is None:
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
+        else:  # the metrics still count; the sweep dir gets no new checkpoint
+            if not warned:
+                print(f"warning: {full}", flush=True)
+                warned.append(full)
+            tune.report({**metrics, "checkpoint_skipped": full})
         # Ray has persisted the checkpoint to the sweep's storage; the local copy can go.
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
 
+    # Ray restarts a failed trial (failure.max_retries) whatever the error; a divergence would
+    # only happen again, so a restarted trial that diverged before ends at once.
+    diverged = Path(tune.get_context().get_trial_dir()) / DIVERGED_MARKER
+    if diverged.is_file():
+        raise TrainingDiverged(diverged.read_text())
     try:
         resume = None
         checkpoint = tune.get_checkpoint()
@@ -190,6 +208,10 @@ def tune_trainable(config: dict[str, Any], *, base: dict[str, Any]) -> None:
             with checkpoint.as_directory() as ckpt_dir:
                 resume = _restore(ckpt_dir, output_dir)
         run_trial(settings, output_dir=output_dir, report=report, resume_from=resume)
+    except TrainingDiverged as err:
+        diverged.parent.mkdir(parents=True, exist_ok=True)
+        diverged.write_text(str(err))
+        raise
     finally:
         shutil.rmtree(output_dir, ignore_errors=True)
 

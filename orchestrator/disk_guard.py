@@ -1,0 +1,73 @@
+"""The sweep dir's disk use, watched from the driver while trials run.
+
+* A trial stopped early by ASHA keeps only its best checkpoint (it will never resume, and its
+  best is the only one a user or ``promote`` can want); a completed trial keeps its best
+  ``storage.keep_checkpoints``, as Ray already enforces.
+* ``storage.max_gb``: a warning once the sweep dir passes 80 % of it; at the limit trials save
+  no new checkpoint (decided in the trial, ``trainables/disk.py``) and the driver says so once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from ray.tune import Callback
+
+from trainables.disk import folder_bytes
+
+WARN_FRACTION = 0.8
+
+
+class DiskGuard(Callback):
+    def __init__(self, *, sweep_dir: str, metric: str, mode: str, max_steps: int,
+                 max_bytes: int | None, out: Callable[[str], None] = print):
+        self._sweep_dir, self._metric, self._max_steps = sweep_dir, metric, max_steps
+        self._better = min if mode == "min" else max
+        self._max_bytes, self._out = max_bytes, out
+        self._reported: dict[str, list[tuple[float, str]]] = {}
+        self._said: set[str] = set()
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        value, name = result.get(self._metric), result.get("checkpoint_dir_name")
+        if isinstance(value, (int, float)) and math.isfinite(value) and name:
+            self._reported.setdefault(trial.trial_id, []).append((float(value), name))
+        if result.get("checkpoint_skipped"):
+            self._say("full", f"warning: {result['checkpoint_skipped']}")
+
+    def on_checkpoint(self, iteration: int, trials: list, trial, checkpoint, **info) -> None:
+        if self._max_bytes:
+            used = folder_bytes(self._sweep_dir)
+            if used >= WARN_FRACTION * self._max_bytes:
+                self._say("80", f"warning: the sweep dir uses {used / 1e9:.3f} GB, "
+                                f"{used / self._max_bytes:.0%} of storage.max_gb = "
+                                f"{self._max_bytes / 1e9:g}; at the limit trials stop saving "
+                                f"checkpoints.")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        reported = self._reported.pop(trial.trial_id, [])
+        last = trial.last_result or {}
+        if not reported or int(last.get("step", 0)) >= self._max_steps:
+            return  # completed: Ray keeps its best storage.keep_checkpoints
+        keep = self._better(reported, key=lambda vn: vn[0])[1]
+        prune_checkpoints(trial, keep=keep)
+
+    def _say(self, key: str, text: str) -> None:
+        if key not in self._said:
+            self._said.add(key)
+            self._out(text)
+
+
+def prune_checkpoints(trial, *, keep: str) -> list[str]:
+    """Delete the trial's ``checkpoint_*`` folders other than ``keep`` from its storage (local
+    or cloud, through Ray's own filesystem handle); returns the names deleted."""
+    from pyarrow.fs import FileSelector, FileType
+
+    fs, base = trial.storage.storage_filesystem, trial.storage.trial_fs_path
+    deleted = []
+    for info in fs.get_file_info(FileSelector(base, allow_not_found=True)):
+        if (info.type == FileType.Directory and info.base_name.startswith("checkpoint_")
+                and info.base_name != keep):
+            fs.delete_dir(info.path)
+            deleted.append(info.base_name)
+    return deleted
