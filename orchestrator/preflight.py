@@ -32,8 +32,9 @@ def data_sources(cfg: SweepConfig, derived: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_data(data: dict[str, Any]) -> tuple[str | None, list[str]]:
-    """Load each source once: it exists, is non-empty, and its format is recognised."""
-    from trainables.data import DataError, detect_format, load_source
+    """Load each source once: it exists, is non-empty, its format is recognised, and every
+    row can be trained on."""
+    from trainables.data import DataError, check_rows, detect_format, load_source
 
     problems: list[str] = []
     fmt = None
@@ -45,6 +46,7 @@ def check_data(data: dict[str, Any]) -> tuple[str | None, list[str]]:
             ds = load_source(src)
             found = detect_format(ds.column_names, fmt or data["format"], where=src["path"])
             fmt = fmt or found
+            check_rows(ds, found, where=src["path"])
         except DataError as err:
             problems.append(f"data.{key}: {err}")
     return fmt, problems
@@ -121,3 +123,52 @@ def max_concurrent(cfg: SweepConfig) -> int:
     else:
         n = int(total.get("CPU", 1) // cfg.resources.cpu)
     return max(1, n)
+
+
+def check_storage(path: str) -> list[str]:
+    """A local ``storage.path`` can hold sweep dirs: the nearest existing folder on the way is
+    a folder and a file can be written in it (tried with a temporary file, then removed)."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    if "://" in path:
+        return []
+    target = Path(path).expanduser().resolve()
+    existing = target
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return [f"storage.path = {path!r}: {existing} is a file, so no folder can be made "
+                f"there. Fix: point storage.path at a folder (or a path that does not exist)."]
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        return [f"storage.path = {path!r}: cannot write in {existing} ({err.strerror or err}). "
+                f"Fix: choose a folder you can write to, or fix its permissions."]
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return [f"storage.path = {path!r}: {existing} is not writable. Fix: choose a folder "
+                f"you can write to, or fix its permissions."]
+    return []
+
+
+def check_chat_template(model: dict[str, Any], fmt: str | None) -> list[str]:
+    """A ``messages`` dataset is rendered with the tokenizer's chat template: it must have one.
+    (The builtin tiny Llama has one.)"""
+    from trainables import tiny_llama
+
+    if fmt != "messages" or tiny_llama.is_builtin(model["name_or_path"]):
+        return []
+    from trainables.model import load_tokenizer
+
+    try:
+        tokenizer = load_tokenizer(model)
+    except Exception:  # the model check reports an unreadable model; say it once
+        return []
+    if tokenizer.chat_template:
+        return []
+    return [f"data.format = messages, but the tokenizer of {model['name_or_path']} has no chat "
+            f"template to render them. Fix: use the model's chat/instruct variant, or write "
+            f"the data as prompt/completion (or instruction/output) rows."]
+

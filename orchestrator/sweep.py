@@ -13,8 +13,8 @@ import yaml
 
 from .config import SweepConfig
 from .errors import INTERRUPTED_EXIT, RUNTIME_EXIT, UserError
-from .preflight import (check_data, check_model, check_resources, data_sources,
-                        max_concurrent)
+from .preflight import (check_chat_template, check_data, check_model, check_resources,
+                        check_storage, data_sources, max_concurrent)
 from .results import best_record, render_table, trial_rows, write_json, write_leaderboard
 
 Out = Callable[[str], None]
@@ -29,7 +29,9 @@ def preflight(cfg: SweepConfig, derived: dict[str, Any]) -> dict[str, Any]:
     data = data_sources(cfg, derived)
     fmt, problems = check_data(data)
     target_groups, model_problems = check_model(cfg, derived)
-    problems += model_problems
+    problems += model_problems + check_storage(cfg.storage.path)
+    if not model_problems:
+        problems += check_chat_template(cfg.model.model_dump(), fmt)
     if problems:
         raise UserError(f"pre-flight found {len(problems)} problem(s)", problems)
     return {

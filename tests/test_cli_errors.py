@@ -8,7 +8,7 @@ import pytest
 
 from orchestrator.cli import main
 
-from .conftest import cli, write_config
+from .conftest import EXAMPLES, cli, write_config
 
 
 def run_main(capsys, *argv) -> tuple[int, str]:
@@ -111,3 +111,49 @@ def test_max_length_too_short_is_a_clear_error_before_any_trial(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Fix: raise data.max_length" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "sweeps" / "too-short").exists()
+
+
+def _pricing_rows(n: int) -> list[str]:
+    return (EXAMPLES / "data" / "pricing_train.jsonl").read_text().splitlines()[:n]
+
+
+def test_corrupt_dataset_rows_are_named_by_number(capsys, tmp_path):
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("\n".join(_pricing_rows(3) + ['{"prompt": "x", "completion": ']
+                                + _pricing_rows(2)) + "\n")
+    empty = tmp_path / "empty_completion.jsonl"
+    empty.write_text("\n".join(_pricing_rows(2) + ['{"prompt": "x\\n", "completion": null}'])
+                     + "\n")
+    cfg = write_config(tmp_path / "s.yaml", data={"train": str(broken), "eval": str(empty)})
+    code, out = run_main(capsys, "validate", str(cfg))
+    assert code == 2 and "Traceback" not in out
+    assert f"data.train: the data file {broken} could not be read: line 4 is not valid JSON" in out
+    assert f"data.eval: {empty}, row 3: 'completion' is None" in out
+    assert out.count("Fix:") >= 2
+
+
+def test_messages_without_a_chat_template_is_refused(capsys, tmp_path, tiny_model_dir):
+    import shutil
+
+    model = tmp_path / "no-template"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "chat_template.jinja").unlink()  # a base model without a chat template
+    rows = [json.loads(line) for line in _pricing_rows(8)]
+    data = tmp_path / "chat.jsonl"
+    data.write_text("".join(json.dumps({"messages": [
+        {"role": "user", "content": r["prompt"].strip()},
+        {"role": "assistant", "content": r["completion"]}]}) + "\n" for r in rows))
+    cfg = write_config(tmp_path / "s.yaml", model={"name_or_path": str(model)},
+                       data={"train": str(data), "eval": str(data)})
+    code, out = run_main(capsys, "validate", str(cfg))
+    assert code == 2 and "Traceback" not in out
+    assert "data.format = messages, but the tokenizer of" in out and "no chat template" in out
+
+
+def test_unwritable_storage_path(capsys, tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    cfg = write_config(tmp_path / "s.yaml", storage={"path": str(a_file / "sweeps")})
+    code, out = run_main(capsys, "validate", str(cfg))
+    assert code == 2 and "Traceback" not in out
+    assert f"storage.path = '{a_file / 'sweeps'}': {a_file} is a file" in out and "Fix:" in out

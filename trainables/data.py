@@ -45,6 +45,32 @@ def _has_no_rows(path: Path) -> bool:
     return not lines
 
 
+def _first_bad_json_line(path: Path) -> str | None:
+    """``line N: <why>`` for the first line of a JSON-lines file that is not a JSON object."""
+    import json
+
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line.rstrip("\r\n"))
+            except json.JSONDecodeError as err:
+                return f"line {number} is not valid JSON ({err.msg} at column {err.colno})"
+            if not isinstance(row, dict):
+                return f"line {number} is a JSON {type(row).__name__}, not an object"
+    return None
+
+
+def _check_text(ds, columns: tuple[str, ...], where: str) -> None:
+    """Every row has a non-empty string in each of ``columns``; else the first bad row, named."""
+    for column in columns:
+        for idx, value in enumerate(ds[column]):
+            if not isinstance(value, str) or not value.strip():
+                raise DataError(f"{where}, row {idx + 1}: '{column}' is {value!r}, not a "
+                                f"non-empty text. Fix: fill it in or remove the row.")
+
+
 def load_source(source: dict[str, Any]):
     """Load one data source: ``{"path", "split", "subset", "local"}`` -> ``datasets.Dataset``."""
     from datasets import load_dataset
@@ -66,6 +92,10 @@ def load_source(source: dict[str, Any]):
         try:
             ds = load_dataset(builder, data_files=str(p), split="train")
         except Exception as err:  # datasets raises many types for a malformed file
+            bad = _first_bad_json_line(p) if p.suffix.lower() == ".jsonl" else None
+            if bad:
+                raise DataError(f"the data file {path} could not be read: {bad}. Fix: repair "
+                                f"or remove that line (one JSON object per line).") from None
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise DataError(f"the data file {path} could not be read as {builder}: {first}") from None
     else:
@@ -111,8 +141,26 @@ def instruction_prompt(instruction: str, input_text: str | None = None) -> str:
     return f"### Instruction:\n{instruction}\n\n### Response:\n"
 
 
+def check_rows(ds, fmt: str, *, where: str = "data") -> None:
+    """Every row can be trained on; else a DataError naming the first bad row (1-based)."""
+    if fmt == "prompt_completion":
+        _check_text(ds, ("prompt", "completion"), where)
+    elif fmt == "instruction":
+        _check_text(ds, ("instruction", "output"), where)
+    elif fmt == "messages":
+        for idx, msgs in enumerate(ds["messages"]):
+            if not isinstance(msgs, list) or not msgs:
+                raise DataError(f"{where}, row {idx + 1}: 'messages' is {msgs!r}, not a list "
+                                f"of messages. Fix: fill it in or remove the row.")
+            if msgs[-1].get("role") != "assistant":
+                raise DataError(f"{where}, row {idx + 1}: the last message must be the "
+                                f"assistant's reply (the completion to learn), got role "
+                                f"{msgs[-1].get('role')!r}.")
+
+
 def to_prompt_completion(ds, fmt: str):
     """Reshape rows into TRL's prompt/completion columns (completion-only loss)."""
+    check_rows(ds, fmt)
     if fmt == "prompt_completion":
         extra = [c for c in ds.column_names if c not in ("prompt", "completion")]
         return ds.remove_columns(extra)
@@ -123,15 +171,11 @@ def to_prompt_completion(ds, fmt: str):
             remove_columns=ds.column_names,
         )
 
-    def split_messages(row, idx):
+    def split_messages(row):
         msgs = row["messages"]
-        if not msgs or msgs[-1].get("role") != "assistant":
-            raise DataError(f"row {idx + 1}: the last message must be the assistant's reply "
-                            f"(the completion to learn), got role "
-                            f"{msgs[-1].get('role') if msgs else None!r}.")
         return {"prompt": msgs[:-1], "completion": msgs[-1:]}
 
-    return ds.map(split_messages, with_indices=True, remove_columns=ds.column_names)
+    return ds.map(split_messages, remove_columns=ds.column_names)
 
 
 def load_splits(data: dict[str, Any], *, seed: int):
