@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import UserError
+from .errors import INTERRUPTED_EXIT, UserError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
                        "died: finished trials are kept, unfinished ones go on from their "
                        "checkpoints, the Optuna study and ASHA's rungs carry over")
     p.add_argument("sweep_dir", help="the sweep dir printed by `qlora-sweep run`")
+    p.add_argument("overrides", nargs="*", metavar="search.num_trials=N",
+                   help="add trials to the sweep (Optuna): its study goes on from the trials "
+                        "it has; nothing else may change")
     p.add_argument("--address", default=None,
                    help="Ray cluster to join (as for run); default: RAY_ADDRESS, else local Ray")
     p = sub.add_parser("promote", help="bundle the winning adapter with a model card and push "
@@ -125,7 +128,7 @@ def _report(args) -> int:
 def _resume(args) -> int:
     from .resume import resume_sweep
 
-    return resume_sweep(args.sweep_dir, address=args.address)
+    return resume_sweep(args.sweep_dir, args.overrides, address=args.address)
 
 
 def _validate(args) -> int:
@@ -169,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         return err.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED_EXIT
 
 
 if __name__ == "__main__":

@@ -29,15 +29,66 @@ def _histories(sweep: SweepDir) -> list[tuple[str, int, float, float]]:
     return out
 
 
-def _check_resumable(sweep: SweepDir) -> None:
+def _extension(sweep: SweepDir, overrides: list[str]):
+    """``(cfg, derived, extend_to)``: the sweep's config with ``overrides``, which may only
+    raise ``search.num_trials`` (Optuna); anything else would make the trials incomparable."""
+    from .loading import load_config
+
+    config = str(sweep.path / "sweep.yaml")
+    cfg, derived = load_config(config, overrides)
+    if not overrides:
+        return cfg, derived, None
+    before, before_derived = load_config(config, [])
+    old, new = before.model_dump(), cfg.model_dump()
+    old["search"].pop("num_trials")
+    new["search"].pop("num_trials")
+    space = {k: d.describe() for k, d in derived["domains"].items()}
+    if space != {k: d.describe() for k, d in before_derived["domains"].items()}:
+        raise UserError(f"search_space: changed on resume ({' '.join(overrides)}). Trials "
+                        f"searched in different spaces are not comparable, and the study "
+                        f"would mislead its own search. Fix: start a new sweep with the new "
+                        f"space (`qlora-sweep run`), or resume with the space unchanged.")
+    changed = sorted(k for k in new if new[k] != old[k])
+    if changed:
+        raise UserError(f"resume: only search.num_trials may change (to add trials); these "
+                        f"changed: {', '.join(changed)}. Fix: drop those overrides, or start a "
+                        f"new sweep with them.")
+    if cfg.search.algorithm != "optuna":
+        raise UserError(f"search.num_trials = {cfg.search.num_trials}: adding trials on resume "
+                        f"needs search.algorithm = optuna (this sweep uses "
+                        f"{cfg.search.algorithm}). Fix: start a new sweep for more trials.")
+    started = len(sweep.leaderboard())
+    if cfg.search.num_trials <= max(started, before.search.num_trials):
+        raise UserError(f"search.num_trials = {cfg.search.num_trials}: the sweep already has "
+                        f"{max(started, before.search.num_trials)} trials planned. Fix: give "
+                        f"a larger number, e.g. search.num_trials="
+                        f"{2 * before.search.num_trials}.")
+    return cfg, derived, cfg.search.num_trials
+
+
+def _record_extension(sweep: SweepDir, total: int) -> None:
+    """``sweep.yaml`` says how many trials the sweep now has (the resolved config stays the
+    one source of truth for ``resume``, ``status`` and ``promote``)."""
+    import yaml
+
+    path = sweep.path / "sweep.yaml"
+    resolved = yaml.safe_load(path.read_text())
+    resolved["search"]["num_trials"] = total
+    tmp = path.with_name(".sweep.yaml.tmp")
+    tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
+    tmp.replace(path)
+
+
+def _check_resumable(sweep: SweepDir, *, extending: bool) -> None:
     status = sweep.status()
     if status is None or not (sweep.path / "tuner.pkl").is_file():
         raise UserError(f"SWEEP_DIR {sweep.path}: no trial was started (no status.json or "
                         f"tuner.pkl), so there is nothing to resume. Fix: start it again with "
                         f"`qlora-sweep run {sweep.path / 'sweep.yaml'}` and another storage.name.")
-    if status.get("state") == "finished":
+    if status.get("state") == "finished" and not extending:
         raise UserError(f"SWEEP_DIR {sweep.path}: the sweep is finished; every trial has ended. "
-                        f"Fix: nothing to resume; see `qlora-sweep status {sweep.path}`.")
+                        f"Fix: nothing to resume; to add trials: qlora-sweep resume "
+                        f"{sweep.path} search.num_trials=<more than now>.")
     if status.get("state") == "running" and not driver_gone(status):
         driver = status.get("driver") or {}
         raise UserError(f"SWEEP_DIR {sweep.path}: the sweep is still running (driver pid "
@@ -45,15 +96,16 @@ def _check_resumable(sweep: SweepDir) -> None:
                         f"stop it (Ctrl-C) before resuming.")
 
 
-def resume_sweep(path: str, *, address: str | None = None, out=print) -> int:
-    """Resume an interrupted sweep; returns the exit code as ``run`` does."""
-    from .loading import load_config
+def resume_sweep(path: str, overrides: list[str] = (), *, address: str | None = None,
+                 out=print) -> int:
+    """Resume an interrupted sweep, or add trials to one (``search.num_trials=N``); returns
+    the exit code as ``run`` does."""
     from .sweep import fit_and_finish, init_ray, preflight, quiet_ray_output
 
     started = time.monotonic()
     sweep = open_sweep(path)
-    _check_resumable(sweep)
-    cfg, derived = load_config(str(sweep.path / "sweep.yaml"), [])
+    cfg, derived, extend_to = _extension(sweep, list(overrides))
+    _check_resumable(sweep, extending=extend_to is not None)
     settings = preflight(cfg, derived)
     if cfg.storage.max_gb:
         settings["disk_budget"] = {"path": str(sweep.path),
@@ -70,8 +122,12 @@ def resume_sweep(path: str, *, address: str | None = None, out=print) -> int:
             counts[row["status"]] = counts.get(row["status"], 0) + 1
         out(f"resuming {sweep.path}: " + ", ".join(f"{n} {s.replace('_', ' ')}"
                                                    for s, n in sorted(counts.items())))
+        if extend_to:
+            out(f"adding trials: {extend_to} in all, Optuna's study going on from the "
+                f"{len(sweep.leaderboard())} it has")
+            _record_extension(sweep, extend_to)
         tuner = restore_tuner(cfg, derived, settings, sweep_dir=str(sweep.path),
-                              histories=_histories(sweep))
+                              histories=_histories(sweep), extend_to=extend_to)
         out(f"watch it:  qlora-sweep status {sweep.path} --watch")
         return fit_and_finish(cfg, derived, tuner, sweep_dir=Path(sweep.path),
                               baseline=sweep.baseline or {}, started=started, out=out)

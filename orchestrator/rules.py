@@ -88,15 +88,19 @@ def check_rules(cfg: SweepConfig, *, base_dir: Path) -> tuple[dict[str, Any], li
         for key, value in point.items():
             if key not in domains:
                 problems.append(f"search.initial_points[{i}].{key}: not a searched setting; "
-                                f"searched: {', '.join(domains) or 'none'}.")
+                                f"searched: {', '.join(domains) or 'none'}. Fix: remove it.")
                 continue
             dom = domains[key]
             if dom.kind == "choice" and encode_choice(value) not in dom.values:
                 problems.append(f"search.initial_points[{i}].{key} = {value!r}: not one of the "
-                                f"choices {list(dom.values)}.")
+                                f"choices {list(dom.values)}. Fix: use one of them.")
+            elif dom.kind != "choice" and (isinstance(value, bool)
+                                           or not isinstance(value, (int, float))):
+                problems.append(f"search.initial_points[{i}].{key} = {value!r}: not a number; "
+                                f"the space is {dom.describe()}. Fix: give a number in it.")
             elif dom.kind != "choice" and not (dom.low <= float(value) <= dom.high):
                 problems.append(f"search.initial_points[{i}].{key} = {value!r}: outside "
-                                f"{dom.describe()}.")
+                                f"{dom.describe()}. Fix: give a value in that range.")
 
     max_t = cfg.scheduler.max_t or cfg.training.max_steps
     grace = cfg.scheduler.grace_period or min(cfg.training.eval_steps, max_t)

@@ -52,8 +52,8 @@ def summary(sweep: SweepDir) -> dict[str, Any]:
     rows = sweep.leaderboard()
     if not rows:
         raise UserError(f"SWEEP_DIR {sweep.path}: no trial has started yet (the sweep may still "
-                        f"be evaluating the base model). Fix: run this again in a moment, or "
-                        f"add --watch to wait for it.")
+                        f"be evaluating the base model). Fix: run this again in a moment "
+                        f"(`qlora-sweep status --watch` waits for it).")
     metric = sweep.metric
     base = (sweep.baseline or {}).get(metric)
     scored = [r for r in rows if r[f"best_{metric}"] is not None and r["status"] != "errored"]

@@ -114,21 +114,32 @@ def replay_asha(asha, histories: list[tuple[str, int, float, float]], *, mode: s
 
 
 def restore_tuner(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, Any], *,
-                  sweep_dir: str, histories: list[tuple[str, int, float, float]]):
+                  sweep_dir: str, histories: list[tuple[str, int, float, float]],
+                  extend_to: int | None = None):
     """The interrupted sweep's Tuner: finished trials stay as they are, unfinished ones go on
     from their newest checkpoint, the searcher continues its study (``searcher-state``), and
-    ASHA gets its rungs back from ``histories``."""
+    ASHA gets its rungs back from ``histories``. ``extend_to``: the sweep's new number of
+    trials (Optuna only), the study going on from the trials it has."""
     from ray import tune
 
     tuner = tune.Tuner.restore(sweep_dir, trainable=_trainable(cfg, settings),
                                resume_unfinished=True, resume_errored=False,
                                restart_errored=False)
+    # A restored Tuner has no public way to take another scheduler, search wrapper or
+    # callbacks than those pickled in tuner.pkl: they are replaced in its config.
+    tune_config = tuner._local_tuner._tune_config
     asha = scheduler(cfg, derived)
     if asha is not None:
-        replay_asha(asha, histories, mode=derived["mode"])
-        # tuner.pkl holds the scheduler as it was built, with empty rungs; there is no public
-        # way to hand a restored Tuner another one.
-        tuner._local_tuner._tune_config.scheduler = asha
+        replay_asha(asha, histories, mode=derived["mode"])  # tuner.pkl's ASHA has empty rungs
+        tune_config.scheduler = asha
+    if extend_to is not None:
+        from .extend import ExtendedSearch
+
+        tune_config.search_alg = ExtendedSearch(tune_config.search_alg, total=extend_to)
+        tune_config.num_samples = extend_to
+        # status.json's planned trials and the console come from the new config.
+        run_config = tuner._local_tuner._run_config
+        run_config.callbacks = _callbacks(cfg, derived, settings, sweep_dir=sweep_dir)
     return tuner
 
 

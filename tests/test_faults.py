@@ -209,3 +209,29 @@ def test_interrupt_and_kill_the_driver_then_resume_loses_nothing(tiny_model_dir,
         history = {int(r["step"]): float(r["eval_loss"]) for r in
                    csv.DictReader(open(sweep / f"trial_{row['trial_id']}" / "progress.csv"))}
         assert rung20[row["trial_id"]] == -history[20]
+
+    # A finished sweep: resume refuses, says how to add trials; the space may not change.
+    for args, words in (([], "to add trials: qlora-sweep resume"),
+                        (["search.num_trials=2"], "the sweep already has 2 trials planned"),
+                        (["search_space.training.learning_rate="
+                          "{choice: [0.002, 0.003, 0.01]}"],
+                         "search_space: changed on resume"),
+                        (["search.num_trials=3", "training.max_steps=50"],
+                         "only search.num_trials may change")):
+        proc = cli("resume", str(sweep), *args, timeout=120)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert words in proc.stderr and "Fix:" in proc.stderr and "Traceback" not in proc.stderr
+
+    # Extend it: one more trial, proposed by the same study, the first two untouched.
+    before = {r["trial_id"]: (sweep / f"trial_{r['trial_id']}" / "progress.csv").read_text()
+              for r in rows}
+    more = cli("resume", str(sweep), "search.num_trials=3", timeout=600)
+    assert more.returncode == 0, (more.stdout + more.stderr)[-4000:]
+    rows = list(csv.DictReader(open(sweep / "leaderboard.csv")))
+    assert len(rows) == 3 and set(before) < {r["trial_id"] for r in rows}
+    for trial_id, text in before.items():
+        assert (sweep / f"trial_{trial_id}" / "progress.csv").read_text() == text
+    study = optuna.load_study(study_name="resumed", storage=optuna.storages.JournalStorage(
+        JournalFileBackend(str(sweep / "optuna.journal"))))
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    assert _status(sweep)["planned_trials"] == 3 and _status(sweep)["state"] == "finished"
