@@ -36,7 +36,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("sweep_dir", help="the sweep dir printed by `qlora-sweep run`")
     p.add_argument("overrides", nargs="*", metavar="search.num_trials=N",
                    help="add trials to the sweep (Optuna): its study goes on from the trials "
-                        "it has; nothing else may change")
+                        "it has; nothing else may change (the search space with "
+                        "--allow-space-change)")
+    p.add_argument("--allow-space-change", action="store_true",
+                   help="accept search_space.* overrides: new trials come from a new Optuna "
+                        "study, seeded with the earlier trials that lie inside the new space; "
+                        "results from the two spaces are no longer strictly comparable")
     p.add_argument("--address", default=None,
                    help="Ray cluster to join (as for run); default: RAY_ADDRESS, else local Ray")
     p = sub.add_parser("promote", help="bundle the winning adapter with a model card and push "
@@ -128,7 +133,8 @@ def _report(args) -> int:
 def _resume(args) -> int:
     from .resume import resume_sweep
 
-    return resume_sweep(args.sweep_dir, args.overrides, address=args.address)
+    return resume_sweep(args.sweep_dir, args.overrides, address=args.address,
+                        allow_space_change=args.allow_space_change)
 
 
 def _validate(args) -> int:

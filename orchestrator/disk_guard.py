@@ -49,8 +49,12 @@ class DiskGuard(Callback):
         last = trial.last_result or {}
         if not reported or int(last.get("step", 0)) >= self._max_steps:
             return  # completed: Ray keeps its best storage.keep_checkpoints
-        keep = self._better(reported, key=lambda vn: vn[0])[1]
-        prune_checkpoints(trial, keep=keep)
+        from trainables.checkpoints import corrupt_names
+
+        corrupt = corrupt_names(trial.storage.storage_filesystem, trial.storage.trial_fs_path)
+        usable = [vn for vn in reported if vn[1] not in corrupt]
+        if usable:
+            prune_checkpoints(trial, keep=self._better(usable, key=lambda vn: vn[0])[1])
 
     def _say(self, key: str, text: str) -> None:
         if key not in self._said:

@@ -53,7 +53,8 @@ def read_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:
         data = {}
     if not isinstance(data, dict):
         raise UserError(f"{path}: the top level must be a mapping of sections (model, data, "
-                        f"lora, ...), got a {type(data).__name__}.")
+                        f"lora, ...), got a {type(data).__name__}. Fix: start from "
+                        f"examples/demo_cpu.yaml, with each section a key at the left margin.")
     return data, _line_map(text)
 
 

@@ -4,7 +4,8 @@
 (as data URIs), so the one file opens offline and can be sent on its own.
 
 The Optuna plots come from the sweep's own study (``optuna.journal``, written while Optuna
-searched). A random or grid sweep has no journal: an in-memory study is built from its
+searched). A random or grid sweep has no journal, and a sweep resumed with
+``--allow-space-change`` has one study per space: an in-memory study is then built from the
 leaderboard (each trial's values and best metric) so the same plots can be drawn.
 """
 
@@ -47,9 +48,10 @@ def load_study(sweep: SweepDir):
 
         storage = optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
         names = optuna.get_all_study_names(storage)
-        if names:
-            name = sweep.name if sweep.name in names else names[0]
-            return optuna.load_study(study_name=name, storage=storage), "journal"
+        # One study per search space: after `resume --allow-space-change` the plots span
+        # every trial, which only the leaderboard holds.
+        if len(names) == 1:
+            return optuna.load_study(study_name=names[0], storage=storage), "journal"
     return _study_from_leaderboard(sweep), "leaderboard"
 
 

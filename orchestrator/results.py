@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from search_spaces.domains import short_name
+from trainables.checkpoints import CORRUPT_MARKER
 
 
 def error_summary(error: BaseException | str | None) -> str:
@@ -24,6 +25,16 @@ def error_summary(error: BaseException | str | None) -> str:
     last = lines[-1] if lines else type(error).__name__
     # "trainables.callbacks.TrainingDiverged: ..." -> "TrainingDiverged: ..."
     return re.sub(r"^(?:[A-Za-z_]\w*\.)+(?=[A-Za-z_]\w*: )", "", last)[:300]
+
+
+def _usable(checkpoint_path: str) -> bool:
+    """Still there (not pruned) and not found unreadable by a restarted trial."""
+    if "://" in checkpoint_path:
+        return True
+    path = Path(checkpoint_path)
+    marker = path.parent / CORRUPT_MARKER
+    corrupt = marker.read_text().splitlines() if marker.is_file() else []
+    return path.is_dir() and not any(line.startswith(path.name + ":") for line in corrupt)
 
 
 def trial_rows(results, *, metric: str, mode: str, max_steps: int,
@@ -49,7 +60,7 @@ def trial_rows(results, *, metric: str, mode: str, max_steps: int,
         checkpoint, at = None, {}
         ranked = [(c, m) for c, m in (result.best_checkpoints or [])
                   if m.get(metric) is not None and math.isfinite(float(m[metric]))
-                  and ("://" in c.path or Path(c.path).is_dir())]  # pruned ones are gone
+                  and _usable(c.path)]
         if ranked:
             best_ckpt, at = better(ranked, key=lambda cm: float(cm[1][metric]))
             checkpoint = best_ckpt.path

@@ -29,25 +29,31 @@ def _histories(sweep: SweepDir) -> list[tuple[str, int, float, float]]:
     return out
 
 
-def _extension(sweep: SweepDir, overrides: list[str]):
-    """``(cfg, derived, extend_to)``: the sweep's config with ``overrides``, which may only
-    raise ``search.num_trials`` (Optuna); anything else would make the trials incomparable."""
+def _extension(sweep: SweepDir, overrides: list[str], *, allow_space_change: bool = False):
+    """``(cfg, derived, extend_to, space_changed)``: the sweep's config with ``overrides``,
+    which may only raise ``search.num_trials`` (Optuna) and, with ``allow_space_change``,
+    change the search space; anything else would make the trials incomparable."""
     from .loading import load_config
 
     config = str(sweep.path / "sweep.yaml")
     cfg, derived = load_config(config, overrides)
     if not overrides:
-        return cfg, derived, None
+        return cfg, derived, None, False
     before, before_derived = load_config(config, [])
     old, new = before.model_dump(), cfg.model_dump()
     old["search"].pop("num_trials")
     new["search"].pop("num_trials")
     space = {k: d.describe() for k, d in derived["domains"].items()}
-    if space != {k: d.describe() for k, d in before_derived["domains"].items()}:
+    space_changed = space != {k: d.describe() for k, d in before_derived["domains"].items()}
+    if space_changed and not allow_space_change:
         raise UserError(f"search_space: changed on resume ({' '.join(overrides)}). Trials "
                         f"searched in different spaces are not comparable, and the study "
                         f"would mislead its own search. Fix: start a new sweep with the new "
-                        f"space (`qlora-sweep run`), or resume with the space unchanged.")
+                        f"space (`qlora-sweep run`), resume with the space unchanged, or add "
+                        f"--allow-space-change (a new study, seeded with the earlier trials "
+                        f"that lie inside the new space).")
+    old.pop("search_space")
+    new.pop("search_space")
     changed = sorted(k for k in new if new[k] != old[k])
     if changed:
         raise UserError(f"resume: only search.num_trials may change (to add trials); these "
@@ -63,17 +69,18 @@ def _extension(sweep: SweepDir, overrides: list[str]):
                         f"{max(started, before.search.num_trials)} trials planned. Fix: give "
                         f"a larger number, e.g. search.num_trials="
                         f"{2 * before.search.num_trials}.")
-    return cfg, derived, cfg.search.num_trials
+    return cfg, derived, cfg.search.num_trials, space_changed
 
 
-def _record_extension(sweep: SweepDir, total: int) -> None:
-    """``sweep.yaml`` says how many trials the sweep now has (the resolved config stays the
-    one source of truth for ``resume``, ``status`` and ``promote``)."""
+def _record_extension(sweep: SweepDir, cfg) -> None:
+    """``sweep.yaml`` says how many trials the sweep now has, and in which space (the resolved
+    config stays the one source of truth for ``resume``, ``status`` and ``promote``)."""
     import yaml
 
     path = sweep.path / "sweep.yaml"
     resolved = yaml.safe_load(path.read_text())
-    resolved["search"]["num_trials"] = total
+    resolved["search"]["num_trials"] = cfg.search.num_trials
+    resolved["search_space"] = cfg.model_dump(mode="json", exclude_none=True)["search_space"]
     tmp = path.with_name(".sweep.yaml.tmp")
     tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
     tmp.replace(path)
@@ -97,14 +104,15 @@ def _check_resumable(sweep: SweepDir, *, extending: bool) -> None:
 
 
 def resume_sweep(path: str, overrides: list[str] = (), *, address: str | None = None,
-                 out=print) -> int:
+                 allow_space_change: bool = False, out=print) -> int:
     """Resume an interrupted sweep, or add trials to one (``search.num_trials=N``); returns
     the exit code as ``run`` does."""
     from .sweep import fit_and_finish, init_ray, preflight, quiet_ray_output
 
     started = time.monotonic()
     sweep = open_sweep(path)
-    cfg, derived, extend_to = _extension(sweep, list(overrides))
+    cfg, derived, extend_to, space_changed = _extension(
+        sweep, list(overrides), allow_space_change=allow_space_change)
     _check_resumable(sweep, extending=extend_to is not None)
     settings = preflight(cfg, derived)
     if cfg.storage.max_gb:
@@ -122,15 +130,38 @@ def resume_sweep(path: str, overrides: list[str] = (), *, address: str | None = 
             counts[row["status"]] = counts.get(row["status"], 0) + 1
         out(f"resuming {sweep.path}: " + ", ".join(f"{n} {s.replace('_', ' ')}"
                                                    for s, n in sorted(counts.items())))
+        study = None
+        trials_before = {p.name for p in sweep.path.glob("trial_*")}
+        config_before = (sweep.path / "sweep.yaml").read_text()
+        if space_changed:
+            from .extend import carry_over, next_study_name, study_names
+            from .tuner import param_space
+
+            study = next_study_name(sweep.name, study_names(sweep.path))
+            carried, finished = carry_over(sweep.path, new_study=study, mode=derived["mode"],
+                                           space=param_space(derived))
+            out(f"search space changed: a new Optuna study ({study}) starts from the "
+                f"{carried} of {finished} finished trials that lie inside the new space")
         if extend_to:
             out(f"adding trials: {extend_to} in all, Optuna's study going on from the "
                 f"{len(sweep.leaderboard())} it has")
-            _record_extension(sweep, extend_to)
-        tuner = restore_tuner(cfg, derived, settings, sweep_dir=str(sweep.path),
-                              histories=_histories(sweep), extend_to=extend_to)
-        out(f"watch it:  qlora-sweep status {sweep.path} --watch")
-        return fit_and_finish(cfg, derived, tuner, sweep_dir=Path(sweep.path),
-                              baseline=sweep.baseline or {}, started=started, out=out)
+            _record_extension(sweep, cfg)
+        try:
+            tuner = restore_tuner(cfg, derived, settings, sweep_dir=str(sweep.path),
+                                  histories=_histories(sweep), extend_to=extend_to,
+                                  new_study=study)
+            out(f"watch it:  qlora-sweep status {sweep.path} --watch")
+            return fit_and_finish(cfg, derived, tuner, sweep_dir=Path(sweep.path),
+                                  baseline=sweep.baseline or {}, started=started, out=out)
+        except Exception:
+            if extend_to and {p.name for p in sweep.path.glob("trial_*")} == trials_before:
+                # Nothing ran: the sweep is left as it was, to be extended again.
+                (sweep.path / "sweep.yaml").write_text(config_before)
+                if study is not None:
+                    from .extend import drop_study
+
+                    drop_study(sweep.path, study)
+            raise
     finally:
         if started_ray:
             ray.shutdown()

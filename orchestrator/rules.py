@@ -29,7 +29,8 @@ def _check_domains(domains: dict[str, Domain]) -> list[str]:
             close = suggest(name, known)
             hint = f" Did you mean '{close}'?" if close else ""
             problems.append(f"search_space.{name}: not a setting that can be searched.{hint} "
-                            f"Searchable: lora.* and training.* settings.")
+                            f"Fix: search a lora.* or training.* setting (the config "
+                            f"reference in the README lists them).")
             continue
         section, field = name.split(".", 1)
         model = SEARCHABLE_SECTIONS[section]

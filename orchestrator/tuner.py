@@ -27,11 +27,14 @@ def optuna_storage(sweep_dir: str):
     return optuna.storages.JournalStorage(JournalFileBackend(str(Path(sweep_dir) / "optuna.journal")))
 
 
-def search_alg(cfg: SweepConfig, *, sweep_dir: str, concurrency: int, name: str):
+def search_alg(cfg: SweepConfig, *, sweep_dir: str, concurrency: int, name: str,
+               with_initial_points: bool = True):
+    """``with_initial_points=False``: a study for a changed space, whose initial points were
+    already evaluated in the first one."""
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    points = initial_points(cfg) or None
+    points = (initial_points(cfg) if with_initial_points else None) or None
     if cfg.search.algorithm == "optuna":
         import optuna
         from ray.tune.search.optuna import OptunaSearch
@@ -115,11 +118,13 @@ def replay_asha(asha, histories: list[tuple[str, int, float, float]], *, mode: s
 
 def restore_tuner(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, Any], *,
                   sweep_dir: str, histories: list[tuple[str, int, float, float]],
-                  extend_to: int | None = None):
+                  extend_to: int | None = None, new_study: str | None = None):
     """The interrupted sweep's Tuner: finished trials stay as they are, unfinished ones go on
     from their newest checkpoint, the searcher continues its study (``searcher-state``), and
     ASHA gets its rungs back from ``histories``. ``extend_to``: the sweep's new number of
-    trials (Optuna only), the study going on from the trials it has."""
+    trials (Optuna only), the study going on from the trials it has. ``new_study``: the
+    search space changed; new trials come from this study (already seeded with the earlier
+    trials inside the new space) and the new ``param_space``."""
     from ray import tune
 
     tuner = tune.Tuner.restore(sweep_dir, trainable=_trainable(cfg, settings),
@@ -135,7 +140,17 @@ def restore_tuner(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str,
     if extend_to is not None:
         from .extend import ExtendedSearch
 
-        tune_config.search_alg = ExtendedSearch(tune_config.search_alg, total=extend_to)
+        searcher = tune_config.search_alg
+        if new_study is not None:
+            # Ray refuses a changed param_space on restore (Tuner.restore(param_space=...)),
+            # for the comparability reason the user has just waived.
+            tuner._local_tuner._param_space = param_space(derived)
+            searcher = search_alg(cfg, sweep_dir=sweep_dir, name=new_study,
+                                  concurrency=searcher.max_concurrent,
+                                  with_initial_points=False)
+        tune_config.search_alg = ExtendedSearch(
+            searcher, total=extend_to,
+            space=param_space(derived) if new_study is not None else None)
         tune_config.num_samples = extend_to
         # status.json's planned trials and the console come from the new config.
         run_config = tuner._local_tuner._run_config

@@ -72,10 +72,11 @@ def run_small_sweep(root: Path, name: str, *, learning_rate: float, env: dict | 
     return root / "sweeps" / name
 
 
-def start_cli(*args: str) -> subprocess.Popen:
+def start_cli(*args: str, env: dict | None = None) -> subprocess.Popen:
     """``python -m orchestrator ...`` in the background; stop it with :func:`stop`."""
     return subprocess.Popen([sys.executable, "-m", "orchestrator", *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **(env or {})})
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -1,7 +1,8 @@
 """Fault injection and disk limits on real sweeps: nothing a user made is lost.
 
 A trial's worker process is killed by its pid mid-training; the trial must restart from its
-newest checkpoint and finish with a history that has no gap and no repeated step. A trial that
+newest checkpoint and finish with a history that has no gap and no repeated step; killed again
+with its newest checkpoint cut short, it goes on from the one before, with a warning. A trial that
 ASHA stops keeps only its best checkpoint; ``storage.max_gb`` stops new checkpoints.
 """
 
@@ -29,9 +30,9 @@ def test_a_killed_trial_worker_restarts_and_asha_stopped_trials_keep_their_best(
     config = write_config(
         tmp_path / "sweep.yaml",
         data={"max_eval_samples": 40},
-        training={"max_steps": 30, "eval_steps": 10, "logging_steps": 5},
+        training={"max_steps": 40, "eval_steps": 10, "logging_steps": 5},
         search_space={"training.learning_rate": {"choice": [good, bad]}},
-        # One at a time: the good trial (killed once) sets the rungs, the bad one is stopped.
+        # One at a time: the good trial (killed twice) sets the rungs, the bad one is stopped.
         search={"algorithm": "optuna", "num_trials": 2, "max_concurrent": 1, "seed": 0,
                 "initial_points": [{"training.learning_rate": good},
                                    {"training.learning_rate": bad}]},
@@ -41,18 +42,29 @@ def test_a_killed_trial_worker_restarts_and_asha_stopped_trials_keep_their_best(
     )
     sweep = tmp_path / "sweeps" / "faults"
     run = start_cli("run", str(config))
+    kills = []  # (pid, steps_run) of each kill
     try:
         deadline = time.monotonic() + 600
-        killed = None
-        while killed is None:
+        while len(kills) < 2:
             assert run.poll() is None, run.stdout.read()[-4000:]
-            assert time.monotonic() < deadline, "the trial never reached step 20"
+            assert time.monotonic() < deadline, f"the trial never got there: {kills}"
             status = _status(sweep)
             trial = status and status["trials"] and status["trials"][0]
-            if trial and trial["steps_run"] >= 20 and trial["pid"]:
+            if not (trial and trial["pid"]) or kills and trial["pid"] == kills[-1][0]:
+                time.sleep(0.1)
+                continue
+            trial_dir = sweep / f"trial_{trial['trial_id']}"
+            if not kills and trial["steps_run"] >= 20:
                 os.kill(trial["pid"], signal.SIGKILL)  # the trial's worker, started by this run
-                killed = trial["steps_run"]
-            time.sleep(0.2)
+                kills.append((trial["pid"], trial["steps_run"]))
+            elif kills and trial["steps_run"] >= 30:
+                # Again, its newest checkpoint first cut short as by a disk fault.
+                newest = max(trial_dir.glob("checkpoint_*"))
+                weights = newest / "adapter_model.safetensors"
+                weights.write_bytes(weights.read_bytes()[:-64])
+                os.kill(trial["pid"], signal.SIGKILL)
+                kills.append((trial["pid"], trial["steps_run"]))
+            time.sleep(0.1)
         log, _ = run.communicate(timeout=600)
     finally:
         stop(run)
@@ -60,16 +72,19 @@ def test_a_killed_trial_worker_restarts_and_asha_stopped_trials_keep_their_best(
 
     trials = {t["config"]["training.learning_rate"]: t for t in _status(sweep)["trials"]}
     restarted, stopped = trials[good], trials[bad]
-    assert restarted["status"] == "completed" and restarted["retries"] == 1
-    assert restarted["steps_run"] == 30
+    assert restarted["status"] == "completed" and restarted["retries"] == 2
+    assert restarted["steps_run"] == 40
     trial_dir = sweep / f"trial_{restarted['trial_id']}"
     steps = [int(r["step"]) for r in csv.DictReader(open(trial_dir / "progress.csv"))]
-    # Restarted from the checkpoint at `killed`: every evaluation once, in order.
-    assert steps == [10, 20, 30], steps
-    assert killed in steps
-    assert len(list(trial_dir.glob("checkpoint_*"))) <= 2
+    # The first restart went on from the newest checkpoint: no step again, none missing. The
+    # second found the newest unreadable and went on from the one before: one interval again.
+    assert [k[1] for k in kills] == [20, 30] and steps == [10, 20, 30, 30, 40], (steps, kills)
+    assert f"warning: checkpoint {newest.name} cannot be read (adapter_model" in log
+    assert "going on from checkpoint_" in log
+    assert (trial_dir / "corrupt_checkpoints.txt").read_text().startswith(newest.name + ": ")
     best = json.loads((sweep / "best.json").read_text())
     assert best["trial_id"] == restarted["trial_id"]
+    assert not best["checkpoint_path"].endswith(newest.name)
 
     # ASHA stopped the bad trial at rung 20 after two checkpoints; only its best is left.
     assert stopped["status"] == "stopped_early" and stopped["rung"] == 20
@@ -206,9 +221,9 @@ def test_interrupt_and_kill_the_driver_then_resume_loses_nothing(tiny_model_dir,
     replay_asha(asha, _histories(open_sweep(sweep)), mode="min")
     rung20 = dict(asha._brackets[0]._rungs)[20]
     for row in rows:
-        history = {int(r["step"]): float(r["eval_loss"]) for r in
-                   csv.DictReader(open(sweep / f"trial_{row['trial_id']}" / "progress.csv"))}
-        assert rung20[row["trial_id"]] == -history[20]
+        first_at_20 = next(float(r["eval_loss"]) for r in csv.DictReader(
+            open(sweep / f"trial_{row['trial_id']}" / "progress.csv")) if r["step"] == "20")
+        assert rung20[row["trial_id"]] == -first_at_20
 
     # A finished sweep: resume refuses, says how to add trials; the space may not change.
     for args, words in (([], "to add trials: qlora-sweep resume"),
@@ -235,3 +250,20 @@ def test_interrupt_and_kill_the_driver_then_resume_loses_nothing(tiny_model_dir,
         JournalFileBackend(str(sweep / "optuna.journal"))))
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
     assert _status(sweep)["planned_trials"] == 3 and _status(sweep)["state"] == "finished"
+
+    # --allow-space-change: a wider space, a new study seeded with the trials inside it.
+    wider = "search_space.training.learning_rate={choice: [0.002, 0.003, 0.004]}"
+    changed = cli("resume", str(sweep), "search.num_trials=4", wider, "--allow-space-change",
+                  timeout=600)
+    assert changed.returncode == 0, (changed.stdout + changed.stderr)[-4000:]
+    assert "starts from the 3 of 3 finished trials" in changed.stdout
+    rows = list(csv.DictReader(open(sweep / "leaderboard.csv")))
+    assert len(rows) == 4 and len({r["trial_id"] for r in rows}) == 4
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(sweep / "optuna.journal")))
+    assert optuna.get_all_study_names(storage) == ["resumed", "resumed-space2"]
+    new_study = optuna.load_study(study_name="resumed-space2", storage=storage)
+    assert len(new_study.trials) == 4  # 3 carried over + 1 proposed in the new space
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in new_study.trials)
+    cfg, _ = load_config(str(sweep / "sweep.yaml"), [])
+    assert cfg.search.num_trials == 4
+    assert cfg.search_space["training.learning_rate"] == {"choice": [0.002, 0.003, 0.004]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -82,6 +83,41 @@ def test_resume_from_a_checkpoint_continues_the_step_count(tmp_path):
                         resume_from=str(resumed_dir / "checkpoint-10"))
     assert [h["step"] for h in resumed] == [20]
     assert resumed[-1]["eval_loss"] == pytest.approx(full[-1]["eval_loss"], rel=1e-3)
+
+    # A trial's reported checkpoints as Ray stores them; the newest one is cut short.
+    from ray import tune
+
+    from trainables.checkpoints import CORRUPT_MARKER, checkpoint_problem, restore_usable
+
+    trial = tmp_path / "trial"
+    for i, step in enumerate((10, 20)):
+        shutil.copytree(tmp_path / "full" / f"checkpoint-{step}", trial / f"checkpoint_00000{i}")
+        assert checkpoint_problem(trial / f"checkpoint_00000{i}") is None
+    weights = trial / "checkpoint_000001" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    assert "adapter_model.safetensors" in checkpoint_problem(trial / "checkpoint_000001")
+    said = []
+    restored = restore_usable(tune.Checkpoint(str(trial / "checkpoint_000001")),
+                              lambda local: (local, (Path(local) / "trainer_state.json").read_text()),
+                              warn=lambda text, **_: said.append(text))
+    assert '"global_step": 10' in restored[1]
+    assert "checkpoint_000001 cannot be read (adapter_model.safetensors" in said[0]
+    assert "going on from checkpoint_000000" in said[1]
+    assert (trial / CORRUPT_MARKER).read_text().startswith("checkpoint_000001: ")
+    assert weights.is_file()  # nothing is deleted
+
+
+def test_each_unreadable_checkpoint_file_is_named(tmp_path):
+    from trainables.checkpoints import checkpoint_problem
+
+    run_trial(settings(max_steps=5, eval_steps=5), output_dir=tmp_path / "run")
+    for damage in ("optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json",
+                   "adapter_config.json"):
+        ckpt = shutil.copytree(tmp_path / "run" / "checkpoint-5", tmp_path / damage)
+        data = (ckpt / damage).read_bytes()
+        half = len(data) // 2  # same size, second half zeroed: only a real read notices
+        (ckpt / damage).write_bytes(data[:half] + bytes(len(data) - half))
+        assert (checkpoint_problem(ckpt) or "").startswith(damage), damage
 
 
 def test_nan_loss_raises_training_diverged(tmp_path):

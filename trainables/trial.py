@@ -176,6 +176,8 @@ def tune_trainable(config: dict[str, Any], *, base: dict[str, Any]) -> None:
 
     from ray import tune
 
+    from .checkpoints import restore_usable
+
     # Ray logs a line per persisted checkpoint; the driver's table already shows progress.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
@@ -204,9 +206,8 @@ def tune_trainable(config: dict[str, Any], *, base: dict[str, Any]) -> None:
     try:
         resume = None
         checkpoint = tune.get_checkpoint()
-        if checkpoint is not None:
-            with checkpoint.as_directory() as ckpt_dir:
-                resume = _restore(ckpt_dir, output_dir)
+        if checkpoint is not None:  # the newest readable one, with a warning if not Ray's
+            resume = restore_usable(checkpoint, lambda local: _restore(local, output_dir))
         run_trial(settings, output_dir=output_dir, report=report, resume_from=resume)
     except TrainingDiverged as err:
         diverged.parent.mkdir(parents=True, exist_ok=True)
