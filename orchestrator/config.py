@@ -164,6 +164,9 @@ class ResourcesSection(Section):
     cpu: float = Field(1.0, gt=0, description="CPUs per trial.")
     gpu: float = Field(0.0, ge=0, description="GPUs per trial; a fraction (0.5) packs trials on "
                        "one GPU.")
+    accelerator_type: str | None = Field(
+        None, min_length=1, description="Only nodes with this accelerator run trials (Ray's "
+        "accelerator_type resource: A10G, L4, A100, H100, ...); needs resources.gpu > 0.")
 
     @field_validator("gpu")
     @classmethod
@@ -175,7 +178,8 @@ class ResourcesSection(Section):
 
 class StorageSection(Section):
     path: str = Field("sweeps", description="Where sweep dirs go: a local path (relative to the "
-                      "working directory), a shared file system, or s3:// / gs://.")
+                      "working directory), or on a cluster a shared file system mounted on every "
+                      "node (with storage.shared). s3:// / gs:// are not supported yet.")
     name: str | None = Field(None, description="Sweep dir name; default: <config stem>-<time>.")
     keep_checkpoints: int = Field(2, ge=1, description="Best checkpoints kept per trial (by the "
                                   "metric; the newest is kept too while the trial runs, to resume "
@@ -183,6 +187,10 @@ class StorageSection(Section):
     max_gb: float | None = Field(
         None, gt=0, description="Disk budget of the sweep dir in GB: a warning at 80 %; at the "
         "limit trials go on reporting but save no new checkpoints. Unset: no limit.")
+    shared: bool = Field(
+        False, description="storage.path is a shared file system mounted at the same place on "
+        "every node (NFS, EFS, Lustre...). Required for a local path on a Ray cluster of more "
+        "than one node; checked from every node before the sweep starts.")
 
     @field_validator("name")
     @classmethod

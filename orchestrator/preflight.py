@@ -92,39 +92,6 @@ def check_model(cfg: SweepConfig, derived: dict[str, Any]) -> tuple[dict[str, li
     return resolved, problems
 
 
-def check_resources(cfg: SweepConfig) -> list[str]:
-    """The per-trial request fits at least one node of the connected Ray cluster."""
-    import ray
-
-    cpu, gpu = cfg.resources.cpu, cfg.resources.gpu
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    for node in nodes:
-        res = node.get("Resources", {})
-        if res.get("CPU", 0) >= cpu and res.get("GPU", 0) >= gpu:
-            return []
-    have = "; ".join(f"{n.get('NodeManagerAddress')}: {n['Resources'].get('CPU', 0):g} CPU, "
-                     f"{n['Resources'].get('GPU', 0):g} GPU" for n in nodes) or "no nodes"
-    fix = ("set resources.gpu: 0 to train on CPU, or join a cluster with GPU nodes (--address)"
-           if gpu > 0 and not any(n["Resources"].get("GPU", 0) for n in nodes)
-           else "lower resources.cpu / resources.gpu to what one node has")
-    return [f"resources (cpu={cpu:g}, gpu={gpu:g} per trial): no node of the Ray cluster can "
-            f"run a trial ({have}), so the sweep would wait forever. Fix: {fix}."]
-
-
-def max_concurrent(cfg: SweepConfig) -> int:
-    """How many trials the cluster can run at once (the default of search.max_concurrent)."""
-    import ray
-
-    if cfg.search.max_concurrent:
-        return cfg.search.max_concurrent
-    total = ray.cluster_resources()
-    if cfg.resources.gpu > 0:
-        n = int(total.get("GPU", 0) // cfg.resources.gpu)
-    else:
-        n = int(total.get("CPU", 1) // cfg.resources.cpu)
-    return max(1, n)
-
-
 def check_storage(path: str) -> list[str]:
     """A local ``storage.path`` can hold sweep dirs: the nearest existing folder on the way is
     a folder and a file can be written in it (tried with a temporary file, then removed)."""

@@ -107,7 +107,7 @@ def resume_sweep(path: str, overrides: list[str] = (), *, address: str | None = 
                  allow_space_change: bool = False, out=print) -> int:
     """Resume an interrupted sweep, or add trials to one (``search.num_trials=N``); returns
     the exit code as ``run`` does."""
-    from .sweep import fit_and_finish, init_ray, preflight, quiet_ray_output
+    from .sweep import check_cluster, fit_and_finish, init_ray, preflight, quiet_ray_output
 
     started = time.monotonic()
     sweep = open_sweep(path)
@@ -123,6 +123,7 @@ def resume_sweep(path: str, overrides: list[str] = (), *, address: str | None = 
     import ray
 
     try:
+        check_cluster(cfg, str(sweep.path.parent), out=out)
         from .tuner import restore_tuner
 
         counts = {}

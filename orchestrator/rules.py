@@ -115,6 +115,15 @@ def check_rules(cfg: SweepConfig, *, base_dir: Path) -> tuple[dict[str, Any], li
                             f"{cfg.training.max_steps}: no trial runs that long. Fix: leave "
                             f"max_t unset or <= max_steps.")
 
+    if cfg.resources.accelerator_type and cfg.resources.gpu == 0:
+        problems.append(f"resources.accelerator_type = {cfg.resources.accelerator_type!r} with "
+                        f"resources.gpu = 0: an accelerator type only constrains GPU trials. "
+                        f"Fix: set resources.gpu (e.g. 1), or remove accelerator_type.")
+    if cfg.storage.shared and "://" in cfg.storage.path:
+        problems.append(f"storage.shared = true with storage.path = {cfg.storage.path!r}: "
+                        f"'shared' is for a shared file system path. Fix: remove "
+                        f"storage.shared.")
+
     def local(path: str) -> str:
         p = Path(path).expanduser()
         return str(p if p.is_absolute() else (base_dir / p).resolve())

@@ -13,8 +13,8 @@ import yaml
 
 from .config import SweepConfig
 from .errors import INTERRUPTED_EXIT, RUNTIME_EXIT, UserError
-from .preflight import (check_chat_template, check_data, check_model, check_resources,
-                        check_storage, data_sources, max_concurrent)
+from .cluster import check_placement, check_shared_storage, max_concurrent
+from .preflight import check_chat_template, check_data, check_model, check_storage, data_sources
 from .results import best_record, render_table, trial_rows, write_json, write_leaderboard
 
 Out = Callable[[str], None]
@@ -87,11 +87,39 @@ def init_ray(address: str | None) -> bool:
         return False
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
+        host = address.split("://")[-1].rsplit(":", 1)[0]
+        if host in ("127.0.0.1", "localhost", "::1", "[::1]"):
+            # A cluster bound to loopback (``ray start --node-ip-address 127.0.0.1``): Ray
+            # would otherwise swap 127.0.0.1 for this machine's network address, where
+            # nothing listens, and wait forever. This switch (read when Ray is imported)
+            # makes it keep the loopback address.
+            from ray._private import ray_constants
+
+            ray_constants.ENABLE_RAY_CLUSTER = False
         ray.init(address=address, runtime_env=_runtime_env(), logging_level=logging.WARNING)
     else:
-        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False,
+        # "local": a new Ray on this machine, even when a `ray start` cluster runs here
+        # (joining one is --address / RAY_ADDRESS).
+        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
                  runtime_env=_runtime_env(), logging_level=logging.WARNING)
     return True
+
+
+def check_cluster(cfg: SweepConfig, storage_path: str, *, out: Out = print) -> None:
+    """Trials fit a node (or one the autoscaler can add); storage is shared where it must be.
+
+    Raises:
+        UserError: with every problem found.
+    """
+    from .cluster import autoscaler_node_types, alive_nodes
+
+    nodes, node_types = alive_nodes(), autoscaler_node_types()
+    problems, notes = check_placement(cfg, nodes=nodes, node_types=node_types)
+    problems += check_shared_storage(cfg, storage_path, nodes=nodes, node_types=node_types)
+    if problems:
+        raise UserError("the sweep cannot run on this Ray cluster", problems)
+    for note in notes:
+        out(note)
 
 
 def _resolved_config(cfg: SweepConfig, settings: dict[str, Any], name: str) -> dict:
@@ -128,9 +156,7 @@ def run_sweep(cfg: SweepConfig, derived: dict[str, Any], *, address: str | None 
     import ray
 
     try:
-        problems = check_resources(cfg)
-        if problems:
-            raise UserError("the trials cannot be placed", problems)
+        check_cluster(cfg, storage_path, out=out)
         from trainables import tiny_llama
 
         from .tensorboard_log import alpha_hparam, write_baseline_run
@@ -216,7 +242,11 @@ def _baseline(cfg: SweepConfig, settings: dict[str, Any]) -> dict[str, Any]:
     from trainables.data import DataError
     from trainables.trial import evaluate_baseline
 
-    task = ray.remote(num_cpus=cfg.resources.cpu, num_gpus=cfg.resources.gpu)(evaluate_baseline)
+    from .cluster import trial_request
+
+    request = trial_request(cfg)
+    task = ray.remote(num_cpus=request.pop("CPU"), num_gpus=request.pop("GPU"),
+                      resources=request or None)(evaluate_baseline)
     try:
         baseline = ray.get(task.remote(settings))
     except ray.exceptions.RayTaskError as err:

@@ -100,7 +100,8 @@ class StatusCallback(Callback):
                 "config": {k: trial.config.get(k) for k in self._searched},
                 "steps_run": 0, "best_value": None, "best_step": None, "last_value": None,
                 "rung": None, "error": "", "started_at": None, "ended_at": None,
-                "retries": 0, "last_failure": "", "pid": None, "node_ip": None,
+                "retries": 0, "last_failure": "", "pid": None, "node_ip": None, "node_id": None,
+                "checkpoint_step": None,
             }
         return entry
 
@@ -132,7 +133,8 @@ class StatusCallback(Callback):
         step = int(result.get("step", 0))
         value = result.get(self._metric)
         entry.update(status="running", steps_run=max(entry["steps_run"], step),
-                     pid=result.get("pid"), node_ip=result.get("node_ip"))
+                     pid=result.get("pid"), node_ip=result.get("node_ip"),
+                     node_id=result.get("node_id"))
         if isinstance(value, (int, float)) and math.isfinite(value):
             entry["last_value"] = float(value)
             if entry["best_value"] is None or self._better(entry["best_value"], value) == value:
@@ -145,6 +147,14 @@ class StatusCallback(Callback):
         entry["retries"] = entry.get("retries", 0) + 1
         entry["last_failure"] = error_summary(_error_text(trial))
         self._write()
+
+    def on_checkpoint(self, iteration: int, trials: list, trial, checkpoint, **info) -> None:
+        """The step of the trial's newest checkpoint Ray has recorded (where a restart goes
+        on from)."""
+        step = (trial.last_result or {}).get("step")
+        if step is not None:
+            self._entry(trial)["checkpoint_step"] = int(step)
+            self._write()
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         entry = self._entry(trial)

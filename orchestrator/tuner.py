@@ -101,8 +101,10 @@ def _trainable(cfg: SweepConfig, settings: dict[str, Any]):
 
     from trainables.trial import tune_trainable
 
+    from .cluster import trial_request
+
     return tune.with_resources(tune.with_parameters(tune_trainable, base=settings),
-                               {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu})
+                               trial_request(cfg))
 
 
 def replay_asha(asha, histories: list[tuple[str, int, float, float]], *, mode: str) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -110,9 +111,25 @@ def smoke_sweep(tiny_model_dir, tmp_path_factory) -> SmokeSweep:
     the tests of the sweep-dir contract, status, TensorBoard and the report.
 
     It runs in the background while ``status`` is asked about it from other processes, as a
-    user would from another terminal.
+    user would from another terminal. Under pytest-xdist the first worker to need it makes it
+    and the others wait for it and read it (a lock and a JSON file beside it).
     """
-    root = tmp_path_factory.mktemp("smoke")
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the run's folder, above each worker's own
+    with open(shared / "smoke.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        made = shared / "smoke.json"
+        if made.is_file():
+            data = json.loads(made.read_text())
+            return SmokeSweep(**{**data, "path": Path(data["path"])})
+        smoke = _make_smoke_sweep(shared / "smoke")
+        made.write_text(json.dumps({**smoke.__dict__, "path": str(smoke.path)}))
+        return smoke
+
+
+def _make_smoke_sweep(root: Path) -> SmokeSweep:
+    root.mkdir()
     lr = SMOKE_LR
     config = write_config(
         root / "sweep.yaml",

@@ -54,16 +54,17 @@ def test_a_killed_trial_worker_restarts_and_asha_stopped_trials_keep_their_best(
                 time.sleep(0.1)
                 continue
             trial_dir = sweep / f"trial_{trial['trial_id']}"
-            if not kills and trial["steps_run"] >= 20:
+            # Killed once Ray has recorded the checkpoint at that step (what a restart uses).
+            if not kills and (trial["checkpoint_step"] or 0) >= 20:
                 os.kill(trial["pid"], signal.SIGKILL)  # the trial's worker, started by this run
-                kills.append((trial["pid"], trial["steps_run"]))
-            elif kills and trial["steps_run"] >= 30:
+                kills.append((trial["pid"], trial["checkpoint_step"]))
+            elif kills and (trial["checkpoint_step"] or 0) >= 30:
                 # Again, its newest checkpoint first cut short as by a disk fault.
                 newest = max(trial_dir.glob("checkpoint_*"))
                 weights = newest / "adapter_model.safetensors"
                 weights.write_bytes(weights.read_bytes()[:-64])
                 os.kill(trial["pid"], signal.SIGKILL)
-                kills.append((trial["pid"], trial["steps_run"]))
+                kills.append((trial["pid"], trial["checkpoint_step"]))
             time.sleep(0.1)
         log, _ = run.communicate(timeout=600)
     finally:

@@ -174,6 +174,7 @@ def tune_trainable(config: dict[str, Any], *, base: dict[str, Any]) -> None:
     """Ray Tune entry point: ``tune.with_parameters(tune_trainable, base=settings)``."""
     import logging
 
+    import ray
     from ray import tune
 
     from .checkpoints import restore_usable
@@ -186,7 +187,10 @@ def tune_trainable(config: dict[str, Any], *, base: dict[str, Any]) -> None:
 
     warned = []
 
+    node_id = ray.get_runtime_context().get_node_id()  # node_ip is 127.0.0.1 for every local node
+
     def report(metrics: dict, checkpoint_dir: str) -> None:
+        metrics = {**metrics, "node_id": node_id}
         full = over_budget(settings.get("disk_budget"))
         if full is None:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
