@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from search_spaces.domains import short_name
-from trainables.checkpoints import CORRUPT_MARKER
+from trainables.checkpoints import corrupt_names
 
 
 def error_summary(error: BaseException | str | None) -> str:
@@ -31,10 +31,10 @@ def _usable(checkpoint_path: str) -> bool:
     """Still there (not pruned) and not found unreadable by a restarted trial."""
     if "://" in checkpoint_path:
         return True
+    from pyarrow.fs import LocalFileSystem
+
     path = Path(checkpoint_path)
-    marker = path.parent / CORRUPT_MARKER
-    corrupt = marker.read_text().splitlines() if marker.is_file() else []
-    return path.is_dir() and not any(line.startswith(path.name + ":") for line in corrupt)
+    return path.is_dir() and path.name not in corrupt_names(LocalFileSystem(), str(path.parent))
 
 
 def trial_rows(results, *, metric: str, mode: str, max_steps: int,

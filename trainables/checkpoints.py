@@ -52,25 +52,24 @@ def checkpoint_problem(path: str | Path) -> str | None:
     return None
 
 
-def corrupt_names(fs, trial_path: str) -> set[str]:
-    """The checkpoint folder names listed in the trial's ``corrupt_checkpoints.txt``."""
+def _read_marker(fs, trial_path: str) -> str:
     try:
         with fs.open_input_stream(posixpath.join(trial_path, CORRUPT_MARKER)) as f:
-            text = f.read().decode()
+            return f.read().decode()
     except (FileNotFoundError, OSError):
-        return set()
-    return {line.split(":", 1)[0] for line in text.splitlines() if line.strip()}
+        return ""
+
+
+def corrupt_names(fs, trial_path: str) -> set[str]:
+    """The checkpoint folder names listed in the trial's ``corrupt_checkpoints.txt``."""
+    return {line.split(":", 1)[0] for line in _read_marker(fs, trial_path).splitlines()
+            if line.strip()}
 
 
 def _mark_corrupt(fs, trial_path: str, name: str, reason: str) -> None:
-    marker = posixpath.join(trial_path, CORRUPT_MARKER)
-    before = ""
-    try:
-        with fs.open_input_stream(marker) as f:
-            before = f.read().decode()
-    except (FileNotFoundError, OSError):
-        pass
-    with fs.open_output_stream(marker) as f:  # rewritten whole: object stores cannot append
+    before = _read_marker(fs, trial_path)
+    # Rewritten whole: object stores cannot append.
+    with fs.open_output_stream(posixpath.join(trial_path, CORRUPT_MARKER)) as f:
         f.write((before + f"{name}: {reason}\n").encode())
 
 
