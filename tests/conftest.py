@@ -24,6 +24,14 @@ def tiny_model_dir() -> Path:
     return tiny_llama.ensure_built()
 
 
+def read_status(sweep: Path) -> dict | None:
+    """The sweep's status.json, or None while it is missing or being replaced."""
+    try:
+        return json.loads((sweep / "status.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
 def write_config(path: Path, **sections) -> Path:
     """A sweep config on the demo data, with small settings, updated by ``sections``."""
     cfg = {
@@ -55,12 +63,12 @@ def cli(*args: str, timeout: int = 600, env: dict | None = None) -> subprocess.C
 
 
 def run_small_sweep(root: Path, name: str, *, learning_rate: float, env: dict | None = None,
-                    **sections) -> Path:
+                    max_steps: int = 30, **sections) -> Path:
     """A real one-trial sweep via the CLI; returns its sweep dir."""
     config = write_config(
         root / f"{name}.yaml",
         data={"max_eval_samples": 40},
-        training={"max_steps": 30, "eval_steps": 10},
+        training={"max_steps": max_steps, "eval_steps": 10},
         search_space={"training.learning_rate": {"choice": [learning_rate]}},
         search={"algorithm": "random", "num_trials": 1},
         scheduler={"type": "none"},

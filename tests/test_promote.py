@@ -40,7 +40,7 @@ def hub_env(hub, tmp_path_factory):
 @pytest.fixture(scope="module")
 def sweeps(tiny_model_dir, hub_env, tmp_path_factory):
     root = tmp_path_factory.mktemp("promote-sweeps")
-    weak = run_small_sweep(root, "weak", learning_rate=1e-5)
+    weak = run_small_sweep(root, "weak", learning_rate=1e-5, max_steps=10)
     # Ray's own files (session logs, worker output, runtime env) of the promoting run go to a
     # folder of this test, so they can be searched for the token too. Short: Ray's socket
     # paths under it must stay within the 107-character limit of Unix sockets.

@@ -75,7 +75,8 @@ def ray_head(tiny_model_dir, tmp_path_factory):
         if head.poll() is None:
             os.killpg(head.pid, signal.SIGTERM)  # the group this fixture started
             try:
-                head.wait(timeout=60)
+                # `ray start --block` waits long for its children; nothing of it is kept.
+                head.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 os.killpg(head.pid, signal.SIGKILL)
                 head.wait()
