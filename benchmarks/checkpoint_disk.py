@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.report import append, table  # noqa: E402
-from trainables.disk import folder_bytes  # noqa: E402
+from trainables.storage import tree_bytes  # noqa: E402
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
         kept = sorted(trial_dir.glob("checkpoint_*"))
         if not kept:
             continue
-        sizes = [folder_bytes(k) for k in kept]
+        sizes = [tree_bytes(k) for k in kept]
         kept_total += sum(sizes)
         kept_count += len(kept)
         reported += len(set(names))
@@ -49,7 +49,7 @@ def main() -> None:
         ["every reported checkpoint kept", reported, f"{everything:,}", "1"],
     ])
     body += (f"\n\nAll kept checkpoints adapter-only (no base weights): {adapter_only}. Sweep "
-             f"dir in all: {folder_bytes(sweep):,} bytes.")
+             f"dir in all: {tree_bytes(sweep):,} bytes.")
     append(f"Checkpoint disk use ({sweep.name})", body)
 
 

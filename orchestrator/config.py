@@ -178,8 +178,9 @@ class ResourcesSection(Section):
 
 class StorageSection(Section):
     path: str = Field("sweeps", description="Where sweep dirs go: a local path (relative to the "
-                      "working directory), or on a cluster a shared file system mounted on every "
-                      "node (with storage.shared). s3:// / gs:// are not supported yet.")
+                      "working directory); on a cluster, a cloud URI (s3://bucket/sweeps, "
+                      "gs://...; credentials from the environment) or a shared file system "
+                      "mounted on every node (with storage.shared).")
     name: str | None = Field(None, description="Sweep dir name; default: <config stem>-<time>.")
     keep_checkpoints: int = Field(2, ge=1, description="Best checkpoints kept per trial (by the "
                                   "metric; the newest is kept too while the trial runs, to resume "

@@ -27,12 +27,15 @@ def check_port(host: str, port: int) -> None:
                             f"127.0.0.1 (this machine only) or 0.0.0.0 (every interface).") from None
 
 
+PULL_PERIOD_S = 30.0
+
+
 def serve(path: str, *, host: str = "127.0.0.1", port: int = 6006,
           out: Callable[[str], None] = print) -> int:
     """Start TensorBoard on the sweep dir and serve until interrupted (Ctrl-C)."""
     sweep = open_sweep(path)
     if not any(sweep.path.glob("*/events.out.tfevents.*")):
-        raise UserError(f"SWEEP_DIR {sweep.path}: no TensorBoard data yet (it appears when the "
+        raise UserError(f"SWEEP_DIR {sweep.where}: no TensorBoard data yet (it appears when the "
                         f"base model has been evaluated). Fix: run this again in a moment.")
     check_port(host, port)
     from tensorboard import program
@@ -49,8 +52,13 @@ def serve(path: str, *, host: str = "127.0.0.1", port: int = 6006,
     out("  Scalars: every trial's curves by training step, the base model as the 'baseline' run")
     out("  HParams: every trial's searched values and its best and final "
         f"{sweep.metric}; press Ctrl-C to stop")
+    if sweep.remote:
+        out(f"  (served from the local copy {sweep.path}, downloaded again every "
+            f"{PULL_PERIOD_S:.0f} s)")
     try:
         while True:
-            time.sleep(3600)
+            time.sleep(PULL_PERIOD_S if sweep.remote else 3600)
+            if sweep.remote:
+                sweep.remote.pull()  # TensorBoard reloads what changed
     except KeyboardInterrupt:
         return 0

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from ray.tune import Callback
 
-from trainables.disk import folder_bytes
+from trainables.storage import tree_bytes
 
 WARN_FRACTION = 0.8
 
@@ -37,7 +37,7 @@ class DiskGuard(Callback):
 
     def on_checkpoint(self, iteration: int, trials: list, trial, checkpoint, **info) -> None:
         if self._max_bytes:
-            used = folder_bytes(self._sweep_dir)
+            used = tree_bytes(self._sweep_dir)
             if used >= WARN_FRACTION * self._max_bytes:
                 self._say("80", f"warning: the sweep dir uses {used / 1e9:.3f} GB, "
                                 f"{used / self._max_bytes:.0%} of storage.max_gb = "

@@ -99,8 +99,10 @@ def check_storage(path: str) -> list[str]:
     import tempfile
     from pathlib import Path
 
-    if "://" in path:
-        return []
+    from trainables.storage import is_uri
+
+    if is_uri(path):
+        return _check_cloud_storage(path)
     target = Path(path).expanduser().resolve()
     existing = target
     while not existing.exists():
@@ -117,6 +119,32 @@ def check_storage(path: str) -> list[str]:
     if not os.access(existing, os.W_OK | os.X_OK):
         return [f"storage.path = {path!r}: {existing} is not writable. Fix: choose a folder "
                 f"you can write to, or fix its permissions."]
+    return []
+
+
+def _check_cloud_storage(uri: str) -> list[str]:
+    """A cloud ``storage.path`` can be written, read and deleted in from here, as every node
+    will (a probe object, removed at once). Credentials come from the environment."""
+    import uuid
+
+    from trainables.storage import join, read_text, resolve, write_text
+
+    probe = join(uri, f".qlora-sweep-probe-{uuid.uuid4().hex[:8]}")
+    try:
+        write_text(probe, "probe")
+        ok = read_text(probe) == "probe"
+        fs, path = resolve(probe)
+        fs.delete_file(path)
+    except (OSError, ValueError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        return [f"storage.path = {uri!r}: cannot write there from this machine ({first}). "
+                f"Fix: check the bucket name and this machine's credentials (for S3: "
+                f"AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_REGION, and "
+                f"AWS_ENDPOINT_URL for an S3-compatible store; for GCS: "
+                f"GOOGLE_APPLICATION_CREDENTIALS); every Ray node needs the same access."]
+    if not ok:
+        return [f"storage.path = {uri!r}: a file written there read back differently. Fix: "
+                f"use a storage that reads back what was written."]
     return []
 
 

@@ -71,6 +71,7 @@ def _record(sweep: SweepDir, entry: dict[str, Any]) -> None:
     entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **entry}
     with open(sweep.path / RECORD, "a") as f:
         f.write(json.dumps(entry, default=str) + "\n")
+    sweep.save()  # a cloud sweep dir gets the record and the bundle too
 
 
 def promote(sweep_path: str | Path, *, repo_id: str | None = None, private: bool | None = None,
@@ -118,7 +119,7 @@ def promote(sweep_path: str | Path, *, repo_id: str | None = None, private: bool
     if hub is None:
         out("no --repo-id (and no promote.repo_id in the sweep), so nothing is pushed. To push "
             "it: `hf auth login` (or set HF_TOKEN), then")
-        out(f"  qlora-sweep promote {sweep.path} --repo-id <owner>/<name> [--private]")
+        out(f"  qlora-sweep promote {sweep.where} --repo-id <owner>/<name> [--private]")
         entry = {"verdict": "bundled", "bundle": str(bundle), "trial_id": best["trial_id"]}
         _record(sweep, entry)
         return entry

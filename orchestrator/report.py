@@ -206,7 +206,7 @@ def render_html(sweep: SweepDir, data: dict[str, Any], figures: list[Figure], ou
 model's row is the same evaluation before fine-tuning. "stopped at rung N": ASHA stopped the
 trial after N steps.</p>
 {chr(10).join(sections)}
-<p class="note">Written by <code>qlora-sweep report</code> from {html.escape(str(sweep.path))}.</p>
+<p class="note">Written by <code>qlora-sweep report</code> from {html.escape(sweep.where)}.</p>
 </body></html>
 """
 
@@ -230,10 +230,11 @@ def write_report(path: str | Path) -> Path:
     study, source = load_study(sweep)
     figures = [curves, *_optuna_figures(study, out)]
     if not any(f.drawn for f in figures):
-        raise UserError(f"SWEEP_DIR {sweep.path}: no trial has a {data['metric']} to plot yet. "
+        raise UserError(f"SWEEP_DIR {sweep.where}: no trial has a {data['metric']} to plot yet. "
                         f"Fix: run `qlora-sweep report` again once a trial has evaluated.")
     report = out / "report.html"
     tmp = out / ".report.html.tmp"
     tmp.write_text(render_html(sweep, data, figures, out, source))
     tmp.replace(report)
+    sweep.save()  # a cloud sweep dir gets the report too
     return report

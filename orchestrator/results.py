@@ -27,14 +27,25 @@ def error_summary(error: BaseException | str | None) -> str:
     return re.sub(r"^(?:[A-Za-z_]\w*\.)+(?=[A-Za-z_]\w*: )", "", last)[:300]
 
 
-def _usable(checkpoint_path: str) -> bool:
-    """Still there (not pruned) and not found unreadable by a restarted trial."""
-    if "://" in checkpoint_path:
-        return True
+def _usable(checkpoint) -> bool:
+    """Still there (not pruned) and not found unreadable by a restarted trial; in the sweep's
+    storage, local or cloud."""
+    import posixpath
+
+    from pyarrow.fs import FileType
+
+    fs, path = checkpoint.filesystem, checkpoint.path.rstrip("/")
+    return (fs.get_file_info(path).type == FileType.Directory and posixpath.basename(path)
+            not in corrupt_names(fs, posixpath.dirname(path)))
+
+
+def _location(checkpoint) -> str:
+    """The checkpoint's path, or its URI when it is in cloud storage."""
     from pyarrow.fs import LocalFileSystem
 
-    path = Path(checkpoint_path)
-    return path.is_dir() and path.name not in corrupt_names(LocalFileSystem(), str(path.parent))
+    if isinstance(checkpoint.filesystem, LocalFileSystem):
+        return checkpoint.path
+    return f"{checkpoint.filesystem.type_name}://{checkpoint.path}"
 
 
 def trial_rows(results, *, metric: str, mode: str, max_steps: int,
@@ -60,10 +71,10 @@ def trial_rows(results, *, metric: str, mode: str, max_steps: int,
         checkpoint, at = None, {}
         ranked = [(c, m) for c, m in (result.best_checkpoints or [])
                   if m.get(metric) is not None and math.isfinite(float(m[metric]))
-                  and _usable(c.path)]
+                  and _usable(c)]
         if ranked:
             best_ckpt, at = better(ranked, key=lambda cm: float(cm[1][metric]))
-            checkpoint = best_ckpt.path
+            checkpoint = _location(best_ckpt)
         row = {"trial_id": trial_id, "status": status}
         row.update({k: (result.config or {}).get(k) for k in searched})
         row.update({f"best_{metric}": best_value, "best_step": best_step, "steps_run": steps_run,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 
 from .errors import UserError
 from .status import driver_gone
@@ -89,16 +88,16 @@ def _record_extension(sweep: SweepDir, cfg) -> None:
 def _check_resumable(sweep: SweepDir, *, extending: bool) -> None:
     status = sweep.status()
     if status is None or not (sweep.path / "tuner.pkl").is_file():
-        raise UserError(f"SWEEP_DIR {sweep.path}: no trial was started (no status.json or "
+        raise UserError(f"SWEEP_DIR {sweep.where}: no trial was started (no status.json or "
                         f"tuner.pkl), so there is nothing to resume. Fix: start it again with "
                         f"`qlora-sweep run {sweep.path / 'sweep.yaml'}` and another storage.name.")
     if status.get("state") == "finished" and not extending:
-        raise UserError(f"SWEEP_DIR {sweep.path}: the sweep is finished; every trial has ended. "
+        raise UserError(f"SWEEP_DIR {sweep.where}: the sweep is finished; every trial has ended. "
                         f"Fix: nothing to resume; to add trials: qlora-sweep resume "
-                        f"{sweep.path} search.num_trials=<more than now>.")
+                        f"{sweep.where} search.num_trials=<more than now>.")
     if status.get("state") == "running" and not driver_gone(status):
         driver = status.get("driver") or {}
-        raise UserError(f"SWEEP_DIR {sweep.path}: the sweep is still running (driver pid "
+        raise UserError(f"SWEEP_DIR {sweep.where}: the sweep is still running (driver pid "
                         f"{driver.get('pid')} on {driver.get('host')}). Fix: wait for it, or "
                         f"stop it (Ctrl-C) before resuming.")
 
@@ -107,7 +106,8 @@ def resume_sweep(path: str, overrides: list[str] = (), *, address: str | None = 
                  allow_space_change: bool = False, out=print) -> int:
     """Resume an interrupted sweep, or add trials to one (``search.num_trials=N``); returns
     the exit code as ``run`` does."""
-    from .sweep import check_cluster, fit_and_finish, init_ray, preflight, quiet_ray_output
+    from .sweep import (Location, check_cluster, fit_and_finish, init_ray, preflight,
+                        quiet_ray_output)
 
     started = time.monotonic()
     sweep = open_sweep(path)
@@ -116,23 +116,23 @@ def resume_sweep(path: str, overrides: list[str] = (), *, address: str | None = 
     _check_resumable(sweep, extending=extend_to is not None)
     settings = preflight(cfg, derived)
     if cfg.storage.max_gb:
-        settings["disk_budget"] = {"path": str(sweep.path),
+        settings["disk_budget"] = {"path": sweep.where,
                                    "max_bytes": int(cfg.storage.max_gb * 1e9)}
     quiet_ray_output()
     started_ray = init_ray(address)
     import ray
 
     try:
-        check_cluster(cfg, str(sweep.path.parent), out=out)
+        check_cluster(cfg, sweep.where.rsplit("/", 1)[0], out=out)
         from .tuner import restore_tuner
 
         counts = {}
         for row in sweep.leaderboard():
             counts[row["status"]] = counts.get(row["status"], 0) + 1
-        out(f"resuming {sweep.path}: " + ", ".join(f"{n} {s.replace('_', ' ')}"
+        out(f"resuming {sweep.where}: " + ", ".join(f"{n} {s.replace('_', ' ')}"
                                                    for s, n in sorted(counts.items())))
         study = None
-        trials_before = {p.name for p in sweep.path.glob("trial_*")}
+        trials_before = sweep.trial_folders()
         config_before = (sweep.path / "sweep.yaml").read_text()
         if space_changed:
             from .extend import carry_over, next_study_name, study_names
@@ -150,18 +150,20 @@ def resume_sweep(path: str, overrides: list[str] = (), *, address: str | None = 
         try:
             tuner = restore_tuner(cfg, derived, settings, sweep_dir=str(sweep.path),
                                   histories=_histories(sweep), extend_to=extend_to,
-                                  new_study=study)
-            out(f"watch it:  qlora-sweep status {sweep.path} --watch")
-            return fit_and_finish(cfg, derived, tuner, sweep_dir=Path(sweep.path),
+                                  new_study=study, remote=sweep.remote)
+            out(f"watch it:  qlora-sweep status {sweep.where} --watch")
+            loc = Location(sweep.where.rsplit("/", 1)[0], sweep.name, sweep.path, sweep.remote)
+            return fit_and_finish(cfg, derived, tuner, loc=loc,
                                   baseline=sweep.baseline or {}, started=started, out=out)
         except Exception:
-            if extend_to and {p.name for p in sweep.path.glob("trial_*")} == trials_before:
+            if extend_to and sweep.trial_folders() == trials_before:
                 # Nothing ran: the sweep is left as it was, to be extended again.
                 (sweep.path / "sweep.yaml").write_text(config_before)
                 if study is not None:
                     from .extend import drop_study
 
                     drop_study(sweep.path, study)
+                sweep.save()
             raise
     finally:
         if started_ray:

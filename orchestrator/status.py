@@ -51,7 +51,7 @@ def summary(sweep: SweepDir) -> dict[str, Any]:
     status = sweep.status() or {}
     rows = sweep.leaderboard()
     if not rows:
-        raise UserError(f"SWEEP_DIR {sweep.path}: no trial has started yet (the sweep may still "
+        raise UserError(f"SWEEP_DIR {sweep.where}: no trial has started yet (the sweep may still "
                         f"be evaluating the base model). Fix: run this again in a moment "
                         f"(`qlora-sweep status --watch` waits for it).")
     metric = sweep.metric
@@ -66,7 +66,7 @@ def summary(sweep: SweepDir) -> dict[str, Any]:
     state = status.get("state", "finished")
     if driver_gone(status):
         state = "interrupted"
-    return {"sweep": sweep.name, "path": str(sweep.path), "state": state,
+    return {"sweep": sweep.name, "path": sweep.where, "state": state,
             "updated_at": status.get("updated_at"), "driver": status.get("driver"),
             "metric": metric, "mode": sweep.mode, "planned_trials": status.get("planned_trials"),
             "counts": dict(Counter(r["status"] for r in rows)), "baseline": base, "best": best,
@@ -119,7 +119,7 @@ def show_status(path: str, *, fmt: str = "table", watch: bool = False, interval:
                 out: Callable[[str], None] = print) -> int:
     """Print the status once, or with ``watch`` every ``interval`` seconds until the sweep ends."""
     while True:
-        sweep = open_sweep(path)
+        sweep = open_sweep(path, files="top")
         try:
             data = summary(sweep)
         except UserError:

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from trainables.storage import is_uri, join
+
 from .config import SweepConfig
 from .errors import INTERRUPTED_EXIT, RUNTIME_EXIT, UserError
 from .cluster import check_placement, check_shared_storage, max_concurrent
+from .remote import Mirror
 from .preflight import check_chat_template, check_data, check_model, check_storage, data_sources
 from .results import best_record, render_table, trial_rows, write_json, write_leaderboard
 
@@ -45,20 +50,44 @@ def preflight(cfg: SweepConfig, derived: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def sweep_location(cfg: SweepConfig, config_path: str) -> tuple[str, str, Path]:
-    """``(storage_path, name, sweep_dir)``; the name defaults to ``<config stem>-<time>``."""
-    if "://" in cfg.storage.path:
-        raise UserError(f"storage.path = {cfg.storage.path!r}: cloud storage URIs are not "
-                        f"supported by this version yet. Fix: use a local path or a shared "
-                        f"file system mounted on every node.")
-    storage = Path(cfg.storage.path).expanduser().resolve()
+@dataclass
+class Location:
+    """Where a sweep's files go. For a cloud ``storage.path`` Ray writes trials to ``remote``
+    and the driver writes its own files to ``sweep_dir``, a local mirror uploaded to it."""
+
+    storage_path: str  # Ray's storage_path: a folder or a URI
+    name: str
+    sweep_dir: Path  # the folder the driver writes in
+    remote: Mirror | None = None
+
+    @property
+    def where(self) -> str:
+        """The sweep dir as users name it: a path, or the URI."""
+        return self.remote.uri if self.remote else str(self.sweep_dir)
+
+
+def sweep_location(cfg: SweepConfig, config_path: str) -> Location:
+    """Where the sweep's files go; the name defaults to ``<config stem>-<time>``.
+
+    Raises:
+        UserError: the sweep dir exists already (or the storage cannot be read).
+    """
     name = cfg.storage.name or f"{Path(config_path).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    exists = (f"storage.name = {name!r}: the sweep dir {{}} already exists, and a new sweep "
+              f"would mix its results with the old ones. Fix: choose another storage.name, or "
+              f"leave it unset for a timestamped one.")
+    if is_uri(cfg.storage.path):
+        remote = Mirror(join(cfg.storage.path, name))
+        if remote.exists():
+            raise UserError(exists.format(remote.uri))
+        # The mirror of a sweep that never reached the storage is only a cache.
+        shutil.rmtree(remote.local, ignore_errors=True)
+        return Location(cfg.storage.path, name, remote.local, remote)
+    storage = Path(cfg.storage.path).expanduser().resolve()
     sweep_dir = storage / name
     if sweep_dir.exists():
-        raise UserError(f"storage.name = {name!r}: the sweep dir {sweep_dir} already exists, and "
-                        f"a new sweep would mix its results with the old ones. Fix: choose "
-                        f"another storage.name, or leave it unset for a timestamped one.")
-    return str(storage), name, sweep_dir
+        raise UserError(exists.format(sweep_dir))
+    return Location(str(storage), name, sweep_dir)
 
 
 def _runtime_env() -> dict:
@@ -140,10 +169,11 @@ def run_sweep(cfg: SweepConfig, derived: dict[str, Any], *, address: str | None 
         UserError: a pre-flight problem (nothing is started or written then).
     """
     started = time.monotonic()
-    storage_path, name, sweep_dir = sweep_location(cfg, derived["config_path"])
     settings = preflight(cfg, derived)
+    loc = sweep_location(cfg, derived["config_path"])
+    sweep_dir = loc.sweep_dir
     if cfg.storage.max_gb:
-        settings["disk_budget"] = {"path": str(sweep_dir), "max_bytes": int(cfg.storage.max_gb * 1e9)}
+        settings["disk_budget"] = {"path": loc.where, "max_bytes": int(cfg.storage.max_gb * 1e9)}
     if cfg.promote.repo_id:
         # Hours of training must not end in "no token": check write access first.
         from .hub import Hub
@@ -156,7 +186,7 @@ def run_sweep(cfg: SweepConfig, derived: dict[str, Any], *, address: str | None 
     import ray
 
     try:
-        check_cluster(cfg, storage_path, out=out)
+        check_cluster(cfg, loc.storage_path, out=out)
         from trainables import tiny_llama
 
         from .tensorboard_log import alpha_hparam, write_baseline_run
@@ -170,69 +200,82 @@ def run_sweep(cfg: SweepConfig, derived: dict[str, Any], *, address: str | None 
         # failed start leaves nothing behind that a later run would trip over.
         sweep_dir.mkdir(parents=True)
         (sweep_dir / "sweep.yaml").write_text(
-            yaml.safe_dump(_resolved_config(cfg, settings, name), sort_keys=False))
+            yaml.safe_dump(_resolved_config(cfg, settings, loc.name), sort_keys=False))
         write_json(sweep_dir / "baseline.json", baseline)
         write_baseline_run(sweep_dir, baseline=baseline, domains=derived["domains"],
                            metric=cfg.search.metric, max_steps=cfg.training.max_steps,
                            derived=[] if "lora.alpha" in derived["domains"] else [alpha_hparam(
                                derived["domains"], r=cfg.lora.r, alpha=cfg.lora.alpha,
                                alpha_ratio=cfg.lora.alpha_ratio)])
-        out(f"sweep dir: {sweep_dir}")
-        out(f"watch it:  qlora-sweep tensorboard {sweep_dir}")
-        out(f"           qlora-sweep status {sweep_dir} --watch")
+        if loc.remote:
+            loc.remote.push()
+        out(f"sweep dir: {loc.where}")
+        if loc.remote:
+            out(f"           (the driver's files are written to {sweep_dir} and uploaded)")
+        out(f"watch it:  qlora-sweep tensorboard {loc.where}")
+        out(f"           qlora-sweep status {loc.where} --watch")
         out(f"baseline {cfg.search.metric}: {baseline[cfg.search.metric]:.4f} "
             f"on {baseline['eval_samples']} eval examples")
 
         from .tuner import build_tuner
 
         concurrency = max_concurrent(cfg)
-        tuner = build_tuner(cfg, derived, settings, storage_path=storage_path, name=name,
-                            sweep_dir=str(sweep_dir), concurrency=concurrency)
+        tuner = build_tuner(cfg, derived, settings, storage_path=loc.storage_path,
+                            name=loc.name, sweep_dir=str(sweep_dir), remote=loc.remote,
+                            concurrency=concurrency)
         out(f"starting {cfg.search.num_trials if cfg.search.algorithm != 'grid' else 'grid'} "
             f"trials ({cfg.search.algorithm}, {cfg.scheduler.type}), {concurrency} at a time")
-        return fit_and_finish(cfg, derived, tuner, sweep_dir=sweep_dir, baseline=baseline,
+        return fit_and_finish(cfg, derived, tuner, loc=loc, baseline=baseline,
                               started=started, out=out)
     finally:
         if started_ray:
             ray.shutdown()
 
 
-def fit_and_finish(cfg: SweepConfig, derived: dict[str, Any], tuner, *, sweep_dir: Path,
+def fit_and_finish(cfg: SweepConfig, derived: dict[str, Any], tuner, *, loc: Location,
                    baseline: dict, started: float, out: Out) -> int:
     """Run the Tuner; then the leaderboard, ``best.json`` and the promotion, or, when the sweep
-    was interrupted (Ctrl-C), how to resume it."""
+    was interrupted (Ctrl-C), how to resume it. A cloud sweep dir gets every file the driver
+    wrote, whatever happens."""
     from .sweep_dir import open_sweep
     from .trial_status import mark_interrupted
 
+    sweep_dir = loc.sweep_dir
     try:
-        results = tuner.fit()
+        try:
+            results = tuner.fit()
+        finally:
+            mark_interrupted(sweep_dir)  # unless Tune saw the experiment to its end
+        if (open_sweep(sweep_dir).status() or {}).get("state") == "interrupted":
+            out("")
+            out(f"interrupted: finished trials and the checkpoints of unfinished ones are kept "
+                f"in {loc.where}")
+            out(f"resume it with: qlora-sweep resume {loc.where}")
+            return INTERRUPTED_EXIT
+        code = finish(cfg, derived, results, sweep_dir=sweep_dir, baseline=baseline, out=out)
+        if cfg.promote.repo_id and (sweep_dir / "best.json").is_file():
+            if loc.remote:
+                loc.remote.push()  # promote reads the sweep dir from its storage
+            _auto_promote(loc.where, out)
+        out(f"wall time {time.monotonic() - started:.0f} s (pre-flight, model build if any, "
+            f"baseline and trials)")
+        return code
     finally:
-        mark_interrupted(sweep_dir)  # unless Tune saw the experiment to its end
-    if (open_sweep(sweep_dir).status() or {}).get("state") == "interrupted":
-        out("")
-        out(f"interrupted: finished trials and the checkpoints of unfinished ones are kept in "
-            f"{sweep_dir}")
-        out(f"resume it with: qlora-sweep resume {sweep_dir}")
-        return INTERRUPTED_EXIT
-    code = finish(cfg, derived, results, sweep_dir=sweep_dir, baseline=baseline, out=out)
-    if cfg.promote.repo_id and (sweep_dir / "best.json").is_file():
-        _auto_promote(sweep_dir, out)
-    out(f"wall time {time.monotonic() - started:.0f} s (pre-flight, model build if any, "
-        f"baseline and trials)")
-    return code
+        if loc.remote:
+            loc.remote.push()
 
 
-def _auto_promote(sweep_dir: Path, out: Out) -> None:
+def _auto_promote(where: str, out: Out) -> None:
     """Promote at the end of ``run``; a failure is reported, and the sweep's exit code stands."""
     from .promote import promote
 
     out("")
     out("promoting the winner ...")
     try:
-        promote(sweep_dir, out=out)
+        promote(where, out=out)
     except UserError as err:
         out(err.render())
-        out(f"the sweep itself is complete; promote again with: qlora-sweep promote {sweep_dir}")
+        out(f"the sweep itself is complete; promote again with: qlora-sweep promote {where}")
 
 
 def _baseline(cfg: SweepConfig, settings: dict[str, Any]) -> dict[str, Any]:

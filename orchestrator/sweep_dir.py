@@ -11,11 +11,16 @@ import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from trainables.storage import is_uri
+
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from .remote import Mirror
 
 
 _TEXT_COLUMNS = ("trial_id", "status", "error", "trial_name", "checkpoint_dir_name", "date",
@@ -38,11 +43,27 @@ class SweepDir:
     config: dict[str, Any]
     baseline: dict[str, Any] | None = None
     best: dict[str, Any] | None = None
+    remote: Mirror | None = None  # a sweep dir in cloud storage; ``path`` is its local copy
     _rows: list[dict[str, Any]] | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
-        return self.path.name
+        return self.remote.uri.rsplit("/", 1)[-1] if self.remote else self.path.name
+
+    @property
+    def where(self) -> str:
+        """The sweep dir as users name it: its path, or its URI."""
+        return self.remote.uri if self.remote else str(self.path)
+
+    def trial_folders(self) -> set[str]:
+        """The ``trial_*`` folders of the sweep dir (in its storage, for a cloud one)."""
+        names = self.remote.folders() if self.remote else {p.name for p in self.path.iterdir()}
+        return {n for n in names if n.startswith("trial_")}
+
+    def save(self) -> None:
+        """Upload what a command wrote to a cloud sweep dir's local copy (nothing when local)."""
+        if self.remote:
+            self.remote.push()
 
     @property
     def metric(self) -> str:
@@ -115,8 +136,10 @@ class SweepDir:
             UserError: no trial finished with a usable checkpoint.
         """
         best = self.require_best()
-        recorded = Path(best["checkpoint_path"])
+        recorded = Path(best["checkpoint_path"].split("://", 1)[-1])
         here = self.path / recorded.parent.name / recorded.name
+        if self.remote and not (here / "adapter_config.json").is_file():
+            self.remote.pull(under=f"{recorded.parent.name}/{recorded.name}")
         for candidate in (here, recorded):
             if (candidate / "adapter_config.json").is_file():
                 return candidate
@@ -136,13 +159,32 @@ def _json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def open_sweep(path: str | Path) -> SweepDir:
-    """Open a sweep dir written by ``qlora-sweep run``.
+def open_sweep(path: str | Path, *, files: str = "all") -> SweepDir:
+    """Open a sweep dir written by ``qlora-sweep run``: a folder, or a cloud URI, whose files
+    are downloaded first (``files="all"``: all but the checkpoints; ``"top"``: only those
+    directly in it, enough for ``status``).
 
     Raises:
         UserError: the path does not exist or is not a sweep dir.
     """
-    p = Path(path).expanduser()
+    remote = None
+    if is_uri(str(path)):
+        from .remote import Mirror
+
+        remote = Mirror(str(path))
+        try:
+            found = remote.exists() and remote.pull(top_only=files == "top") >= 0
+        except OSError as err:
+            raise UserError(f"SWEEP_DIR {path}: cannot be read ({err}). Fix: check the URI "
+                            f"and this machine's credentials for it (for S3: AWS_PROFILE or "
+                            f"AWS_ACCESS_KEY_ID, and AWS_ENDPOINT_URL for an S3-compatible "
+                            f"store).") from None
+        if not found:
+            raise UserError(f"SWEEP_DIR {path}: does not exist. Fix: give the URI that "
+                            f"`qlora-sweep run` printed as 'sweep dir' (under storage.path).")
+        p = remote.local
+    else:
+        p = Path(path).expanduser()
     if not p.exists():
         raise UserError(f"SWEEP_DIR {path}: does not exist. Fix: give the folder that "
                         f"`qlora-sweep run` printed as 'sweep dir' (under storage.path).")
@@ -151,4 +193,4 @@ def open_sweep(path: str | Path) -> SweepDir:
                         f"the folder that `qlora-sweep run` printed as 'sweep dir'.")
     config = yaml.safe_load((p / "sweep.yaml").read_text())
     return SweepDir(path=p.resolve(), config=config, baseline=_json(p / "baseline.json"),
-                    best=_json(p / "best.json"))
+                    best=_json(p / "best.json"), remote=remote)

@@ -61,10 +61,10 @@ def scheduler(cfg: SweepConfig, derived: dict[str, Any]):
 
 
 def _callbacks(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, Any], *,
-               sweep_dir: str) -> list:
+               sweep_dir: str, remote=None) -> list:
     """Ray's CSV and JSON loggers (``progress.csv``, ``result.json``), our TensorBoard runs in
-    place of Ray's, ``status.json``, and the disk guard. ``run_sweep`` turns Ray's automatic
-    loggers off."""
+    place of Ray's, ``status.json``, the disk guard, and for a cloud sweep dir (``remote``) the
+    upload of the driver's files. ``run_sweep`` turns Ray's automatic loggers off."""
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from trainables.trial import trial_settings
@@ -82,7 +82,7 @@ def _callbacks(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, An
 
     rungs = ([] if cfg.scheduler.type == "none" else
              asha_rungs(derived["grace_period"], derived["max_t"], cfg.scheduler.reduction_factor))
-    return [
+    callbacks = [
         CSVLoggerCallback(),
         JsonLoggerCallback(),
         TensorBoardCallback(metric=cfg.search.metric, mode=derived["mode"], hparams_of=hparams_of),
@@ -90,10 +90,15 @@ def _callbacks(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, An
                        searched=searched, max_steps=cfg.training.max_steps,
                        planned=None if cfg.search.algorithm == "grid" else cfg.search.num_trials,
                        rungs=rungs),
-        DiskGuard(sweep_dir=sweep_dir, metric=cfg.search.metric, mode=derived["mode"],
-                  max_steps=cfg.training.max_steps,
+        DiskGuard(sweep_dir=remote.uri if remote else sweep_dir, metric=cfg.search.metric,
+                  mode=derived["mode"], max_steps=cfg.training.max_steps,
                   max_bytes=int(cfg.storage.max_gb * 1e9) if cfg.storage.max_gb else None),
     ]
+    if remote is not None:
+        from .mirror_callback import MirrorCallback
+
+        callbacks.append(MirrorCallback(remote))  # last: after the files above are written
+    return callbacks
 
 
 def _trainable(cfg: SweepConfig, settings: dict[str, Any]):
@@ -120,7 +125,7 @@ def replay_asha(asha, histories: list[tuple[str, int, float, float]], *, mode: s
 
 def restore_tuner(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, Any], *,
                   sweep_dir: str, histories: list[tuple[str, int, float, float]],
-                  extend_to: int | None = None, new_study: str | None = None):
+                  extend_to: int | None = None, new_study: str | None = None, remote=None):
     """The interrupted sweep's Tuner: finished trials stay as they are, unfinished ones go on
     from their newest checkpoint, the searcher continues its study (``searcher-state``), and
     ASHA gets its rungs back from ``histories``. ``extend_to``: the sweep's new number of
@@ -129,7 +134,8 @@ def restore_tuner(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str,
     trials inside the new space) and the new ``param_space``."""
     from ray import tune
 
-    tuner = tune.Tuner.restore(sweep_dir, trainable=_trainable(cfg, settings),
+    tuner = tune.Tuner.restore(remote.uri if remote else sweep_dir,
+                               trainable=_trainable(cfg, settings),
                                resume_unfinished=True, resume_errored=False,
                                restart_errored=False)
     # A restored Tuner has no public way to take another scheduler, search wrapper or
@@ -154,14 +160,16 @@ def restore_tuner(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str,
             searcher, total=extend_to,
             space=param_space(derived) if new_study is not None else None)
         tune_config.num_samples = extend_to
-        # status.json's planned trials and the console come from the new config.
-        run_config = tuner._local_tuner._run_config
-        run_config.callbacks = _callbacks(cfg, derived, settings, sweep_dir=sweep_dir)
+    if extend_to is not None or remote is not None:
+        # status.json's planned trials come from the new config; a cloud sweep's local copy
+        # may be in another place than when tuner.pkl was written.
+        tuner._local_tuner._run_config.callbacks = _callbacks(
+            cfg, derived, settings, sweep_dir=sweep_dir, remote=remote)
     return tuner
 
 
 def build_tuner(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, Any], *,
-                storage_path: str, name: str, sweep_dir: str, concurrency: int):
+                storage_path: str, name: str, sweep_dir: str, concurrency: int, remote=None):
     """The Tuner for the sweep (not yet started)."""
     from ray import tune
 
@@ -191,7 +199,7 @@ def build_tuner(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, A
                 checkpoint_score_order=mode,
             ),
             failure_config=tune.FailureConfig(max_failures=cfg.failure.max_retries),
-            callbacks=_callbacks(cfg, derived, settings, sweep_dir=sweep_dir),
+            callbacks=_callbacks(cfg, derived, settings, sweep_dir=sweep_dir, remote=remote),
             progress_reporter=progress_reporter(cfg, derived, sweep_dir),
             verbose=1,
         ),

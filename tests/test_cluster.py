@@ -2,12 +2,15 @@
 
 Three Ray nodes (a head and two workers, one CPU each) are started by ``ray.cluster_utils``;
 the sweep joins them with ``--address`` as it would join any cluster. Trials must land on more
-than one node and every result, checkpoint and the winner must be found under storage.path.
+than one node and every result, checkpoint and the winner must be found under storage.path,
+here a bucket of a real S3-compatible server on 127.0.0.1 (tests/s3_server.py); a shared
+folder must be seen by every node, and a plain local path is refused.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -17,10 +20,28 @@ import textwrap
 import pytest
 
 from .conftest import ROOT, cli, write_config
+from .s3_server import listing, s3_server
+
+
+BUCKET = "sweeps-bucket"
 
 
 @pytest.fixture(scope="module")
-def ray_cluster(tiny_model_dir):
+def s3():
+    """An S3-compatible server on 127.0.0.1 with a bucket; this module's processes (the Ray
+    nodes, the CLI) find it through the usual AWS_* variables, as they would find S3."""
+    before = dict(os.environ)
+    with s3_server(BUCKET) as env:
+        os.environ.update(env)
+        try:
+            yield env
+        finally:
+            os.environ.clear()
+            os.environ.update(before)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tiny_model_dir, s3):
     from ray.cluster_utils import Cluster
 
     # Its own temp dir: the cluster's address file must not send other tests' local Ray
@@ -52,26 +73,95 @@ def _sweep_config(tmp_path, name: str, **sections):
     )
 
 
-def test_a_sweep_spreads_over_the_nodes_and_gathers_everything(ray_cluster, tmp_path):
-    config = _sweep_config(tmp_path, "multi", storage={"shared": True})
+def _probe(ray_cluster, code: str, env: dict | None = None) -> list:
+    """Run ``code`` in a fresh Python joined to the cluster; the values it prints as reprs."""
+    script = (f"from orchestrator.sweep import init_ray\ninit_ray({ray_cluster.address!r})\n"
+              + textwrap.dedent(code))
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [eval(line) for line in proc.stdout.splitlines() if line.startswith(("(", "["))]
+
+
+def test_a_shared_folder_seen_by_every_node_is_accepted(ray_cluster, tmp_path):
+    """Every node reads back a probe file written in the shared folder (here all three nodes
+    share this machine's disk); a cloud URI needs no probe."""
+    config = _sweep_config(tmp_path, "shared", storage={"shared": True})
+    [shared, cloud] = _probe(ray_cluster, f"""\
+        from orchestrator.cluster import check_shared_storage
+        from orchestrator.loading import load_config
+        cfg, _ = load_config({str(config)!r})
+        print(repr(check_shared_storage(cfg, {str(tmp_path / "shared")!r})))
+        print(repr(check_shared_storage(cfg, "s3://{BUCKET}/x")))
+        """)
+    assert shared == [] and cloud == []
+    assert not list((tmp_path / "shared").glob(".qlora-sweep-probe-*"))  # removed again
+
+
+def test_a_sweep_in_cloud_storage_keeps_everything_in_the_bucket(ray_cluster, s3, tmp_path):
+    uri = f"s3://{BUCKET}/team/cloud"
+    config = write_config(
+        tmp_path / "cloud.yaml",
+        data={"max_eval_samples": 40},
+        training={"max_steps": 20, "eval_steps": 10},
+        search_space={"training.learning_rate": {"choice": [3e-3, 2e-3, 1e-3]}},
+        search={"algorithm": "optuna", "num_trials": 3},
+        scheduler={"type": "none"},
+        storage={"path": f"s3://{BUCKET}/team", "name": "cloud"},
+    )
     proc = cli("run", str(config), "--address", ray_cluster.address, timeout=900)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
-    sweep = tmp_path / "shared" / "multi"
-    status = json.loads((sweep / "status.json").read_text())
+    assert f"sweep dir: {uri}" in log and f"qlora-sweep status {uri} --watch" in log
+    files = listing(s3, uri)
+    for name in ("sweep.yaml", "baseline.json", "status.json", "leaderboard.csv", "best.json",
+                 "optuna.journal", "tuner.pkl"):
+        assert name in files, sorted(files)
+    assert any(f.startswith("baseline/events.out.tfevents.") for f in files)
+    assert any(f.startswith("experiment_state-") for f in files)
+    from orchestrator.remote import mirror_dir
+    from trainables.storage import read_text
+
+    status = json.loads(read_text(f"{uri}/status.json"))
     trials = status["trials"]
     assert len(trials) == 3 and all(t["status"] == "completed" for t in trials), trials
-    nodes = {t["node_id"] for t in trials}
-    assert None not in nodes and len(nodes) >= 2, nodes  # placed on at least two nodes
+    assert len({t["node_id"] for t in trials}) >= 2  # placed on at least two nodes
     for t in trials:
-        trial_dir = sweep / f"trial_{t['trial_id']}"
-        assert [ln.split(",")[0] for ln in (trial_dir / "progress.csv").read_text().splitlines()]
-        assert any(trial_dir.glob("checkpoint_*/adapter_model.safetensors")), trial_dir
-        assert any(trial_dir.glob("events.out.tfevents.*"))
-    best = json.loads((sweep / "best.json").read_text())
-    assert best["checkpoint_path"].startswith(str(sweep))
-    assert (tmp_path / "shared" / "multi" / "leaderboard.csv").is_file()
+        trial = f"trial_{t['trial_id']}/"
+        mine = [f[len(trial):] for f in files if f.startswith(trial)]
+        assert "progress.csv" in mine and any(f.startswith("events.out.tfevents.") for f in mine)
+        assert any(f.endswith("/adapter_model.safetensors") for f in mine), mine
+    best = json.loads(read_text(f"{uri}/best.json"))
+    assert best["checkpoint_path"].startswith(f"{uri}/trial_{best['trial_id']}/checkpoint_")
+    assert best["checkpoint_path"].removeprefix(f"{uri}/") + "/adapter_config.json" in files
     print("placement:", {t["trial_id"]: t["node_id"][:8] for t in trials})
+
+    # From "another machine": no local copy; every command reads the bucket.
+    shutil.rmtree(mirror_dir(uri))
+    shown = cli("status", uri, "--format", "json", timeout=120)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    data = json.loads(shown.stdout)
+    assert data["state"] == "finished" and data["path"] == uri and len(data["trials"]) == 3
+    assert cli("report", uri, timeout=300).returncode == 0
+    bundled = cli("promote", uri, timeout=600, env={"HF_TOKEN": None})
+    assert bundled.returncode == 0, (bundled.stdout + bundled.stderr)[-3000:]
+    files = listing(s3, uri)
+    assert {"report/report.html", "promoted/adapter_model.safetensors", "promoted/README.md",
+            "promotions.jsonl"} <= set(files)
+    # The same name again is refused, before anything starts.
+    again = cli("run", str(config), "--address", ray_cluster.address, timeout=300)
+    assert again.returncode == 2 and f"the sweep dir {uri} already exists" in again.stderr
+
+
+def test_a_bucket_that_cannot_be_written_is_a_preflight_error(s3, tmp_path):
+    config = write_config(tmp_path / "nobucket.yaml",
+                          storage={"path": "s3://no-such-bucket/sweeps", "name": "x"})
+    proc = cli("run", str(config), timeout=300)
+    err = proc.stderr
+    assert proc.returncode == 2, proc.stdout + err
+    assert "storage.path = 's3://no-such-bucket/sweeps': cannot write there" in err
+    assert "Fix: check the bucket name and this machine's credentials" in err
+    assert "Traceback" not in err
 
 
 def test_a_local_storage_path_on_several_nodes_is_refused(ray_cluster, tmp_path):
@@ -108,22 +198,16 @@ def test_trials_wait_for_node_types_the_autoscaler_can_add(ray_cluster, tmp_path
           head: {resources: {CPU: 8}, max_workers: 0}
           gpu_a10g: {resources: {CPU: 8, GPU: 1, "accelerator_type:A10G": 1}, max_workers: 4}
         """))
-    probe = textwrap.dedent(f"""\
+    results = _probe(ray_cluster, f"""\
         from orchestrator.cluster import check_placement, max_concurrent
         from orchestrator.loading import load_config
-        from orchestrator.sweep import init_ray
-        init_ray({ray_cluster.address!r})
         for overrides in (["resources.gpu=1"],
                           ["resources.gpu=1", "resources.accelerator_type=A10G"],
                           ["resources.gpu=1", "resources.accelerator_type=H100"]):
             cfg, _ = load_config({str(_sweep_config(tmp_path, "probe"))!r}, overrides)
             problems, notes = check_placement(cfg)
             print(repr((problems, notes, max_concurrent(cfg))))
-        """)
-    proc = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300, env={"HOME": str(home), "PATH": "/usr/bin:/bin"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = [eval(line) for line in proc.stdout.splitlines() if line.startswith("(")]
+        """, env={"HOME": str(home), "PATH": "/usr/bin:/bin"})
     (p1, n1, c1), (p2, n2, c2), (p3, n3, _) = results
     assert not p1 and "the autoscaler can add gpu_a10g nodes" in n1[0] and c1 == 4
     assert not p2 and n2 and c2 == 4

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,15 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, write_config
+from .conftest import ROOT, free_port, stop_group, write_config
 
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env() -> dict:
@@ -47,10 +40,10 @@ def ray_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def ray_head(tiny_model_dir, tmp_path_factory):
-    gcs, dashboard = _free_port(), _free_port()
+    gcs, dashboard = free_port(), free_port()
     # Ports of their own: another test's local Ray may hold Ray's fixed defaults (the
     # dashboard agent's 52365 among them), and a job head without its agent takes no job.
-    ports = [f"--{name}={_free_port()}" for name in (
+    ports = [f"--{name}={free_port()}" for name in (
         "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
         "runtime-env-agent-port", "ray-client-server-port")]
     # Its own temp dir: `ray start` records its address there, and other tests' local Ray
@@ -72,14 +65,8 @@ def ray_head(tiny_model_dir, tmp_path_factory):
             time.sleep(2)
         yield address
     finally:
-        if head.poll() is None:
-            os.killpg(head.pid, signal.SIGTERM)  # the group this fixture started
-            try:
-                # `ray start --block` waits long for its children; nothing of it is kept.
-                head.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(head.pid, signal.SIGKILL)
-                head.wait()
+        # `ray start --block` waits long for its children; nothing of it is kept.
+        stop_group(head, grace=5)
         _kill_leftovers(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
 

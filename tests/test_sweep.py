@@ -36,6 +36,9 @@ def test_real_sweep_writes_the_contract(smoke_sweep, tiny_model_dir):
     assert any(r["status"] == "stopped_early" for r in rows), rows  # ASHA stopped one
     assert [r["status"] for r in by_lr[nan]] and all(r["status"] == "errored" for r in by_lr[nan])
     assert "diverged" in (sweep / "leaderboard.csv").read_text()
+    # Why, in the trial's folder in the storage, where a restart (on any node) finds it.
+    for r in by_lr[nan]:
+        assert "training diverged" in (sweep / f"trial_{r['trial_id']}" / "diverged.txt").read_text()
     assert any(r["status"] == "completed" for r in rows)
 
     baseline = json.loads((sweep / "baseline.json").read_text())

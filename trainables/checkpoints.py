@@ -14,6 +14,8 @@ import posixpath
 import zipfile
 from pathlib import Path
 
+from .storage import read_file, write_file
+
 CORRUPT_MARKER = "corrupt_checkpoints.txt"
 
 # What the Trainer needs to go on exactly where it stopped (adapter-only checkpoints).
@@ -54,9 +56,8 @@ def checkpoint_problem(path: str | Path) -> str | None:
 
 def _read_marker(fs, trial_path: str) -> str:
     try:
-        with fs.open_input_stream(posixpath.join(trial_path, CORRUPT_MARKER)) as f:
-            return f.read().decode()
-    except (FileNotFoundError, OSError):
+        return read_file(fs, posixpath.join(trial_path, CORRUPT_MARKER)) or ""
+    except OSError:
         return ""
 
 
@@ -68,9 +69,7 @@ def corrupt_names(fs, trial_path: str) -> set[str]:
 
 def _mark_corrupt(fs, trial_path: str, name: str, reason: str) -> None:
     before = _read_marker(fs, trial_path)
-    # Rewritten whole: object stores cannot append.
-    with fs.open_output_stream(posixpath.join(trial_path, CORRUPT_MARKER)) as f:
-        f.write((before + f"{name}: {reason}\n").encode())
+    write_file(fs, posixpath.join(trial_path, CORRUPT_MARKER), before + f"{name}: {reason}\n")
 
 
 def candidates(checkpoint) -> list:

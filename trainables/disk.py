@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-
-def folder_bytes(path: str | os.PathLike) -> int:
-    """Bytes of the regular files under ``path`` (0 when it does not exist)."""
-    total = 0
-    for root, _, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except FileNotFoundError:  # deleted while walking (Ray pruning a checkpoint)
-                pass
-    return total
+from .storage import tree_bytes
 
 
 def over_budget(budget: dict | None) -> str | None:
-    """Why no new checkpoint may be saved, or None. ``budget``: {"path", "max_bytes"}."""
-    if not budget or not Path(budget["path"]).is_dir():
+    """Why no new checkpoint may be saved, or None. ``budget``: {"path" (a folder or a cloud
+    URI), "max_bytes"}."""
+    if not budget:
         return None
-    used = folder_bytes(budget["path"])
+    used = tree_bytes(budget["path"])
     if used < budget["max_bytes"]:
         return None
     return (f"storage.max_gb: the sweep dir uses {used / 1e9:.3f} GB of its "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import posixpath
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 from .callbacks import Report, ReportCallback, TrainingDiverged
 from .disk import over_budget
+from .storage import read_file, write_file
 
 # In a trial's folder: why it diverged, so a restarted trial does not train again to find out.
 DIVERGED_MARKER = "diverged.txt"
@@ -170,6 +172,15 @@ def _restore(checkpoint_dir: str, output_dir: str) -> str:
     return dest
 
 
+def _trial_storage():
+    """``(filesystem, trial folder)`` of the running trial in the sweep's storage (local or
+    cloud), as Ray persists its checkpoints there."""
+    from ray.train._internal.session import get_session
+
+    storage = get_session().storage
+    return storage.storage_filesystem, storage.trial_fs_path
+
+
 def tune_trainable(config: dict[str, Any], *, base: dict[str, Any]) -> None:
     """Ray Tune entry point: ``tune.with_parameters(tune_trainable, base=settings)``."""
     import logging
@@ -202,11 +213,14 @@ def tune_trainable(config: dict[str, Any], *, base: dict[str, Any]) -> None:
         # Ray has persisted the checkpoint to the sweep's storage; the local copy can go.
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
 
-    # Ray restarts a failed trial (failure.max_retries) whatever the error; a divergence would
-    # only happen again, so a restarted trial that diverged before ends at once.
-    diverged = Path(tune.get_context().get_trial_dir()) / DIVERGED_MARKER
-    if diverged.is_file():
-        raise TrainingDiverged(diverged.read_text())
+    # Ray restarts a failed trial (failure.max_retries) whatever the error, maybe on another
+    # node; a divergence would only happen again, so a restarted trial that diverged before
+    # ends at once. The marker lives in the trial's folder in the sweep's storage.
+    fs, trial_path = _trial_storage()
+    diverged = posixpath.join(trial_path, DIVERGED_MARKER)
+    before = read_file(fs, diverged)
+    if before is not None:
+        raise TrainingDiverged(before)
     try:
         resume = None
         checkpoint = tune.get_checkpoint()
@@ -214,8 +228,7 @@ def tune_trainable(config: dict[str, Any], *, base: dict[str, Any]) -> None:
             resume = restore_usable(checkpoint, lambda local: _restore(local, output_dir))
         run_trial(settings, output_dir=output_dir, report=report, resume_from=resume)
     except TrainingDiverged as err:
-        diverged.parent.mkdir(parents=True, exist_ok=True)
-        diverged.write_text(str(err))
+        write_file(fs, diverged, str(err))
         raise
     finally:
         shutil.rmtree(output_dir, ignore_errors=True)
