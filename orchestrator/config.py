@@ -167,6 +167,10 @@ class ResourcesSection(Section):
     accelerator_type: str | None = Field(
         None, min_length=1, description="Only nodes with this accelerator run trials (Ray's "
         "accelerator_type resource: A10G, L4, A100, H100, ...); needs resources.gpu > 0.")
+    warm_start: bool = Field(
+        True, description="A worker keeps the loaded, quantized base model for its next trial "
+        "(Ray actor reuse): a new trial only swaps the LoRA adapter. false: every trial loads "
+        "the model in a new process.")
 
     @field_validator("gpu")
     @classmethod

@@ -62,7 +62,7 @@ def _extension(sweep: SweepDir, overrides: list[str], *, allow_space_change: boo
         raise UserError(f"search.num_trials = {cfg.search.num_trials}: adding trials on resume "
                         f"needs search.algorithm = optuna (this sweep uses "
                         f"{cfg.search.algorithm}). Fix: start a new sweep for more trials.")
-    started = len(sweep.leaderboard())
+    started = sum(r["status"] != "lost" for r in sweep.leaderboard())
     if cfg.search.num_trials <= max(started, before.search.num_trials):
         raise UserError(f"search.num_trials = {cfg.search.num_trials}: the sweep already has "
                         f"{max(started, before.search.num_trials)} trials planned. Fix: give "
@@ -131,6 +131,13 @@ def resume_sweep(path: str, overrides: list[str] = (), *, address: str | None = 
             counts[row["status"]] = counts.get(row["status"], 0) + 1
         out(f"resuming {sweep.where}: " + ", ".join(f"{n} {s.replace('_', ' ')}"
                                                    for s, n in sorted(counts.items())))
+        from .lost_trials import mark_lost
+
+        lost = mark_lost(sweep.path)
+        if lost:
+            out(f"{len(lost)} trial(s) started after Ray's last record of the sweep were lost "
+                f"with the driver ({', '.join(lost)}): their configurations start again as new "
+                f"trials")
         study = None
         trials_before = sweep.trial_folders()
         config_before = (sweep.path / "sweep.yaml").read_text()
@@ -145,7 +152,7 @@ def resume_sweep(path: str, overrides: list[str] = (), *, address: str | None = 
                 f"{carried} of {finished} finished trials that lie inside the new space")
         if extend_to:
             out(f"adding trials: {extend_to} in all, Optuna's study going on from the "
-                f"{len(sweep.leaderboard())} it has")
+                f"{sum(r['status'] != 'lost' for r in sweep.leaderboard())} it has")
             _record_extension(sweep, cfg)
         try:
             tuner = restore_tuner(cfg, derived, settings, sweep_dir=str(sweep.path),

@@ -47,6 +47,7 @@ def preflight(cfg: SweepConfig, derived: dict[str, Any]) -> dict[str, Any]:
         "training": cfg.training.model_dump(),
         "target_groups": target_groups,
         "threads": max(1, int(cfg.resources.cpu)),
+        "warm_start": cfg.resources.warm_start,
     }
 
 
@@ -91,7 +92,10 @@ def sweep_location(cfg: SweepConfig, config_path: str) -> Location:
 
 
 def _runtime_env() -> dict:
-    env = {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
+    env = {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore",
+           # How long a reused worker may take to end a stopped trial (it stops at the next
+           # training step) before Ray gives up on reusing it and starts a new one.
+           "TUNE_FUNCTION_THREAD_TIMEOUT_S": "300"}
     if os.environ.get("QLORA_SWEEP_CACHE"):
         env["QLORA_SWEEP_CACHE"] = os.environ["QLORA_SWEEP_CACHE"]
     return {"env_vars": env}
@@ -194,8 +198,13 @@ def run_sweep(cfg: SweepConfig, derived: dict[str, Any], *, address: str | None 
         if tiny_llama.is_builtin(cfg.model.name_or_path):
             tiny_llama.resolve(cfg.model.name_or_path, log=out)
 
-        out("evaluating the base model (baseline) ...")
+        out("evaluating the base model (baseline) and tokenizing the data ...")
         baseline = _baseline(cfg, settings)
+        prepared = baseline.pop("prepared_data")
+        if "training.seed" not in derived["domains"]:
+            # Tokenized once, here, for every trial (Ray ships it with the trainable). A
+            # searched seed changes the held-out eval split, so then each trial tokenizes.
+            settings["prepared_data"] = prepared
         # The sweep dir appears only once everything that can be checked has passed, so a
         # failed start leaves nothing behind that a later run would trip over.
         sweep_dir.mkdir(parents=True)
@@ -253,6 +262,9 @@ def fit_and_finish(cfg: SweepConfig, derived: dict[str, Any], tuner, *, loc: Loc
             out(f"resume it with: qlora-sweep resume {loc.where}")
             return INTERRUPTED_EXIT
         code = finish(cfg, derived, results, sweep_dir=sweep_dir, baseline=baseline, out=out)
+        from .lost_trials import fail_unfinished_optuna_trials
+
+        fail_unfinished_optuna_trials(sweep_dir)
         if cfg.promote.repo_id and (sweep_dir / "best.json").is_file():
             if loc.remote:
                 loc.remote.push()  # promote reads the sweep dir from its storage

@@ -169,16 +169,22 @@ def restore_tuner(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str,
 
 
 def build_tuner(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, Any], *,
-                storage_path: str, name: str, sweep_dir: str, concurrency: int, remote=None):
-    """The Tuner for the sweep (not yet started)."""
+                storage_path: str, name: str, sweep_dir: str, concurrency: int, remote=None,
+                trainable=None):
+    """The Tuner for the sweep (not yet started). ``trainable``: another function in place of
+    the QLoRA trial (``benchmarks/scale.py`` drives the orchestration with a trivial one)."""
     from ray import tune
 
     from .console import progress_reporter
 
     grid = cfg.search.algorithm == "grid"
     metric, mode = cfg.search.metric, derived["mode"]
+    if trainable is not None:
+        from .cluster import trial_request
+
+        trainable = tune.with_resources(trainable, trial_request(cfg))
     return tune.Tuner(
-        _trainable(cfg, settings),
+        trainable or _trainable(cfg, settings),
         param_space=param_space(derived, grid=grid),
         tune_config=tune.TuneConfig(
             metric=metric,
@@ -189,6 +195,8 @@ def build_tuner(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, A
             num_samples=1 if grid else cfg.search.num_trials,
             trial_name_creator=lambda t: f"trial_{t.trial_id}",
             trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
+            # Workers keep the quantized base model between trials (trainables/warm.py).
+            reuse_actors=cfg.resources.warm_start,
         ),
         run_config=tune.RunConfig(
             name=name,

@@ -60,6 +60,12 @@ def test_real_sweep_writes_the_contract(smoke_sweep, tiny_model_dir):
     assert (trial_dir / "progress.csv").is_file() and (trial_dir / "params.json").is_file()
     assert len(list(trial_dir.glob("checkpoint_*"))) <= 2  # keep_checkpoints
 
+    # The data was tokenized once, by the baseline; no trial tokenized it again. Trials ran
+    # in reused workers that kept the base model (5 trials, 2 at a time).
+    reports = [r for f in sweep.glob("trial_*/progress.csv") for r in csv.DictReader(open(f))]
+    assert reports and all(r["data_tokenized"] == "0" for r in reports)
+    assert any(r["warm_start"] == "1" for r in reports)
+
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 

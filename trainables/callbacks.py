@@ -26,8 +26,16 @@ class ReportCallback(TrainerCallback):
     scheduler and RNG state, never the base weights) and the metrics of that step.
     """
 
-    def __init__(self, report: Report):
+    def __init__(self, report: Report, *, started: float | None = None,
+                 should_stop: Callable[[], bool] | None = None):
+        """``started``: when the trial started (``time.monotonic()``), to report how long it
+        took to its first training step; ``should_stop``: asked after every step, True ends
+        training there (the trial was stopped and its worker is wanted for the next one)."""
         self._report = report
+        self._started = time.monotonic() if started is None else started
+        self._first_step: float | None = None
+        self._should_stop = should_stop
+        self.extra: dict = {}  # reported with every evaluation (how the trial started)
         self._eval: dict | None = None
         self._train_loss: float | None = None
         self._lr: float | None = None
@@ -36,7 +44,15 @@ class ReportCallback(TrainerCallback):
         self._last_tokens: float | None = None
         self.history: list[dict] = []
 
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self._first_step is None:
+            self._first_step = time.monotonic()
+
     def on_step_end(self, args, state, control, **kwargs):
+        if self._should_stop is not None and self._should_stop():
+            control.should_training_stop = True
+            control.should_evaluate = control.should_save = False
+            return control
         # Always finish with an evaluation and a checkpoint, even when max_steps is not a
         # multiple of eval_steps, so a trial's last step is reported.
         if state.global_step >= state.max_steps and state.global_step % args.eval_steps:
@@ -90,6 +106,8 @@ class ReportCallback(TrainerCallback):
             "grad_norm": self._grad_norm if self._grad_norm is not None else float("nan"),
             "tokens_per_second": tps,
             "peak_memory_mb": peak_memory_mb(),
+            "start_seconds": (self._first_step or now) - self._started,
+            **self.extra,
         }
         self.history.append(metrics)
         self._eval = None

@@ -198,3 +198,17 @@ def load_splits(data: dict[str, Any], *, seed: int):
     if data.get("max_eval_samples"):
         evalset = evalset.select(range(min(len(evalset), data["max_eval_samples"])))
     return to_prompt_completion(train, fmt), to_prompt_completion(evalset, fmt), fmt
+
+
+def to_table(ds):
+    """A dataset's rows as one in-memory Arrow table: what Ray ships to every trial (a dataset
+    read from files would pickle as paths that other nodes do not have)."""
+    return ds.flatten_indices().data.table.combine_chunks()
+
+
+def from_table(table):
+    """The dataset back from :func:`to_table`."""
+    from datasets import Dataset
+    from datasets.table import InMemoryTable
+
+    return Dataset(InMemoryTable(table))

@@ -13,6 +13,7 @@ import os
 import posixpath
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,10 @@ def _optimizer(name: str) -> str:
     return "paged_adamw_32bit" if torch.cuda.is_available() else "adamw_torch"
 
 
-def sft_config(settings: dict[str, Any], output_dir: str, *, save: bool = True):
-    """TRL ``SFTConfig`` for the trial: evaluate, report and checkpoint every ``eval_steps``."""
+def sft_config(settings: dict[str, Any], output_dir: str, *, save: bool = True,
+               prepared: bool = False):
+    """TRL ``SFTConfig`` for the trial: evaluate, report and checkpoint every ``eval_steps``.
+    ``prepared``: the datasets are tokenized already (by the sweep, once), so TRL skips that."""
     import torch
     from trl import SFTConfig
 
@@ -89,45 +92,58 @@ def sft_config(settings: dict[str, Any], output_dir: str, *, save: bool = True):
         use_cpu=not cuda,
         bf16=bf16,
         dataloader_pin_memory=cuda,
+        dataset_kwargs={"skip_prepare_dataset": True} if prepared else None,
     )
 
 
 def build_trainer(settings: dict[str, Any], output_dir: str, *, callbacks=(), save: bool = True,
-                  with_lora: bool = True, adapter_dir: str | None = None):
+                  adapter_dir: str | None = None):
     """Load model, data and tokenizer and return a ready ``SFTTrainer``.
 
-    With ``adapter_dir`` the saved adapter there is loaded (frozen) instead of a fresh one.
+    The base model is the one this process keeps from its previous trial when there is one
+    (``trainables/warm.py``); the data is the sweep's tokenized copy when the settings carry
+    one (``prepared_data``), else it is loaded and tokenized here. With ``adapter_dir`` the
+    saved adapter there is loaded (frozen) instead of a fresh one.
     """
     import transformers
     from transformers.trainer_callback import PrinterCallback
     from trl import SFTTrainer
 
-    from .data import load_splits
+    from . import warm
     from .model import attach_lora, load_base_model, load_tokenizer, quiet_transformers
 
     quiet_transformers()
     seed = int(settings["training"]["seed"])
     tokenizer = load_tokenizer(settings["model"])
-    train, evalset, _fmt = load_splits(settings["data"], seed=seed)
-    base = load_base_model(settings["model"])
+    prepared = settings.get("prepared_data")
+    if prepared is not None:
+        from .data import from_table
+
+        train, evalset = from_table(prepared["train"]), from_table(prepared["eval"])
+    else:
+        from .data import load_splits
+
+        train, evalset, _fmt = load_splits(settings["data"], seed=seed)
+    base, was_warm = warm.base_model(settings["model"], load_base_model,
+                                     keep=bool(settings.get("warm_start")))
     transformers.set_seed(seed)  # LoRA's A matrices are drawn here
     lora = settings["lora"]
     if adapter_dir is not None:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=False)
-    elif with_lora:
-        model = attach_lora(base, lora, lora["resolved_target_modules"])
     else:
-        model = base
+        model = attach_lora(base, lora, lora["resolved_target_modules"])
+    warm.holds(model)
     trainer = SFTTrainer(
         model=model,
-        args=sft_config(settings, output_dir, save=save),
+        args=sft_config(settings, output_dir, save=save, prepared=prepared is not None),
         train_dataset=train,
         eval_dataset=evalset,
         processing_class=tokenizer,
         callbacks=list(callbacks),
     )
+    trainer.qlora_start = {"warm_start": int(was_warm), "data_tokenized": int(prepared is None)}
     for name, ds in (("training", trainer.train_dataset), ("eval", trainer.eval_dataset)):
         if len(ds) == 0:
             from .data import DataError
@@ -149,17 +165,21 @@ def _limit_threads(settings: dict[str, Any]) -> None:
 
 
 def run_trial(settings: dict[str, Any], *, output_dir: str | os.PathLike,
-              report: Report | None = None, resume_from: str | None = None) -> list[dict]:
+              report: Report | None = None, resume_from: str | None = None,
+              started: float | None = None, should_stop=None) -> list[dict]:
     """Train one trial and return its reported metrics, one dict per evaluation.
 
-    Without ``report`` the checkpoints stay in ``output_dir/checkpoint-<step>``.
+    Without ``report`` the checkpoints stay in ``output_dir/checkpoint-<step>``. ``started``
+    and ``should_stop``: see :class:`ReportCallback`.
 
     Raises:
         TrainingDiverged: the loss became NaN or infinite.
     """
     _limit_threads(settings)
-    callback = ReportCallback(report or (lambda metrics, ckpt: None))
+    callback = ReportCallback(report or (lambda metrics, ckpt: None), started=started,
+                              should_stop=should_stop)
     trainer = build_trainer(settings, str(output_dir), callbacks=[callback])
+    callback.extra.update(trainer.qlora_start)
     trainer.train(resume_from_checkpoint=resume_from)
     return callback.history
 
@@ -170,6 +190,16 @@ def _restore(checkpoint_dir: str, output_dir: str) -> str:
     dest = os.path.join(output_dir, f"checkpoint-{state['global_step']}")
     shutil.copytree(checkpoint_dir, dest)
     return dest
+
+
+def _stop_requested() -> bool:
+    """Ray asked this trial to stop (ASHA, or the sweep ended) while its worker is kept for
+    the next trial (actor reuse): training ends at this step, so the worker is free at once
+    instead of at the next report."""
+    from ray.train._internal.session import get_session
+
+    session = get_session()
+    return session is not None and session.stop_event.is_set()
 
 
 def _trial_storage():
@@ -193,6 +223,7 @@ def tune_trainable(config: dict[str, Any], *, base: dict[str, Any]) -> None:
     # Ray logs a line per persisted checkpoint; the driver's table already shows progress.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
+    started = time.monotonic()
     settings = trial_settings(base, config)
     output_dir = tempfile.mkdtemp(prefix="qlora-sweep-trial-")
 
@@ -226,7 +257,8 @@ def tune_trainable(config: dict[str, Any], *, base: dict[str, Any]) -> None:
         checkpoint = tune.get_checkpoint()
         if checkpoint is not None:  # the newest readable one, with a warning if not Ray's
             resume = restore_usable(checkpoint, lambda local: _restore(local, output_dir))
-        run_trial(settings, output_dir=output_dir, report=report, resume_from=resume)
+        run_trial(settings, output_dir=output_dir, report=report, resume_from=resume,
+                  started=started, should_stop=_stop_requested)
     except TrainingDiverged as err:
         write_file(fs, diverged, str(err))
         raise
@@ -248,14 +280,17 @@ def _eval_metrics(trainer) -> dict[str, float]:
     }
 
 
-def evaluate_baseline(settings: dict[str, Any]) -> dict[str, float]:
+def evaluate_baseline(settings: dict[str, Any]) -> dict[str, Any]:
     """Evaluate the base model, without an adapter, exactly as trials are evaluated.
 
     A fresh LoRA adapter has B = 0, so the wrapped model computes exactly the base model's
     outputs; going through the same SFTTrainer makes the tokenization, the completion-only
     masking and the loss identical to the trials', so the baseline is comparable.
+
+    The training and eval sets as TRL tokenized them here come back under ``prepared_data``
+    (Arrow tables), for the trials to share: the data is tokenized once per sweep.
     """
-    return evaluate_adapter(settings, None)
+    return _evaluate(trial_settings(settings, {"lora.use_dora": False}), None, keep_data=True)
 
 
 def evaluate_adapter(settings: dict[str, Any], adapter_dir: str | os.PathLike | None) -> dict[str, float]:
@@ -264,13 +299,25 @@ def evaluate_adapter(settings: dict[str, Any], adapter_dir: str | os.PathLike | 
     The same SFTTrainer evaluation as the trials', so the numbers compare with theirs: this
     is how a champion on the Hub and a sweep's winner are judged on equal terms.
     """
-    _limit_threads(settings)
     if adapter_dir is None:
         settings = trial_settings(settings, {"lora.use_dora": False})
+    return _evaluate(settings, adapter_dir)
+
+
+def _evaluate(settings: dict[str, Any], adapter_dir, *, keep_data: bool = False) -> dict[str, Any]:
+    from .data import to_table
+
+    _limit_threads(settings)
+    # A one-off evaluation: its process does not keep the base model afterwards.
+    settings = {**settings, "warm_start": False}
     output_dir = tempfile.mkdtemp(prefix="qlora-sweep-eval-")
     try:
         trainer = build_trainer(settings, output_dir, save=False,
                                 adapter_dir=None if adapter_dir is None else str(adapter_dir))
-        return _eval_metrics(trainer)
+        metrics = _eval_metrics(trainer)
+        if keep_data:
+            metrics["prepared_data"] = {"train": to_table(trainer.train_dataset),
+                                        "eval": to_table(trainer.eval_dataset)}
+        return metrics
     finally:
         shutil.rmtree(output_dir, ignore_errors=True)

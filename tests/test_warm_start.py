@@ -1,0 +1,69 @@
+"""Warm trials and data tokenized once, on the trainable alone (no Tuner): real 4-bit QLoRA.
+
+A process that keeps its quantized base model between trials (``trainables/warm.py``, what a
+reused Ray worker does) must train a trial exactly as a fresh process would, whatever trial
+ran before it, without holding more memory trial after trial; and a trial given the sweep's
+tokenized data must train exactly as one that tokenizes the data itself.
+"""
+
+from __future__ import annotations
+
+import gc
+
+import torch
+
+from trainables import warm
+from trainables.trial import evaluate_baseline, run_trial, trial_settings
+
+from .test_trainable import settings
+
+
+def _live_tensor_bytes() -> int:
+    gc.collect()
+    seen, total = set(), 0
+    for obj in gc.get_objects():
+        if isinstance(obj, torch.Tensor) and not obj.is_meta:
+            storage = obj.untyped_storage()
+            if storage.data_ptr() not in seen:
+                seen.add(storage.data_ptr())
+                total += storage.nbytes()
+    return total
+
+
+def _curve(history: list[dict]) -> list[tuple]:
+    return [(h["step"], h["eval_loss"], h["train_loss"]) for h in history]
+
+
+def test_a_warm_trial_trains_exactly_like_a_cold_one(tiny_model_dir, tmp_path):
+    a = {**settings(max_steps=10, eval_steps=5), "warm_start": True}
+    other = {**trial_settings(a, {"lora.r": 4, "lora.target_modules": ["q_proj", "v_proj"],
+                                  "lora.use_dora": True, "training.gradient_checkpointing": True,
+                                  "training.learning_rate": 1e-2}), "warm_start": True}
+    warm.forget()
+    loads = warm.loads
+    cold = run_trial(a, output_dir=tmp_path / "cold")
+    assert warm.loads == loads + 1 and cold[0]["warm_start"] == 0
+    sizes = []
+    for i, s in enumerate([other, a, other, a]):  # each one after a different trial
+        history = run_trial(s, output_dir=tmp_path / f"warm{i}")
+        assert history[0]["warm_start"] == 1
+        if s is a:
+            assert _curve(history) == _curve(cold)  # to the last bit
+        sizes.append(_live_tensor_bytes())
+    assert warm.loads == loads + 1  # loaded and quantized once for five trials
+    # Nothing accumulates from trial to trial (the CPU stand-in for GPU memory).
+    assert sizes[2] <= sizes[0] and sizes[3] <= sizes[1], sizes
+    warm.forget()
+
+
+def test_a_trial_on_the_sweeps_tokenized_data_trains_like_one_that_tokenizes(tiny_model_dir,
+                                                                            tmp_path):
+    s = settings(max_steps=10, eval_steps=5)
+    baseline = evaluate_baseline(s)
+    prepared = baseline["prepared_data"]
+    assert set(prepared) == {"train", "eval"} and "input_ids" in prepared["train"].column_names
+    assert prepared["eval"].num_rows == baseline["eval_samples"]
+    itself = run_trial(s, output_dir=tmp_path / "itself")
+    shared = run_trial({**s, "prepared_data": prepared}, output_dir=tmp_path / "shared")
+    assert itself[0]["data_tokenized"] == 1 and shared[0]["data_tokenized"] == 0
+    assert _curve(shared) == _curve(itself)
