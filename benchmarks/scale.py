@@ -7,8 +7,9 @@ checkpoint), but everything around them is the sweep's own: the Tuner that ``run
 (``orchestrator/tuner.py``: random search, Ray's CSV and JSON loggers, our TensorBoard runs,
 ``status.json``, the disk guard, checkpoint retention, actor reuse), then the leaderboard and
 ``best.json``. With ``--cpu`` per trial, ``2 / --cpu`` trials run at once on this machine's
-Ray; the theoretical minimum is trials × seconds / concurrency. Ray's own release test of
-10,000 trials accepts 28 % over its minimum.
+Ray; the theoretical minimum is trials × seconds / concurrency. The same trials under a
+plain Ray Tune script show what Ray itself costs here. Ray's own release test of 10,000
+trials accepts 28 % over its minimum.
 """
 
 from __future__ import annotations
@@ -74,9 +75,31 @@ def one_sweep(root: Path, name: str, *, trials: int, seconds: float, cpu: float)
                         trainable=tune.with_parameters(trivial, seconds=seconds))
     start = time.perf_counter()
     results = tuner.fit()
-    code = finish(cfg, derived, results, sweep_dir=sweep_dir, baseline={}, out=lambda _: None)
+    code = finish(cfg, derived, results, sweep_dir=sweep_dir, out=lambda _: None,
+                  baseline={cfg.search.metric: float("nan")})  # no baseline evaluation here
     elapsed = time.perf_counter() - start
     assert code == 0 and len(results) == trials and not results.errors
+    return elapsed
+
+
+def plain_ray(root: Path, name: str, *, trials: int, seconds: float, cpu: float) -> float:
+    """The same trials under a plain Ray Tune script (its default loggers and console, actor
+    reuse as the sweep has it): what Ray itself costs on this machine."""
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
+
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(trivial, seconds=seconds), {"cpu": cpu}),
+        param_space={"training.learning_rate": tune.loguniform(1e-5, 1e-2)},
+        tune_config=tune.TuneConfig(num_samples=trials, reuse_actors=True, metric="eval_loss",
+                                    mode="min"),
+        # Ray's default loggers, named because this process turned the automatic ones off.
+        run_config=tune.RunConfig(storage_path=str(root), name=name, verbose=0, callbacks=[
+            CSVLoggerCallback(), JsonLoggerCallback(), TBXLoggerCallback()]))
+    start = time.perf_counter()
+    results = tuner.fit()
+    elapsed = time.perf_counter() - start
+    assert len(results) == trials and not results.errors
     return elapsed
 
 
@@ -93,28 +116,43 @@ def main() -> None:
     from orchestrator.sweep import init_ray, quiet_ray_output
 
     quiet_ray_output()
+    root = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    walls, plain = [], []
+    kw = {"trials": args.trials, "seconds": args.seconds, "cpu": args.cpu}
+
+    def fresh_ray(measure, *a, **k) -> float:
+        """Each sweep on a Ray of its own, as each `run` starts one."""
+        init_ray(None)
+        try:
+            return measure(*a, **k)
+        finally:
+            ray.shutdown()
+
     init_ray(None)
     concurrency = int(ray.cluster_resources()["CPU"] / args.cpu)
+    ray.shutdown()
     minimum = args.trials * args.seconds / concurrency
-    root = Path(tempfile.mkdtemp(prefix="bench-scale-"))
-    walls = []
     try:
         for i in range(args.repeats):
-            walls.append(one_sweep(root, f"scale{i}", trials=args.trials,
-                                   seconds=args.seconds, cpu=args.cpu))
-            print(f"repeat {i + 1}: {walls[-1]:.1f} s (minimum {minimum:.1f} s)", flush=True)
+            plain.append(fresh_ray(plain_ray, root, f"plain{i}", **kw))
+            walls.append(fresh_ray(one_sweep, root, f"scale{i}", **kw))
+            print(f"repeat {i + 1}: plain Ray Tune {plain[-1]:.1f} s, sweep {walls[-1]:.1f} s "
+                  f"(minimum {minimum:.1f} s)", flush=True)
     finally:
-        ray.shutdown()
         shutil.rmtree(root, ignore_errors=True)
-    ratios = [w / minimum for w in walls]
-    body = table(["", "seconds, median (min-max)"],
-                 [[f"theoretical minimum ({args.trials} × {args.seconds} s / {concurrency})",
-                   f"{minimum:.1f}"],
-                  ["sweep wall time (fit, leaderboard, best.json)", spread(walls)],
-                  ["**wall / minimum**", f"**{spread(ratios)}**"]])
+    body = table(["", "seconds, median (min-max)"], [
+        [f"theoretical minimum ({args.trials} × {args.seconds} s / {concurrency})",
+         f"{minimum:.1f}"],
+        ["plain Ray Tune script, same trials", spread(plain)],
+        ["qlora-sweep's orchestration (fit, leaderboard, best.json)", spread(walls)],
+        ["**qlora-sweep / minimum**", f"**{spread([w / minimum for w in walls])}**"],
+        ["plain Ray Tune / minimum", spread([p / minimum for p in plain])],
+        ["**qlora-sweep / plain Ray Tune**",
+         f"**{spread([w / p for w, p in zip(walls, plain)])}**"]])
     body += (f"\n\n{args.trials} trivial trials per sweep, each {args.seconds} s and one "
-             f"report with a checkpoint, {concurrency} at a time on local Ray; the sweep's own "
-             f"Tuner, callbacks and loggers; {args.repeats} sweeps.")
+             f"report with a checkpoint, {concurrency} at a time on local Ray (actor reuse in "
+             f"both); the sweep's own Tuner, callbacks and loggers vs Ray Tune's defaults; "
+             f"{args.repeats} repetitions, alternating, each on a new local Ray.")
     append(f"Scale: {args.trials} short trials", body)
 
 

@@ -75,7 +75,11 @@ def plain(s: dict, out: Path) -> float:
         eval_strategy="steps", eval_steps=t["eval_steps"], save_steps=t["eval_steps"],
         logging_steps=t["logging_steps"], max_length=data["max_length"], seed=t["seed"],
         lr_scheduler_type=t["lr_scheduler_type"], warmup_steps=0, optim="adamw_torch",
-        report_to="none", disable_tqdm=True, use_cpu=True))
+        report_to="none", disable_tqdm=True, use_cpu=torch.cuda.device_count() == 0,
+        gradient_checkpointing=t["gradient_checkpointing"],  # TRL's default is on
+        # As the trial sets it: bf16 autocast only on a GPU that has it. (TrainingArguments
+        # turns it on by default where the CPU supports bf16, about 5x slower here.)
+        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported()))
     return _tokens_per_second(trainer)
 
 

@@ -1,6 +1,6 @@
 """``status.json`` in the sweep dir: every trial's state, kept current while the sweep runs.
 
-The driver writes it (atomically) on every trial event, so ``qlora-sweep status`` can read a
+The driver rewrites it (atomically) after trial events, at most every second, so ``qlora-sweep status`` can read a
 running sweep from another terminal or machine, and after the driver is gone. Statuses:
 ``pending``, ``running``, ``paused``, ``completed``, ``stopped_early`` (with the ASHA rung it
 was stopped at), ``errored`` (with the first line of its error).
@@ -19,6 +19,8 @@ from typing import Any
 from ray.tune import Callback
 
 from .results import error_summary, write_json
+
+WRITE_EVERY_S = 1.0
 
 STATUS_FILE = "status.json"
 _RAY_STATES = {"PENDING": "pending", "RUNNING": "running", "PAUSED": "paused"}
@@ -76,6 +78,8 @@ class StatusCallback(Callback):
         self._trials: dict[str, dict[str, Any]] = {}
         self._data: dict[str, Any] = {}
         self._signature: tuple = ()
+        self._written_at = 0.0  # time.monotonic() of the last write
+        self._dirty = False
 
     def setup(self, **info) -> None:
         # Here, not in __init__: the Tuner pickles its callbacks, and a resumed sweep must
@@ -90,7 +94,7 @@ class StatusCallback(Callback):
             "searched": self._searched, "planned_trials": self._planned,
             "asha_rungs": self._rungs, "trials": [],
         }
-        self._write()
+        self._write(now=True)
 
     def _entry(self, trial) -> dict[str, Any]:
         entry = self._trials.get(trial.trial_id)
@@ -105,15 +109,23 @@ class StatusCallback(Callback):
             }
         return entry
 
-    def _write(self) -> None:
+    def _write(self, *, now: bool = False) -> None:
+        """Rewrite the file, at most every ``WRITE_EVERY_S`` unless ``now``: a sweep of many
+        short trials would otherwise spend its time rewriting it (benchmarks/scale.py)."""
+        self._dirty = True
+        if not now and time.monotonic() - self._written_at < WRITE_EVERY_S:
+            return  # written by a later event, or at the latest by on_step_end
         self._data["updated_at"] = _now()
         self._data["trials"] = list(self._trials.values())
         write_json(self._path, self._data)
+        self._written_at, self._dirty = time.monotonic(), False
 
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
         # Trials the searcher has created but Ray has not started are listed as pending.
         signature = tuple((t.trial_id, t.status) for t in trials)
         if signature == self._signature:
+            if self._dirty:
+                self._write()
             return
         self._signature = signature
         for trial in trials:
@@ -180,4 +192,4 @@ class StatusCallback(Callback):
             for entry in self._trials.values():
                 if entry["status"] in ("running", "pending", "paused"):
                     entry["status"] = "interrupted"
-        self._write()
+        self._write(now=True)
