@@ -15,12 +15,15 @@ import hashlib
 import os
 import posixpath
 import re
+import shutil
 from pathlib import Path
 
 from trainables.storage import resolve
 from trainables.tiny_llama import cache_root
 
-_NEVER_PUSHED = (".lock",)  # Optuna's journal lock, held only while it writes
+_NEVER_PUSHED = (".lock",)
+_CHUNK = 8 << 20
+_ALWAYS_FETCH = 1 << 20  # bytes  # Optuna's journal lock, held only while it writes
 
 
 def mirror_dir(uri: str) -> Path:
@@ -82,15 +85,15 @@ class Mirror:
             remote = posixpath.join(self.root, rel)
             self.fs.create_dir(posixpath.dirname(remote), recursive=True)
             with open(path, "rb") as src, self.fs.open_output_stream(remote) as dst:
-                dst.write(src.read())
+                shutil.copyfileobj(src, dst, _CHUNK)
             self._synced[rel] = stamp
             count += 1
         return count
 
     def pull(self, *, top_only: bool = False, under: str | None = None) -> int:
         """Download the sweep dir's files (all but checkpoints; ``top_only``: the files
-        directly in it; ``under``: one folder of it, a checkpoint included), skipping those
-        unchanged since this mirror last downloaded them; returns how many."""
+        directly in it; ``under``: one folder of it, a checkpoint included), skipping large
+        ones unchanged since this mirror last downloaded them; returns how many."""
         from pyarrow.fs import FileSelector, FileType
 
         base = posixpath.join(self.root, under) if under else self.root
@@ -105,12 +108,14 @@ class Mirror:
                 continue
             dest = self.local / rel
             stored = (info.size, info.mtime_ns)
-            if dest.is_file() and self._pulled.get(rel) == stored:
+            # Object stores date files to the second: a small file (status.json) can change
+            # with the same size and date, so small files are always fetched again.
+            if dest.is_file() and info.size >= _ALWAYS_FETCH and self._pulled.get(rel) == stored:
                 continue
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = dest.with_name(f".{dest.name}.part")
             with self.fs.open_input_stream(info.path) as src, open(tmp, "wb") as dst:
-                dst.write(src.read())
+                shutil.copyfileobj(src, dst, _CHUNK)  # an adapter can be gigabytes
             tmp.replace(dest)
             st = dest.stat()
             self._synced[rel], self._pulled[rel] = (st.st_size, st.st_mtime_ns), stored
