@@ -21,9 +21,9 @@ from pathlib import Path
 from trainables.storage import resolve
 from trainables.tiny_llama import cache_root
 
-_NEVER_PUSHED = (".lock",)
-_CHUNK = 8 << 20
-_ALWAYS_FETCH = 1 << 20  # bytes  # Optuna's journal lock, held only while it writes
+_NEVER_PUSHED = (".lock",)  # Optuna's journal lock, held only while it writes
+_CHUNK = 8 << 20  # bytes per read and write when copying
+_ALWAYS_FETCH = 1 << 20  # files smaller than this are downloaded again on every pull
 
 
 def mirror_dir(uri: str) -> Path:
