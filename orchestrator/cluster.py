@@ -33,8 +33,13 @@ class NodeType:
 
 
 def trial_request(cfg: SweepConfig) -> dict[str, float]:
-    """The Ray resources one trial asks for."""
+    """The Ray resources one trial asks for (``resources.gpu: auto`` resolved first, see
+    ``auto_resources.resolve_auto``)."""
+    if cfg.resources.gpu == "auto":
+        raise ValueError("resources.gpu: auto must be resolved before placing trials")
     request = {"CPU": cfg.resources.cpu, "GPU": cfg.resources.gpu}
+    if cfg.resources.memory_gb:
+        request["memory"] = float(int(cfg.resources.memory_gb * 2**30))
     if cfg.resources.accelerator_type:
         # Ray puts 1 unit of accelerator_type:<name> on nodes with that accelerator; a small
         # share of it constrains placement without limiting how many trials share the node.
@@ -49,6 +54,8 @@ def _fits(resources: dict[str, float], request: dict[str, float]) -> bool:
 def _describe(resources: dict[str, float]) -> str:
     accel = [k.split(":", 1)[1] for k in resources if k.startswith("accelerator_type:")]
     text = f"{resources.get('CPU', 0):g} CPU, {resources.get('GPU', 0):g} GPU"
+    if resources.get("memory"):
+        text += f", {resources['memory'] / 2**30:.1f} GiB memory"
     return text + (f" ({', '.join(accel)})" if accel else "")
 
 
@@ -91,7 +98,8 @@ def check_placement(cfg: SweepConfig, *, nodes: list[dict] | None = None,
     if any(_fits(n.get("Resources", {}), request) for n in nodes):
         return [], []
     growable = [t for t in node_types or [] if t.max_workers != 0 and _fits(t.resources, request)]
-    asked = ", ".join(f"{k}={v:g}" for k, v in request.items() if v > 0)
+    asked = ", ".join(f"memory={v / 2**30:.1f} GiB" if k == "memory" else f"{k}={v:g}"
+                      for k, v in request.items() if v > 0)
     if growable:
         names = ", ".join(t.name for t in growable)
         return [], [f"no node can run a trial yet ({asked}); the autoscaler can add {names} "
@@ -111,7 +119,8 @@ def check_placement(cfg: SweepConfig, *, nodes: list[dict] | None = None,
         fix = ("set resources.accelerator_type to one the cluster has, remove it, or add a "
                "node type with it to the cluster config")
     else:
-        fix = "lower resources.cpu / resources.gpu to what one node (type) has"
+        fix = ("lower resources.cpu / resources.gpu / resources.memory_gb to what one node "
+               "(type) has")
     return [f"resources ({asked} per trial): no node of the Ray cluster can run a trial, and "
             f"its autoscaler cannot add one ({have}), so the sweep would wait forever. "
             f"Fix: {fix}."], []
@@ -126,10 +135,13 @@ def max_concurrent(cfg: SweepConfig, *, nodes: list[dict] | None = None,
     nodes = alive_nodes() if nodes is None else nodes
     node_types = autoscaler_node_types() if node_types is None else node_types
     request = trial_request(cfg)
-    key = "GPU" if request["GPU"] > 0 else "CPU"
+    counted = {k: v for k, v in request.items()
+               if v > 0 and not k.startswith("accelerator_type:")}
 
     def per_node(resources: dict[str, float]) -> int:
-        return int(resources.get(key, 0) // request[key]) if _fits(resources, request) else 0
+        if not _fits(resources, request):
+            return 0
+        return int(min(resources.get(k, 0) // v for k, v in counted.items()))
 
     n = sum(per_node(node.get("Resources", {})) for node in nodes)
     for t in node_types or []:

@@ -74,6 +74,11 @@ class DataSection(Section):
                             "are truncated.")
     max_eval_samples: int | None = Field(
         None, ge=1, description="Evaluate on at most this many eval rows (first N).")
+    packing: bool = Field(
+        False, description="Pack several training examples into each max_length sequence "
+        "(TRL's best-fit decreasing) and train padding-free: no pad tokens, more examples per "
+        "step; attention never crosses examples. The eval data is not packed, so eval metrics "
+        "stay comparable.")
 
     _coerce = field_validator("train", "eval", mode="before")(_source)
 
@@ -162,8 +167,16 @@ class SchedulerSection(Section):
 
 class ResourcesSection(Section):
     cpu: float = Field(1.0, gt=0, description="CPUs per trial.")
-    gpu: float = Field(0.0, ge=0, description="GPUs per trial; a fraction (0.5) packs trials on "
-                       "one GPU.")
+    gpu: float | Literal["auto"] = Field(
+        0.0, description="GPUs per trial; a fraction (0.5) packs trials on one GPU. auto: as "
+        "many trials per GPU as fit its memory, by an estimate of what one trial needs "
+        "(quantized base, adapter, optimizer, activations for the largest r, batch and "
+        "max_length searched); with no GPU in the cluster, trials run on CPU and reserve their "
+        "estimated RAM (resources.memory_gb).")
+    memory_gb: float | None = Field(
+        None, gt=0, description="RAM reserved per trial in Ray's scheduler (Ray's memory "
+        "resource), so no node runs more trials than its memory holds. Unset: none reserved "
+        "(with resources.gpu: auto on CPU: the estimate).")
     accelerator_type: str | None = Field(
         None, min_length=1, description="Only nodes with this accelerator run trials (Ray's "
         "accelerator_type resource: A10G, L4, A100, H100, ...); needs resources.gpu > 0.")
@@ -174,7 +187,11 @@ class ResourcesSection(Section):
 
     @field_validator("gpu")
     @classmethod
-    def _gpu_fraction(cls, v: float) -> float:
+    def _gpu_fraction(cls, v: float | str) -> float | str:
+        if v == "auto":
+            return v
+        if v < 0:
+            raise ValueError("must be 0 or more, or auto")
         if v > 1 and not float(v).is_integer():
             raise ValueError("more than one GPU must be a whole number (fractions only below 1)")
         return v

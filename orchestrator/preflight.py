@@ -28,6 +28,7 @@ def data_sources(cfg: SweepConfig, derived: dict[str, Any]) -> dict[str, Any]:
         "eval_fraction": cfg.data.eval_fraction,
         "max_length": cfg.data.max_length,
         "max_eval_samples": cfg.data.max_eval_samples,
+        "packing": cfg.data.packing,
     }
 
 
@@ -146,6 +147,30 @@ def _check_cloud_storage(uri: str) -> list[str]:
         return [f"storage.path = {uri!r}: a file written there read back differently. Fix: "
                 f"use a storage that reads back what was written."]
     return []
+
+
+def check_max_length(model: dict[str, Any], data: dict[str, Any], fmt: str | None) -> list[str]:
+    """Some training prompt leaves room for its completion within ``data.max_length`` (checked
+    on the first rows, with the model's tokenizer; the builtin model only once it is built)."""
+    from trainables import tiny_llama
+    from trainables.data import DataError, load_source, prompt_lengths
+    from trainables.model import load_tokenizer
+
+    builtin = tiny_llama.is_builtin(model["name_or_path"])
+    if fmt is None or builtin and not (tiny_llama.model_dir() / "config.json").is_file():
+        return []
+    try:
+        tokenizer = load_tokenizer(model)
+        lengths = prompt_lengths(load_source(data["train"]), fmt, tokenizer)
+    except (DataError, OSError, ValueError):  # reported by the data and model checks
+        return []
+    limit = data["max_length"]
+    if not lengths or min(lengths) < limit:
+        return []
+    return [f"data.max_length = {limit}: every training prompt checked ({len(lengths)}) is at "
+            f"least {min(lengths)} tokens long, so truncation would leave no completion to "
+            f"learn from. Fix: raise data.max_length above the prompts (the longest checked "
+            f"is {max(lengths)} tokens)."]
 
 
 def check_chat_template(model: dict[str, Any], fmt: str | None) -> list[str]:

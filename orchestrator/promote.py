@@ -36,6 +36,16 @@ def _evaluate(settings: dict[str, Any], adapter_dir: Path, resources: dict[str, 
     return evaluate_adapter(settings, adapter_dir)
 
 
+def _eval_gpu(gpu: float | str) -> float:
+    """GPUs for an evaluation task: ``auto`` takes a whole GPU where the cluster has one."""
+    if gpu != "auto":
+        return gpu
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return 1.0 if ray.cluster_resources().get("GPU", 0) else 0.0
+    return 0.0
+
+
 def judge(challenger: float, champion: float, *, mode: str, min_improvement: float | str
           ) -> tuple[bool, str]:
     """Whether the challenger wins, and the sentence that says why."""
@@ -166,7 +176,7 @@ def _against_champion(sweep, hub, bundle: Path, summary: dict, settings: dict, c
         out(f"note: {hub.repo_id} exists and is public; --private applies only when creating it")
 
     trial = trial_settings(settings, best["config"])
-    resources = {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu}
+    resources = {"cpu": cfg.resources.cpu, "gpu": _eval_gpu(cfg.resources.gpu)}
     champion_value = None
     wins, reason = True, "no adapter in the repo yet"
     if head is not None and "adapter_config.json" in files:

@@ -13,6 +13,11 @@ from .config import SweepConfig
 
 
 def _type(annotation: Any) -> str:
+    import types
+    import typing
+
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return " or ".join(_type(a) for a in typing.get_args(annotation))
     text = str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
     text = text.replace("orchestrator.config.DataSource", "source").replace("NoneType", "None")
     if text.startswith("Literal["):

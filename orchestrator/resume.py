@@ -123,6 +123,9 @@ def resume_sweep(path: str, overrides: list[str] = (), *, address: str | None = 
     import ray
 
     try:
+        from .auto_resources import resolve_auto
+
+        cfg = resolve_auto(cfg, derived, settings, out=out)
         check_cluster(cfg, sweep.where.rsplit("/", 1)[0], out=out)
         from .tuner import restore_tuner
 

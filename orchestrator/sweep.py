@@ -19,7 +19,8 @@ from .config import SweepConfig
 from .errors import INTERRUPTED_EXIT, RUNTIME_EXIT, UserError
 from .cluster import check_placement, check_shared_storage, max_concurrent
 from .remote import Mirror
-from .preflight import check_chat_template, check_data, check_model, check_storage, data_sources
+from .preflight import (check_chat_template, check_data, check_max_length, check_model,
+                        check_storage, data_sources)
 from .results import best_record, render_table, trial_rows, write_json, write_leaderboard
 
 Out = Callable[[str], None]
@@ -37,6 +38,7 @@ def preflight(cfg: SweepConfig, derived: dict[str, Any]) -> dict[str, Any]:
     problems += model_problems + check_storage(cfg.storage.path)
     if not model_problems:
         problems += check_chat_template(cfg.model.model_dump(), fmt)
+        problems += check_max_length(cfg.model.model_dump(), data, fmt)
     if problems:
         raise UserError(f"pre-flight found {len(problems)} problem(s)", problems)
     return {
@@ -190,6 +192,10 @@ def run_sweep(cfg: SweepConfig, derived: dict[str, Any], *, address: str | None 
     import ray
 
     try:
+        from .auto_resources import resolve_auto
+
+        saved = cfg  # sweep.yaml keeps "auto": a resume elsewhere estimates again
+        cfg = resolve_auto(cfg, derived, settings, out=out)
         check_cluster(cfg, loc.storage_path, out=out)
         from trainables import tiny_llama
 
@@ -209,7 +215,7 @@ def run_sweep(cfg: SweepConfig, derived: dict[str, Any], *, address: str | None 
         # failed start leaves nothing behind that a later run would trip over.
         sweep_dir.mkdir(parents=True)
         (sweep_dir / "sweep.yaml").write_text(
-            yaml.safe_dump(_resolved_config(cfg, settings, loc.name), sort_keys=False))
+            yaml.safe_dump(_resolved_config(saved, settings, loc.name), sort_keys=False))
         write_json(sweep_dir / "baseline.json", baseline)
         write_baseline_run(sweep_dir, baseline=baseline, domains=derived["domains"],
                            metric=cfg.search.metric, max_steps=cfg.training.max_steps,
@@ -301,7 +307,8 @@ def _baseline(cfg: SweepConfig, settings: dict[str, Any]) -> dict[str, Any]:
 
     request = trial_request(cfg)
     task = ray.remote(num_cpus=request.pop("CPU"), num_gpus=request.pop("GPU"),
-                      resources=request or None)(evaluate_baseline)
+                      memory=request.pop("memory", None), resources=request or None
+                      )(evaluate_baseline)
     try:
         baseline = ray.get(task.remote(settings))
     except ray.exceptions.RayTaskError as err:

@@ -176,6 +176,7 @@ def _make_smoke_sweep(root: Path) -> SmokeSweep:
                 ]},
         scheduler={"type": "asha", "grace_period": 10, "reduction_factor": 2},
         storage={"path": str(root / "sweeps"), "name": "smoke", "keep_checkpoints": 2},
+        resources={"gpu": "auto"},  # no GPU here: CPU trials, each reserving its RAM
     )
     sweep = root / "sweeps" / "smoke"
     run = start_cli("run", str(config))

@@ -104,12 +104,14 @@ def test_existing_sweep_name_is_refused(capsys, tmp_path, name):
     assert code == 2 and "already exists" in out
 
 
-def test_max_length_too_short_is_a_clear_error_before_any_trial(tmp_path):
+def test_max_length_too_short_is_a_clear_error_before_any_trial(tiny_model_dir, tmp_path):
     cfg = write_config(tmp_path / "s.yaml", data={"max_length": 8},
                        storage={"path": str(tmp_path / "sweeps"), "name": "too-short"})
     proc = cli("run", str(cfg), timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Fix: raise data.max_length" in proc.stderr and "Traceback" not in proc.stderr
+    # Found by pre-flight, with the model's tokenizer: no Ray, no baseline.
+    assert "pre-flight found" in proc.stderr and "baseline" not in proc.stdout
     assert not (tmp_path / "sweeps" / "too-short").exists()
 
 

@@ -22,6 +22,10 @@ def test_real_sweep_writes_the_contract(smoke_sweep, tiny_model_dir):
         assert (sweep / name).is_file(), name
     resolved = yaml.safe_load((sweep / "sweep.yaml").read_text())
     assert resolved["storage"]["name"] == "smoke"
+    # resources.gpu: auto found no GPU: trials on CPU, each reserving its estimated RAM; the
+    # sweep's config keeps "auto", so a resume on other machines estimates again.
+    assert "resources.gpu = auto: no GPU in the cluster, so trials run on CPU" in out
+    assert "GiB of RAM reserved per trial" in out and resolved["resources"]["gpu"] == "auto"
     assert Path(resolved["data"]["train"]["path"]).is_absolute()
 
     rows = list(csv.DictReader(open(sweep / "leaderboard.csv")))

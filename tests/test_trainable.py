@@ -163,3 +163,24 @@ def test_examples_too_long_for_max_length_are_a_clear_error(tmp_path):
     s["data"]["max_length"] = 8  # shorter than any prompt: no completion token would remain
     with pytest.raises(DataError, match="data.max_length"):
         build_trainer(s, str(tmp_path / "probe"), save=False)
+
+
+def test_packing_trains_padding_free_and_leaves_the_eval_data_as_it_is(tiny_model_dir, tmp_path):
+    unpacked = settings(max_steps=4, eval_steps=4)
+    unpacked["data"]["max_length"] = 128  # room for 2-3 of the demo's examples in a row
+    plain = build_trainer(unpacked, str(tmp_path / "plain"), save=False)
+    s = settings(max_steps=4, eval_steps=4)
+    s["data"].update(max_length=128, packing=True)
+    packed = build_trainer(s, str(tmp_path / "packed"), save=False)
+    # Several examples share a max_length row; a batch is one flat sequence, no pad tokens,
+    # with position ids that start again at each example (attention stays within it).
+    assert len(packed.train_dataset) < len(plain.train_dataset)
+    assert sum(map(len, packed.train_dataset["seq_lengths"])) == len(plain.train_dataset)
+    batch = next(iter(packed.get_train_dataloader()))
+    assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch
+    assert int((batch["position_ids"] == 0).sum()) > s["training"]["per_device_train_batch_size"]
+    # The eval data is not packed: the same loss before training.
+    assert packed.evaluate()["eval_loss"] == pytest.approx(plain.evaluate()["eval_loss"],
+                                                           rel=1e-5)
+    packed.train()
+    assert packed.state.global_step == 4

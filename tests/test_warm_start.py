@@ -35,7 +35,7 @@ def _curve(history: list[dict]) -> list[tuple]:
 
 
 def test_a_warm_trial_trains_exactly_like_a_cold_one(tiny_model_dir, tmp_path):
-    a = {**settings(max_steps=10, eval_steps=5), "warm_start": True}
+    a = {**settings(max_steps=6, eval_steps=3, logging_steps=3), "warm_start": True}
     other = {**trial_settings(a, {"lora.r": 4, "lora.target_modules": ["q_proj", "v_proj"],
                                   "lora.use_dora": True, "training.gradient_checkpointing": True,
                                   "training.learning_rate": 1e-2}), "warm_start": True}
@@ -58,7 +58,7 @@ def test_a_warm_trial_trains_exactly_like_a_cold_one(tiny_model_dir, tmp_path):
 
 def test_a_trial_on_the_sweeps_tokenized_data_trains_like_one_that_tokenizes(tiny_model_dir,
                                                                             tmp_path):
-    s = settings(max_steps=10, eval_steps=5)
+    s = settings(max_steps=6, eval_steps=3, logging_steps=3)
     baseline = evaluate_baseline(s)
     prepared = baseline["prepared_data"]
     assert set(prepared) == {"train", "eval"} and "input_ids" in prepared["train"].column_names

@@ -178,6 +178,17 @@ def to_prompt_completion(ds, fmt: str):
     return ds.map(split_messages, remove_columns=ds.column_names)
 
 
+def prompt_lengths(ds, fmt: str, tokenizer, *, rows: int = 1000) -> list[int]:
+    """Tokens in the prompt of each of the first ``rows`` rows, as the trainer renders it (a
+    chat template for messages)."""
+    sample = to_prompt_completion(ds.select(range(min(rows, len(ds)))), fmt)
+    if fmt == "messages":
+        return [len(tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True,
+                                                  return_dict=True)["input_ids"])
+                for p in list(sample["prompt"])]
+    return [len(ids) for ids in tokenizer(list(sample["prompt"]))["input_ids"]]
+
+
 def load_splits(data: dict[str, Any], *, seed: int):
     """Train and eval datasets in prompt/completion form, plus the detected format.
 

@@ -108,14 +108,10 @@ def attach_lora(base, lora: dict[str, Any], target_modules: list[str]):
     return get_peft_model(base, lora_config(lora, target_modules))
 
 
-def linear_module_names(model: dict[str, Any]) -> list[str]:
-    """Names of the model's linear layers, from its config alone (built on the meta device).
-
-    This is how target-module groups are resolved before any trial, without loading weights.
-    """
+def meta_model(model: dict[str, Any]):
+    """The model built from its config on the meta device: its layers, no weights."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
-    from transformers.pytorch_utils import Conv1D
 
     if tiny_llama.is_builtin(model["name_or_path"]):
         config = tiny_llama.llama_config()
@@ -123,7 +119,17 @@ def linear_module_names(model: dict[str, Any]) -> list[str]:
         config = AutoConfig.from_pretrained(model["name_or_path"], revision=model.get("revision"),
                                             trust_remote_code=model.get("trust_remote_code", False))
     with torch.device("meta"):
-        skeleton = AutoModelForCausalLM.from_config(
+        return AutoModelForCausalLM.from_config(
             config, trust_remote_code=model.get("trust_remote_code", False))
-    return [name for name, mod in skeleton.named_modules()
+
+
+def linear_module_names(model: dict[str, Any]) -> list[str]:
+    """Names of the model's linear layers, from its config alone (built on the meta device).
+
+    This is how target-module groups are resolved before any trial, without loading weights.
+    """
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    return [name for name, mod in meta_model(model).named_modules()
             if isinstance(mod, (torch.nn.Linear, Conv1D))]

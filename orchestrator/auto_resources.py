@@ -1,0 +1,115 @@
+"""``resources.gpu: auto``: how many trials share a GPU, from an estimate of their memory.
+
+The estimate (``trainables/memory_estimate.py``) is taken for the most demanding trial the
+search space allows: every combination of the searched settings that move memory (rank,
+target modules, DoRA, dropout, batch sizes, gradient checkpointing, optimizer), each at its
+largest choice or bound. A GPU of M bytes then holds ``M // (estimate + margin + CUDA
+context)`` trials, and each trial asks Ray for that share of a GPU. With no GPU in the
+cluster, trials run on CPU: as many per node as its cores allow (``resources.cpu`` each), and
+each reserves its estimated RAM (Ray's ``memory`` resource), so no node takes more than its
+memory holds.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+from .config import SweepConfig
+from .errors import UserError
+
+GiB = 2**30
+# Keys of the search space that change a trial's memory.
+MEMORY_KEYS = ("lora.r", "lora.target_modules", "lora.use_dora", "lora.dropout",
+               "training.per_device_train_batch_size", "training.per_device_eval_batch_size",
+               "training.gradient_checkpointing", "training.optim")
+# A CPU trial's process (Python, torch, Ray worker) before it loads anything: its RSS, measured
+# on this project's dev machine (benchmarks/memory_estimate.py prints it).
+CPU_PROCESS_BYTES = 1 * GiB
+GPU_PROBE_TIMEOUT_S = 300
+
+
+def largest_trial(settings: dict[str, Any], derived: dict[str, Any], *, on_gpu: bool):
+    """``(estimate, searched values)`` of the search space's most memory-hungry trial."""
+    from trainables.memory_estimate import estimate, model_shape
+    from trainables.trial import trial_settings
+
+    shape = model_shape(settings["model"])
+    domains = {k: d for k, d in derived["domains"].items() if k in MEMORY_KEYS}
+    names = list(domains)
+    best = None
+    for values in itertools.product(*(domains[k].candidates() for k in names)):
+        searched = dict(zip(names, values))
+        est = estimate(shape, trial_settings(settings, searched), on_gpu=on_gpu)
+        if best is None or est.total > best[0].total:
+            best = (est, searched)
+    return best
+
+
+def gpu_memory_bytes(timeout: float = GPU_PROBE_TIMEOUT_S) -> int:
+    """Total memory of a GPU of the cluster, read on a GPU worker."""
+    import ray
+
+    def total_memory() -> int:
+        import torch
+
+        return int(torch.cuda.get_device_properties(0).total_memory)
+
+    ref = ray.remote(num_gpus=1, num_cpus=0)(total_memory).remote()
+    try:
+        return ray.get(ref, timeout=timeout)
+    except ray.exceptions.GetTimeoutError:
+        ray.cancel(ref, force=True)
+        raise UserError(f"resources.gpu = auto: no GPU worker answered within {timeout:.0f} s, "
+                        f"so the GPU's memory is unknown. Fix: set resources.gpu to a number "
+                        f"(1, or 0.5 to put two trials on a GPU).") from None
+
+
+def cluster_has_gpus() -> bool:
+    from .cluster import alive_nodes, autoscaler_node_types
+
+    return (any(n.get("Resources", {}).get("GPU", 0) for n in alive_nodes())
+            or any(t.resources.get("GPU", 0) and t.max_workers != 0
+                   for t in autoscaler_node_types() or []))
+
+
+def resolve_auto(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, Any], *,
+                 out: Callable[[str], None] = print, has_gpus: bool | None = None,
+                 gpu_bytes: int | None = None) -> SweepConfig:
+    """``cfg`` with ``resources.gpu: auto`` replaced by the share of a GPU a trial takes (or
+    0 and a RAM reservation on CPU). Any other ``cfg`` is returned as it is.
+
+    Raises:
+        UserError: not even one trial fits the GPU, or no GPU worker answered.
+    """
+    if cfg.resources.gpu != "auto":
+        return cfg
+    has_gpus = cluster_has_gpus() if has_gpus is None else has_gpus
+    est, searched = largest_trial(settings, derived, on_gpu=has_gpus)
+    which = (" (" + ", ".join(f"{k}={v}" for k, v in searched.items()) + ")") if searched else ""
+    update: dict[str, Any]
+    if not has_gpus:
+        need = est.total + CPU_PROCESS_BYTES
+        update = {"gpu": 0.0, "memory_gb": cfg.resources.memory_gb or round(need / GiB, 2)}
+        out(f"resources.gpu = auto: no GPU in the cluster, so trials run on CPU, "
+            f"{cfg.resources.cpu:g} core(s) each; the largest trial{which} needs about "
+            f"{est.describe()}, {update['memory_gb']:.2f} GiB of RAM reserved per trial")
+        return cfg.model_copy(update={"resources": cfg.resources.model_copy(update=update)})
+
+    from trainables.memory_estimate import trials_per_gpu
+
+    gpu_bytes = gpu_memory_bytes() if gpu_bytes is None else gpu_bytes
+    per_gpu = trials_per_gpu(est.total, gpu_bytes)
+    if per_gpu == 0:
+        raise UserError(
+            f"resources.gpu = auto: the largest trial{which} needs about {est.describe()}, more "
+            f"than the GPU's {gpu_bytes / GiB:.1f} GiB holds with the CUDA context. Fix: turn "
+            f"on training.gradient_checkpointing, or lower training.per_device_train_batch_size "
+            f"(with gradient_accumulation_steps to keep the batch), data.max_length or lora.r; "
+            f"or set resources.gpu: 1 to try anyway.")
+    share = round(1 / per_gpu, 4)
+    out(f"resources.gpu = auto: the largest trial{which} needs about {est.describe()}; a GPU "
+        f"of {gpu_bytes / GiB:.1f} GiB holds {per_gpu}, so each trial takes {share:g} GPU")
+    update = {"gpu": share}
+    return cfg.model_copy(update={"resources": cfg.resources.model_copy(update=update)})
