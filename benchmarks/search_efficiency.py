@@ -1,0 +1,236 @@
+"""Search efficiency at a fixed budget of training steps: TPE + ASHA vs random search vs defaults.
+
+    python benchmarks/search_efficiency.py [--budget 1920] [--seeds 3] [--max-steps 160] [--keep DIR]
+
+The demo task (examples/demo_cpu.yaml: builtin:tiny-llama in NF4, the pricing data, batch 8,
+max_length 64, cosine, warmup 0.05, max_grad_norm 1.0, an evaluation every max_steps / 8 steps),
+three arms, each a real ``qlora-sweep run`` (local Ray, 2 trials at a time), for seed k in
+0..n-1 with ``search.seed = training.seed = k``:
+
+* TPE + ASHA: Optuna TPE on the cpu-demo search space, ASHA (grace = one eval interval,
+  reduction factor 2), ``num_trials`` 4 x budget / max_steps. The sweep is stopped (SIGINT,
+  as a Ctrl-C) once its trials' reported steps reach the budget: reports after that are not
+  counted anyway, so this only saves wall time, and 4x (not 3x) makes sure it gets there.
+* random, no early stopping: Ray's seeded random sampling of the same space, every trial to
+  max_steps, ``num_trials`` = budget / max_steps.
+* QLoRA paper defaults: one run of r 64, alpha 16, dropout 0.1, lr 2e-4, all linear layers
+  (an empty search space, random, 1 trial); it spends max_steps steps, not the budget.
+
+Neither search arm gets ``search.initial_points`` (the demo's known-good point is prior
+knowledge). The budget is applied offline, the same way to every arm: every report of every
+trial (``trial_*/progress.csv``) is put in time order; "steps spent" at a report is the sum
+over trials of the latest step each had reported by then (steps trained after a trial's last
+report, e.g. before ASHA's stop reached it, are not counted). Figures, median (min-max) over
+the seeds:
+
+* best eval loss: the lowest eval_loss reported with steps spent <= budget;
+* steps to within 2 %: target = 1.02 x the best eval loss any arm reached within budget in any
+  seed; the steps spent at an arm's first report (within budget) at or below it, over the seeds
+  that reached it ("reached k/n");
+* steps spent in all, trials run: what the sweep did before it ended or was stopped;
+* ratios: per seed, then median (min-max) over seeds.
+
+Each sweep's output goes to ``<dir>/arm<i>-seed<k>.log`` (i: 0, 1, 2 as above); with ``--keep DIR`` the sweep dirs stay
+and a rerun of the same command reuses the sweeps that finished (a run cut short goes on).
+Ray's ``timestamp`` is whole seconds; a report's time is refined to ``t0 + time_total_s`` (t0:
+the trial's start, from all its reports), kept within its whole second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.report import ROOT, append, spread, table  # noqa: E402
+
+ARMS = ["TPE + ASHA", "random, no early stopping", "QLoRA paper defaults"]
+
+
+def count(values: list[int]) -> str:
+    """``spread`` for step and trial counts, written out in full (1940, not 1.94e+03)."""
+    return f"{statistics.median(values):g} ({min(values)}-{max(values)})"
+
+
+def config(arm: str, seed: int, *, budget: int, max_steps: int, root: Path, name: str) -> dict:
+    every = max(1, max_steps // 8)
+    cfg = {
+        "model": {"name_or_path": "builtin:tiny-llama",
+                  "quantization": {"mode": "4bit", "quant_type": "nf4", "double_quant": True}},
+        "data": {"train": str(ROOT / "examples/data/pricing_train.jsonl"),
+                 "eval": str(ROOT / "examples/data/pricing_eval.jsonl"), "max_length": 64},
+        "lora": {"r": 8, "dropout": 0.05, "target_modules": "all-linear"},
+        "training": {"max_steps": max_steps, "per_device_train_batch_size": 8,
+                     "eval_steps": every, "logging_steps": max(1, every // 2),
+                     "learning_rate": 1e-3, "warmup_ratio": 0.05, "lr_scheduler_type": "cosine",
+                     "max_grad_norm": 1.0, "seed": seed},
+        "search_space": {"preset": "cpu-demo"},
+        "search": {"algorithm": "random", "num_trials": -(-budget // max_steps), "seed": seed},
+        "scheduler": {"type": "none"},
+        "resources": {"cpu": 1, "gpu": 0},
+        "storage": {"path": str(root), "name": name},
+    }
+    if arm == ARMS[0]:
+        cfg["search"].update(algorithm="optuna", num_trials=4 * -(-budget // max_steps))
+        cfg["scheduler"] = {"type": "asha", "grace_period": every, "reduction_factor": 2}
+    elif arm == ARMS[2]:
+        cfg["lora"] = {"r": 64, "alpha": 16, "dropout": 0.1, "target_modules": "all-linear"}
+        cfg["training"]["learning_rate"] = 2e-4
+        cfg["search_space"], cfg["search"]["num_trials"] = {}, 1
+    return cfg
+
+
+def reports(sweep: Path) -> tuple[list[tuple[float, str, int, float]], int]:
+    """Every eval report ``(time, trial, step, eval_loss)`` in time order, and the trial count."""
+    out, trials = [], 0
+    for path in sorted(sweep.glob("trial_*/progress.csv")):
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r.get("eval_loss") and r.get("time_total_s")]
+        trials += 1
+        if not rows:
+            continue
+        t0 = statistics.median(int(r["timestamp"]) - float(r["time_total_s"]) for r in rows) + 0.5
+        for r in rows:
+            ts = int(r["timestamp"])
+            t = min(max(t0 + float(r["time_total_s"]), ts), ts + 0.999)
+            out.append((t, path.parent.name, int(r["step"]), float(r["eval_loss"])))
+    return sorted(out), trials
+
+
+def spent_curve(events) -> list[tuple[int, float]]:
+    """``(steps spent, eval_loss)`` at each report, in time order."""
+    latest, curve = {}, []
+    for _, trial, step, loss in events:
+        latest[trial] = max(step, latest.get(trial, 0))
+        curve.append((sum(latest.values()), loss))
+    return curve
+
+
+def run_sweep(cfg: dict, root: Path, name: str, *, stop_at: int | None, timeout: float) -> Path:
+    path, log = root / f"{name}.yaml", root / f"{name}.log"
+    path.write_text(yaml.safe_dump(cfg))
+    sweep, stopped = root / name, False
+    shutil.rmtree(sweep, ignore_errors=True)  # a sweep cut short by an earlier run
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "run", str(path)],
+                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        deadline = time.monotonic() + timeout
+        try:
+            while proc.poll() is None:
+                time.sleep(5)
+                if stop_at and not stopped and max([s for s, _ in spent_curve(
+                        reports(sweep)[0])] or [0]) >= stop_at:
+                    proc.send_signal(signal.SIGINT)  # as a Ctrl-C: Tune stops, the driver exits
+                    stopped, deadline = True, min(deadline, time.monotonic() + 300)
+                if time.monotonic() > deadline:
+                    break
+        finally:  # past the deadline, or this script stopped: the sweep must not outlive it
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+    if proc.returncode != 0 and not stopped:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-40:])
+        raise SystemExit(f"{name}: qlora-sweep run exited {proc.returncode} (log {log}):\n{tail}")
+    return sweep
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", type=int, default=1920, help="training steps per arm")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--max-steps", type=int, default=160, help="steps per trial")
+    parser.add_argument("--keep", type=Path, help="keep the sweep dirs here (a rerun with the "
+                        "same --keep reuses the sweeps that finished)")
+    parser.add_argument("--sweep-timeout", type=float, default=5400, help="seconds per sweep")
+    args = parser.parse_args()
+    began = time.perf_counter()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout`: stop the sweep too
+    if args.budget < args.max_steps:
+        parser.error("--budget must be at least --max-steps (one full trial)")
+    root = args.keep or Path(tempfile.mkdtemp(prefix="bench-search-"))
+    root.mkdir(parents=True, exist_ok=True)
+    curves = {arm: [] for arm in ARMS}  # per seed: [(spent, loss)], steps in all, trials
+    for seed in range(args.seeds):
+        for i, arm in enumerate(ARMS):
+            name = f"arm{i}-seed{seed}"
+            cfg = config(arm, seed, budget=args.budget, max_steps=args.max_steps, root=root,
+                         name=name)
+            done = root / f"{name}.done"  # with --keep, a rerun reuses the sweeps it finished
+            if done.is_file() and yaml.safe_load(done.read_text()) == cfg:
+                print(f"seed {seed}, {arm}: reusing {root / name}", flush=True)
+                start, sweep = time.perf_counter(), root / name
+            else:
+                print(f"seed {seed}, {arm}: running ({name})", flush=True)
+                start = time.perf_counter()
+                sweep = run_sweep(cfg, root, name, stop_at=args.budget if i == 0 else None,
+                                  timeout=args.sweep_timeout)
+                done.write_text(yaml.safe_dump(cfg))
+            events, trials = reports(sweep)
+            curve = spent_curve(events)
+            curves[arm].append((curve, curve[-1][0], trials))
+            best = min(loss for s, loss in curve if s <= args.budget)
+            print(f"  {time.perf_counter() - start:.0f} s: {trials} trials, {curve[-1][0]} steps,"
+                  f" best eval loss within budget {best:.4f}", flush=True)
+    if args.keep is None:
+        shutil.rmtree(root, ignore_errors=True)
+
+    best = {arm: [min(l for s, l in c if s <= args.budget) for c, _, _ in curves[arm]]
+            for arm in ARMS}
+    target = 1.02 * min(min(v) for v in best.values())
+    to_target = {arm: [next((s for s, l in c if s <= args.budget and l <= target), None)
+                       for c, _, _ in curves[arm]] for arm in ARMS}
+    n = args.seeds
+
+    def reached(values):
+        hit = [v for v in values if v is not None]
+        return f"{count(hit) if hit else 'not reached'} (reached {len(hit)}/{n})"
+
+    def ratio(a, b):
+        pairs = [x / y for x, y in zip(a, b) if x is not None and y is not None]
+        return (f"**{spread(pairs)}** ({len(pairs)}/{n} seeds)" if pairs
+                else f"n/a (both reached it in 0/{n} seeds)")
+
+    rows = [[arm, count([t for _, _, t in curves[arm]]), count([s for _, s, _ in curves[arm]]),
+             f"{statistics.median(best[arm]):.4f} ({min(best[arm]):.4f}-{max(best[arm]):.4f})",
+             reached(to_target[arm])] for arm in ARMS]
+    rows[2][2] += " (one run: max_steps, not the budget)"
+    body = table(["arm", "trials run", "steps spent in all", "best eval loss within budget",
+                  "steps to within 2 % of the best"], rows)
+    tpe, rnd, dft = ARMS
+    ratios = [["best eval loss, TPE + ASHA / random", ratio(best[tpe], best[rnd])],
+              ["best eval loss, TPE + ASHA / QLoRA defaults", ratio(best[tpe], best[dft])],
+              ["steps to within 2 %, random / TPE + ASHA", ratio(to_target[rnd], to_target[tpe])]]
+    body += "\n\n" + table(["ratio, per seed", "median (min-max)"], ratios)
+    body += (f"\n\nBudget {args.budget} training steps per arm, counted offline from every "
+             f"trial's reports in time order; {args.max_steps} steps per trial, an evaluation "
+             f"every {max(1, args.max_steps // 8)}; {n} seeds (search.seed = training.seed); the "
+             f"demo task (tiny Llama in NF4, pricing data), 2 trials at a time. Target for "
+             f"\"within 2 %\": 1.02 x {target / 1.02:.4f} = {target:.4f}, the best eval loss any "
+             f"arm reached within budget. TPE + ASHA (cpu-demo space, grace "
+             f"{max(1, args.max_steps // 8)}, reduction factor 2, no initial points) is stopped "
+             f"once its reported steps reach the budget; random samples the same space with "
+             f"every trial run to the end; QLoRA defaults: r 64, alpha 16, dropout 0.1, "
+             f"lr 2e-4, all linear layers, one run.")
+    print(f"wall time {time.perf_counter() - began:.0f} s", flush=True)
+    append("Search efficiency at a fixed step budget", body)
+
+
+if __name__ == "__main__":
+    main()
