@@ -158,8 +158,9 @@ def main() -> None:
     body += (f"\n\nAll {len(ratios)} measurements: measured / estimate = **{spread(ratios)}**. "
              f"Model: random Llama, hidden {args.hidden}, {args.layers} layers, NF4 with double "
              f"quantization; 3 steps and an evaluation per measurement, each in a fresh process "
-             f"({args.repeats} repetitions); every example fills max_length. " + __doc__.split(
-                 "\n\n", 2)[2].split("The model")[0].strip())
+             f"({args.repeats} repetitions); every example fills max_length. "
+             + " ".join(__doc__.split("\n\n", 2)[2].split("The model")[0].split()
+                        ).replace("``", "`"))
     append("Trial memory: estimate vs measured peak", body)
 
 
