@@ -24,8 +24,8 @@ GiB = 2**30
 MEMORY_KEYS = ("lora.r", "lora.target_modules", "lora.use_dora", "lora.dropout",
                "training.per_device_train_batch_size", "training.per_device_eval_batch_size",
                "training.gradient_checkpointing", "training.optim")
-# A CPU trial's process (Python, torch, Ray worker) before it loads anything: its RSS, measured
-# on this project's dev machine (benchmarks/memory_estimate.py prints it).
+# A CPU trial's process (Python, torch, Ray worker) before it loads anything: an allowance,
+# not a measured figure.
 CPU_PROCESS_BYTES = 1 * GiB
 GPU_PROBE_TIMEOUT_S = 300
 

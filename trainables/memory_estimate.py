@@ -19,7 +19,7 @@ estimate is the peak of a training step (or of an evaluation batch, if larger):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 GiB = 2**30
@@ -66,7 +66,6 @@ class Estimate:
     logits: int
     eval_peak: int  # the same for an evaluation batch (no gradients kept)
     runtime: int = 0  # on a CPU: the training loop's own allocations
-    parts: dict[str, int] = field(default_factory=dict)
 
     @property
     def train_peak(self) -> int:
@@ -188,8 +187,7 @@ def estimate(shape: Shape, settings: dict[str, Any], *, on_gpu: bool) -> Estimat
     eval_peak = base + lora_params * 4 + eval_tokens * 2 * per_layer + logit_tile(eval_tokens)
     runtime = 0 if on_gpu else CPU_RUNTIME_BYTES
     return Estimate(base=int(base), adapter=int(adapter), activations=int(activations),
-                    logits=int(logits), eval_peak=int(eval_peak + runtime), runtime=runtime,
-                    parts={"lora_params": lora_params, "tokens": tokens})
+                    logits=int(logits), eval_peak=int(eval_peak + runtime), runtime=runtime)
 
 
 def trials_per_gpu(need: int, gpu_bytes: int) -> int:
