@@ -67,3 +67,30 @@ def test_a_trial_on_the_sweeps_tokenized_data_trains_like_one_that_tokenizes(tin
     shared = run_trial({**s, "prepared_data": prepared}, output_dir=tmp_path / "shared")
     assert itself[0]["data_tokenized"] == 1 and shared[0]["data_tokenized"] == 0
     assert _curve(shared) == _curve(itself)
+
+
+def _quantized(model) -> dict[str, torch.Tensor]:
+    import bitsandbytes as bnb
+
+    out = {}
+    for name, module in model.named_modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            name = name.replace("base_model.model.", "").replace(".base_layer", "")
+            out[f"{name}.weight"] = module.weight.data.clone()
+            out[f"{name}.absmax"] = module.weight.quant_state.absmax.clone()
+    return out
+
+
+def test_evaluations_and_checkpoints_leave_the_quantized_base_as_loaded(tiny_model_dir, tmp_path):
+    """bitsandbytes repacks 4-bit weights for its CPU inference kernel on AVX512-BF16 CPUs and
+    re-quantizes them on saving; the trainable keeps them as loaded (trainables/model.py)."""
+    from trainables.model import load_base_model
+
+    s = {**settings(max_steps=6, eval_steps=3, logging_steps=3), "warm_start": True}
+    warm.forget()
+    run_trial(s, output_dir=tmp_path / "trial")  # evaluates and checkpoints twice
+    kept = _quantized(warm._detach())
+    fresh = _quantized(load_base_model(s["model"]))
+    assert kept.keys() == fresh.keys() and len(kept) == 2 * 28  # 4 layers x 7 linear
+    assert all(torch.equal(kept[k], fresh[k]) for k in fresh)
+    warm.forget()

@@ -82,7 +82,25 @@ def load_base_model(model: dict[str, Any], *, for_training: bool = True):
     if quant["mode"] != "none" and for_training:
         # Casts norms to fp32 and enables input grads; gradient checkpointing is our own switch.
         base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
+    _keep_cpu_weights_as_loaded(base)
     return base
+
+
+def _keep_cpu_weights_as_loaded(base) -> None:
+    """Turn off bitsandbytes' CPU inference layout for 4-bit layers.
+
+    On a CPU with AVX512-BF16, bitsandbytes repacks a 4-bit weight for a faster kernel at its
+    first no-grad forward in eval mode (an evaluation) and packs it back when the model is
+    saved (a checkpoint), re-quantizing the double-quantized scales on the way: the frozen
+    base weights would drift at every evaluation and checkpoint, differ between a trial and
+    the one after it in a reused worker, and differ between CPUs. Every forward then uses
+    the layout the model was quantized in.
+    """
+    import bitsandbytes as bnb
+
+    for module in base.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 def lora_config(lora: dict[str, Any], target_modules: list[str]):
