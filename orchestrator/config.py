@@ -163,6 +163,12 @@ class SchedulerSection(Section):
     reduction_factor: float = Field(2.0, gt=1, description="ASHA keeps 1/reduction_factor per rung.")
     max_t: int | None = Field(None, gt=0, description="Last ASHA rung, in steps; default: "
                               "training.max_steps.")
+    early_eval_samples: int | None = Field(
+        None, ge=1, description="Evaluate on a fixed random subset of this many eval examples "
+        "(the same for every trial) before ASHA's last stopping rung, and on the whole eval set "
+        "from there on: early rungs, where most trials stop, rank trials on the subset, for less "
+        "eval time. The metric's own columns hold whole-set values only (NaN at subset "
+        "evaluations); ASHA and the searcher rank on search_value. Unset: always the whole set.")
 
 
 class ResourcesSection(Section):

@@ -32,11 +32,16 @@ def progress_reporter(cfg: SweepConfig, derived: dict[str, Any], sweep_dir: str)
     Needs ``RAY_AIR_NEW_OUTPUT=0`` (set by ``run_sweep``): Ray's newer console output cannot
     rename columns and points TensorBoard at Ray's staging folder instead of the sweep dir.
     """
-    metric = cfg.search.metric
+    metric, rank_key = cfg.search.metric, derived["rank_key"]
+    columns = {"step": "step", metric: metric, "train_loss": "train_loss"}
+    ranked = {}
+    if rank_key != metric:  # scheduler.early_eval_samples: the Tuner has no metric to pass on
+        columns[rank_key] = f"{metric} (ranked)"
+        ranked = {"metric": rank_key, "mode": derived["mode"]}
     return SweepReporter(
         sweep_dir=sweep_dir,
         parameter_columns={k: short_name(k) for k in derived["domains"]},
-        metric_columns={"step": "step", metric: metric, "train_loss": "train_loss"},
-        sort_by_metric=True,  # metric and mode come from TuneConfig
-        max_report_frequency=30, max_column_length=24,
+        metric_columns=columns,
+        sort_by_metric=True,  # metric and mode come from TuneConfig unless ranked here
+        max_report_frequency=30, max_column_length=24, **ranked,
     )

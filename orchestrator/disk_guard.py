@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from ray.tune import Callback
 
+from trainables.metrics import SEARCH_VALUE
 from trainables.storage import tree_bytes
 
 WARN_FRACTION = 0.8
@@ -25,13 +26,18 @@ class DiskGuard(Callback):
         self._sweep_dir, self._metric, self._max_steps = sweep_dir, metric, max_steps
         self._better = min if mode == "min" else max
         self._max_bytes, self._out = max_bytes, out
-        self._reported: dict[str, list[tuple[float, str]]] = {}
+        self._reported: dict[str, list[tuple[int, float, str]]] = {}
         self._said: set[str] = set()
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
-        value, name = result.get(self._metric), result.get("checkpoint_dir_name")
-        if isinstance(value, (int, float)) and math.isfinite(value) and name:
-            self._reported.setdefault(trial.trial_id, []).append((float(value), name))
+        name = result.get("checkpoint_dir_name")
+        # A whole-eval-set value ranks above any on the eval subset (search_value, with
+        # scheduler.early_eval_samples), which counts only for a trial that has no other.
+        for rank, key in ((0, self._metric), (1, SEARCH_VALUE)):
+            value = result.get(key)
+            if isinstance(value, (int, float)) and math.isfinite(value) and name:
+                self._reported.setdefault(trial.trial_id, []).append((rank, float(value), name))
+                break
         if result.get("checkpoint_skipped"):
             self._say("full", f"warning: {result['checkpoint_skipped']}")
 
@@ -52,9 +58,11 @@ class DiskGuard(Callback):
         from trainables.checkpoints import corrupt_names
 
         corrupt = corrupt_names(trial.storage.storage_filesystem, trial.storage.trial_fs_path)
-        usable = [vn for vn in reported if vn[1] not in corrupt]
+        usable = [rvn for rvn in reported if rvn[2] not in corrupt]
         if usable:
-            prune_checkpoints(trial, keep=self._better(usable, key=lambda vn: vn[0])[1])
+            rank = min(r for r, _, _ in usable)
+            same = [rvn for rvn in usable if rvn[0] == rank]
+            prune_checkpoints(trial, keep=self._better(same, key=lambda rvn: rvn[1])[2])
 
     def _say(self, key: str, text: str) -> None:
         if key not in self._said:

@@ -13,6 +13,7 @@ from typing import Any
 
 from search_spaces.domains import short_name
 from trainables.checkpoints import corrupt_names
+from trainables.metrics import SEARCH_VALUE
 
 
 def error_summary(error: BaseException | str | None) -> str:
@@ -68,6 +69,12 @@ def trial_rows(results, *, metric: str, mode: str, max_steps: int,
         else:
             status = "stopped_early"
         best_value, best_step = (better(history, key=lambda vs: vs[0]) if history else (None, None))
+        # scheduler.early_eval_samples: a trial stopped before any whole-set evaluation has
+        # only its values on the eval subset; shown apart, never ranked with whole-set ones.
+        subset = []
+        if not history and df is not None and SEARCH_VALUE in df.columns:
+            subset = [float(v) for v in df[SEARCH_VALUE]
+                      if v is not None and math.isfinite(float(v))]
         checkpoint, at = None, {}
         ranked = [(c, m) for c, m in (result.best_checkpoints or [])
                   if m.get(metric) is not None and math.isfinite(float(m[metric]))
@@ -81,15 +88,19 @@ def trial_rows(results, *, metric: str, mode: str, max_steps: int,
                     "error": error_summary(result.error), "checkpoint_path": checkpoint,
                     # The checkpoint's own evaluation: the best one unless storage.max_gb
                     # stopped checkpoints before the trial's best step.
-                    "checkpoint_value": at.get(metric), "checkpoint_step": at.get("step")})
+                    "checkpoint_value": at.get(metric), "checkpoint_step": at.get("step"),
+                    "subset_value": better(subset) if subset else None})
         rows.append(row)
-    rows.sort(key=lambda r: (r[f"best_{metric}"] is None,
-                             (r[f"best_{metric}"] or 0) * (1 if mode == "min" else -1)))
+    rows.sort(key=lambda r: (r[f"best_{metric}"] is None, r["subset_value"] is None,
+                             (r[f"best_{metric}"] if r[f"best_{metric}"] is not None
+                              else r["subset_value"] or 0) * (1 if mode == "min" else -1)))
     return rows
 
 
 def write_leaderboard(rows: list[dict], path: Path, *, metric: str, searched: list[str]) -> None:
     fields = ["trial_id", "status", *searched, f"best_{metric}", "best_step", "steps_run", "error"]
+    if any(r.get("subset_value") is not None for r in rows):
+        fields.insert(fields.index("best_step"), "subset_value")
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
@@ -147,8 +158,11 @@ def leaderboard_cells(rows: list[dict], *, metric: str, searched: list[str],
         value = r[f"best_{metric}"]
         delta = (f"{value - base_value:+.4g}" if value is not None and base_value is not None
                  else "-")
+        shown = _fmt(value)
+        if value is None and r.get("subset_value") is not None:
+            shown = f"{_fmt(r['subset_value'])} (subset)"
         table.append([str(i), r["trial_id"], _status_text(r), *[_fmt(r.get(k)) for k in searched],
-                      _fmt(value), delta, _fmt(r["best_step"]), _fmt(r["steps_run"])])
+                      shown, delta, _fmt(r["best_step"]), _fmt(r["steps_run"])])
     if base_value is not None:
         table.append(["", "base model", "baseline", *["" for _ in searched], _fmt(base_value),
                       "", "", "0"])

@@ -16,12 +16,13 @@ from .status import driver_gone
 from .sweep_dir import SweepDir, open_sweep
 
 
-def _histories(sweep: SweepDir) -> list[tuple[str, int, float, float]]:
-    """Every reported ``(trial_id, step, metric value, timestamp)`` of the sweep."""
+def _histories(sweep: SweepDir, key: str) -> list[tuple[str, int, float, float]]:
+    """Every reported ``(trial_id, step, value, timestamp)`` of the sweep, the value being
+    what ASHA ranks on (``key``: the metric, or ``search_value``)."""
     out = []
     for row in sweep.leaderboard():
         for h in sweep.history(row["trial_id"]):
-            value = h.get(sweep.metric)
+            value = h.get(key)
             if isinstance(value, (int, float)) and math.isfinite(value):
                 out.append((row["trial_id"], int(h["step"]), float(value),
                             float(h.get("timestamp") or 0)))
@@ -159,7 +160,8 @@ def resume_sweep(path: str, overrides: list[str] = (), *, address: str | None = 
             _record_extension(sweep, cfg)
         try:
             tuner = restore_tuner(cfg, derived, settings, sweep_dir=str(sweep.path),
-                                  histories=_histories(sweep), extend_to=extend_to,
+                                  histories=_histories(sweep, derived["rank_key"]),
+                                  extend_to=extend_to,
                                   new_study=study, remote=sweep.remote)
             out(f"watch it:  qlora-sweep status {sweep.where} --watch")
             loc = Location(sweep.where.rsplit("/", 1)[0], sweep.name, sweep.path, sweep.remote)

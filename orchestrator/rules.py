@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,46 @@ from pydantic import ValidationError
 from search_spaces import SpaceError, merge_space, parse_space
 from search_spaces.domains import Domain, encode_choice
 
+from trainables.metrics import SEARCH_VALUE
+
 from .config import SEARCHABLE_SECTIONS, SweepConfig, searchable_keys, suggest
+
+
+def asha_rungs(grace_period: int, max_t: int, reduction_factor: float) -> list[int]:
+    """The steps at which ASHA compares trials (its milestones), lowest first; the last is
+    ``max_t``, where trials end rather than stop."""
+    count = int(math.log(max_t / grace_period) / math.log(reduction_factor) + 1)
+    return [int(grace_period * reduction_factor ** k) for k in range(count)]
+
+
+def _early_eval(cfg: SweepConfig, max_t: int, grace: int) -> tuple[int | None, list[str]]:
+    """``(first step evaluated on the whole eval set, problems)`` for
+    ``scheduler.early_eval_samples``: the last rung where ASHA can stop a trial."""
+    samples = cfg.scheduler.early_eval_samples
+    if samples is None:
+        return None, []
+    name = f"scheduler.early_eval_samples = {samples}"
+    if cfg.scheduler.type != "asha":
+        return None, [f"{name} with scheduler.type = {cfg.scheduler.type!r}: the subset only "
+                      f"serves ASHA's early rungs. Fix: remove early_eval_samples, or use "
+                      f"scheduler.type: asha."]
+    if cfg.search.metric == "train_loss":
+        return None, [f"{name} with search.metric = train_loss: the sweep ranks on the training "
+                      f"loss, which no evaluation changes. Fix: remove early_eval_samples."]
+    problems = []
+    if cfg.data.max_eval_samples is not None and samples >= cfg.data.max_eval_samples:
+        problems.append(f"{name} is not below data.max_eval_samples = "
+                        f"{cfg.data.max_eval_samples}: the subset would be the whole eval set. "
+                        f"Fix: use fewer (e.g. {max(1, cfg.data.max_eval_samples // 4)}) or "
+                        f"remove early_eval_samples.")
+    stopping = [r for r in asha_rungs(grace, max_t, cfg.scheduler.reduction_factor) if r < max_t]
+    if not stopping:
+        problems.append(f"{name} with scheduler.grace_period = {grace} and max_t = {max_t}: "
+                        f"ASHA has no rung before the end, so every evaluation would be on the "
+                        f"whole set anyway. Fix: lower grace_period, or remove "
+                        f"early_eval_samples.")
+        return None, problems
+    return stopping[-1], problems
 
 
 def _parse(raw: dict | str) -> tuple[dict[str, Domain], list[str]]:
@@ -115,6 +155,10 @@ def check_rules(cfg: SweepConfig, *, base_dir: Path) -> tuple[dict[str, Any], li
                             f"{cfg.training.max_steps}: no trial runs that long. Fix: leave "
                             f"max_t unset or <= max_steps.")
 
+    full_eval_from, early_problems = ((None, []) if grace > max_t
+                                      else _early_eval(cfg, max_t, grace))
+    problems += early_problems
+
     if cfg.resources.accelerator_type and cfg.resources.gpu == 0:
         problems.append(f"resources.accelerator_type = {cfg.resources.accelerator_type!r} with "
                         f"resources.gpu = 0: an accelerator type only constrains GPU trials. "
@@ -133,6 +177,10 @@ def check_rules(cfg: SweepConfig, *, base_dir: Path) -> tuple[dict[str, Any], li
         "mode": cfg.search.resolved_mode,
         "max_t": max_t,
         "grace_period": grace,
+        # scheduler.early_eval_samples: evaluations before this step use the subset, and
+        # ASHA and the searcher rank on SEARCH_VALUE instead of the metric.
+        "full_eval_from": full_eval_from,
+        "rank_key": SEARCH_VALUE if full_eval_from else cfg.search.metric,
         "train_path": local(cfg.data.train.path) if cfg.data.train.is_local else None,
         "eval_path": (local(cfg.data.eval.path) if cfg.data.eval and cfg.data.eval.is_local
                       else None),

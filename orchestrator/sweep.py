@@ -50,7 +50,16 @@ def preflight(cfg: SweepConfig, derived: dict[str, Any]) -> dict[str, Any]:
         "target_groups": target_groups,
         "threads": max(1, int(cfg.resources.cpu)),
         "warm_start": cfg.resources.warm_start,
+        "early_eval": early_eval(cfg, derived),
     }
+
+
+def early_eval(cfg: SweepConfig, derived: dict[str, Any]) -> dict[str, Any] | None:
+    """What a trial needs for ``scheduler.early_eval_samples`` (``trainables/early_eval.py``)."""
+    if not derived.get("full_eval_from"):
+        return None
+    return {"samples": cfg.scheduler.early_eval_samples, "full_from": derived["full_eval_from"],
+            "metric": cfg.search.metric, "seed": cfg.search.seed}
 
 
 @dataclass

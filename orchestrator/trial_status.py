@@ -26,12 +26,6 @@ STATUS_FILE = "status.json"
 _RAY_STATES = {"PENDING": "pending", "RUNNING": "running", "PAUSED": "paused"}
 
 
-def asha_rungs(grace_period: int, max_t: int, reduction_factor: float) -> list[int]:
-    """The steps at which ASHA compares trials (its milestones), lowest first."""
-    count = int(math.log(max_t / grace_period) / math.log(reduction_factor) + 1)
-    return [int(grace_period * reduction_factor ** k) for k in range(count)]
-
-
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 

@@ -28,9 +28,10 @@ def optuna_storage(sweep_dir: str):
 
 
 def search_alg(cfg: SweepConfig, *, sweep_dir: str, concurrency: int, name: str,
-               with_initial_points: bool = True):
+               with_initial_points: bool = True, rank_key: str | None = None):
     """``with_initial_points=False``: a study for a changed space, whose initial points were
-    already evaluated in the first one."""
+    already evaluated in the first one. ``rank_key``: the result key Optuna ranks on when it
+    is not the metric (``search_value``, with ``scheduler.early_eval_samples``)."""
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -41,9 +42,11 @@ def search_alg(cfg: SweepConfig, *, sweep_dir: str, concurrency: int, name: str,
 
         sampler = optuna.samplers.TPESampler(seed=cfg.search.seed,
                                              n_startup_trials=max(2, min(5, cfg.search.num_trials // 3)))
+        ranked = ({"metric": rank_key, "mode": cfg.search.resolved_mode}
+                  if rank_key and rank_key != cfg.search.metric else {})
         alg = OptunaSearch(points_to_evaluate=points, sampler=sampler,
                            storage=optuna_storage(sweep_dir),
-                           study_name=name)
+                           study_name=name, **ranked)
         return ConcurrencyLimiter(alg, max_concurrent=concurrency)
     # random and grid both sample with Tune's own generator (seeded)
     return BasicVariantGenerator(points_to_evaluate=points, max_concurrent=concurrency,
@@ -55,9 +58,17 @@ def scheduler(cfg: SweepConfig, derived: dict[str, Any]):
         return None
     from ray.tune.schedulers import ASHAScheduler
 
+    # Ranking on search_value (scheduler.early_eval_samples) names it here, and the Tuner is
+    # given no metric: Ray takes the metric from one place or the other, not both.
+    ranked = ({"metric": derived["rank_key"], "mode": derived["mode"]}
+              if _own_rank_key(cfg, derived) else {})
     return ASHAScheduler(time_attr="step", max_t=derived["max_t"],
                          grace_period=derived["grace_period"],
-                         reduction_factor=cfg.scheduler.reduction_factor)
+                         reduction_factor=cfg.scheduler.reduction_factor, **ranked)
+
+
+def _own_rank_key(cfg: SweepConfig, derived: dict[str, Any]) -> bool:
+    return derived.get("rank_key", cfg.search.metric) != cfg.search.metric
 
 
 def _callbacks(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, Any], *,
@@ -71,7 +82,8 @@ def _callbacks(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, An
 
     from .disk_guard import DiskGuard
     from .tensorboard_log import TensorBoardCallback
-    from .trial_status import StatusCallback, asha_rungs
+    from .rules import asha_rungs
+    from .trial_status import StatusCallback
 
     searched = list(derived["domains"])
 
@@ -155,7 +167,7 @@ def restore_tuner(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str,
             tuner._local_tuner._param_space = param_space(derived)
             searcher = search_alg(cfg, sweep_dir=sweep_dir, name=new_study,
                                   concurrency=searcher.max_concurrent,
-                                  with_initial_points=False)
+                                  with_initial_points=False, rank_key=derived["rank_key"])
         tune_config.search_alg = ExtendedSearch(
             searcher, total=extend_to,
             space=param_space(derived) if new_study is not None else None)
@@ -179,6 +191,7 @@ def build_tuner(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, A
 
     grid = cfg.search.algorithm == "grid"
     metric, mode = cfg.search.metric, derived["mode"]
+    own = _own_rank_key(cfg, derived)  # scheduler and searcher name their key themselves
     if trainable is not None:
         from .cluster import trial_request
 
@@ -187,10 +200,10 @@ def build_tuner(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, A
         trainable or _trainable(cfg, settings),
         param_space=param_space(derived, grid=grid),
         tune_config=tune.TuneConfig(
-            metric=metric,
-            mode=mode,
+            metric=None if own else metric,
+            mode=None if own else mode,
             search_alg=search_alg(cfg, sweep_dir=sweep_dir, concurrency=concurrency,
-                                  name=name),
+                                  name=name, rank_key=derived["rank_key"]),
             scheduler=scheduler(cfg, derived),
             num_samples=1 if grid else cfg.search.num_trials,
             trial_name_creator=lambda t: f"trial_{t.trial_id}",

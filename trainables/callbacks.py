@@ -36,6 +36,8 @@ class ReportCallback(TrainerCallback):
         self._first_step: float | None = None
         self._should_stop = should_stop
         self.extra: dict = {}  # reported with every evaluation (how the trial started)
+        self.eval_size: Callable[[], int] | None = None  # rows in the eval set just evaluated
+        self.early = None  # trainables.early_eval.EarlyEval, with scheduler.early_eval_samples
         self._eval: dict | None = None
         self._train_loss: float | None = None
         self._lr: float | None = None
@@ -109,6 +111,10 @@ class ReportCallback(TrainerCallback):
             "start_seconds": (self._first_step or now) - self._started,
             **self.extra,
         }
+        if self.eval_size is not None:
+            metrics["eval_samples"] = self.eval_size()
+        if self.early is not None:
+            metrics = self.early.adjust(metrics)
         self.history.append(metrics)
         self._eval = None
         self._report(metrics, os.path.join(args.output_dir, f"checkpoint-{step}"))

@@ -9,6 +9,10 @@ OPTIMIZABLE = {
     "eval_mean_token_accuracy": "max",
     "train_loss": "min",
 }
+# With scheduler.early_eval_samples: the metric on the eval set a trial just evaluated (a fixed
+# subset before ASHA's last stopping rung, all of it after), which ASHA and the searcher rank
+# on; the metric's own column is NaN at subset evaluations (trainables/early_eval.py).
+SEARCH_VALUE = "search_value"
 # Everything in a report but ``step`` (ASHA's time attribute and every curve's x axis), with
 # its TensorBoard tag. ``peak_memory_mb`` is GPU memory on a GPU, else the process's peak RSS.
 TENSORBOARD_TAGS = {
@@ -20,4 +24,5 @@ TENSORBOARD_TAGS = {
     "eval_perplexity": "eval/perplexity",
     "eval_mean_token_accuracy": "eval/mean_token_accuracy",
     "peak_memory_mb": "system/peak_memory_mb",
+    SEARCH_VALUE: "search/value",
 }

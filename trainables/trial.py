@@ -183,6 +183,12 @@ def run_trial(settings: dict[str, Any], *, output_dir: str | os.PathLike,
                               should_stop=should_stop)
     trainer = build_trainer(settings, str(output_dir), callbacks=[callback])
     callback.extra.update(trainer.qlora_start)
+    callback.eval_size = lambda: len(trainer.eval_dataset)
+    if settings.get("early_eval"):
+        from .early_eval import EarlyEval
+
+        callback.early = EarlyEval(trainer, settings["early_eval"])
+        trainer.add_callback(callback.early)
     trainer.train(resume_from_checkpoint=resume_from)
     return callback.history
 
