@@ -1,7 +1,7 @@
 """``scheduler.early_eval_samples``: does an eval subset keep ASHA's early-rung ranking, and what
 does it save?
 
-    python benchmarks/early_eval.py [--trials 8] [--rungs 20 40] [--sizes 25 50 100] [--subsets 3]
+    python benchmarks/early_eval.py [--trials 12] [--rungs 20 40] [--sizes 25 50 100] [--subsets 3] [--lr 1e-4 1e-2]
 
 ``--trials`` configurations are drawn (seeded) from the demo's search space (``cpu-demo``: r,
 alpha ratio, dropout, target modules, learning rate) and each is trained, with the trainable's
@@ -40,12 +40,12 @@ GROUPS = {"attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
 GROUPS["all-linear"] = GROUPS["attention"] + GROUPS["mlp"]
 
 
-def draw(rng: random.Random) -> dict:
-    """One configuration from search_spaces/cpu-demo.yaml."""
+def draw(rng: random.Random, lr: tuple[float, float]) -> dict:
+    """One configuration from search_spaces/cpu-demo.yaml (learning rates in ``lr``)."""
     return {"lora.r": rng.choice([4, 8, 16]), "lora.alpha_ratio": rng.choice([1.0, 2.0, 4.0]),
             "lora.dropout": rng.choice([0.0, 0.05]),
             "lora.target_modules": rng.choice(["attention", "mlp", "all-linear"]),
-            "training.learning_rate": math.exp(rng.uniform(math.log(1e-4), math.log(1e-2)))}
+            "training.learning_rate": math.exp(rng.uniform(math.log(lr[0]), math.log(lr[1])))}
 
 
 def ranks(values: list[float]) -> list[float]:
@@ -127,16 +127,19 @@ def train(searched: dict, *, rungs: list[int], sizes: list[int], subsets: int, m
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--rungs", type=int, nargs="+", default=[20, 40])
     parser.add_argument("--sizes", type=int, nargs="+", default=[25, 50, 100])
     parser.add_argument("--subsets", type=int, default=3, help="subsets drawn per size")
     parser.add_argument("--max-steps", type=int, default=160,
                         help="steps the learning-rate schedule is for (the demo's)")
+    parser.add_argument("--lr", type=float, nargs=2, default=[1e-4, 1e-2],
+                        help="learning-rate range (the demo's by default; narrower: closer "
+                             "trials, a harder ranking)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rng = random.Random(args.seed)
-    configs = [draw(rng) for _ in range(args.trials)]
+    configs = [draw(rng, tuple(args.lr)) for _ in range(args.trials)]
     out = Path(tempfile.mkdtemp(prefix="bench-early-eval-"))
     trials = []
     try:
@@ -174,7 +177,8 @@ def main() -> None:
     body = table(["subset rows", "rung step", "Spearman rho, subset vs whole",
                   "same ASHA decision (rf 2)", "whole-set best kept", "eval time subset / whole"],
                  rows)
-    body += (f"\n\n{args.trials} trials drawn (seed {args.seed}) from the cpu-demo space, "
+    body += (f"\n\n{args.trials} trials drawn (seed {args.seed}) from the cpu-demo space "
+             f"(learning rate {args.lr[0]:g}-{args.lr[1]:g}), "
              f"builtin tiny Llama (NF4), demo pricing data with {eval_rows} rows held out as "
              f"the eval set, batch 8, a cosine schedule over {args.max_steps} steps; at steps {args.rungs} each trial is "
              f"evaluated on the whole eval set and on {args.subsets} subsets of each size "
