@@ -83,12 +83,14 @@ def test_interrupt_and_kill_the_driver_then_resume_loses_nothing(tiny_model_dir,
     try:
         status = _wait_for(sweep, running_with(1), resumed, "the second trial")
         first = next(t for t in status["trials"] if t["ended_at"])
-        first_rows = (sweep / f"trial_{first['trial_id']}" / "progress.csv").read_text()
         time.sleep(1)
         # Whether Ray's own record of the experiment has the first trial's end yet (it is
         # only ever updated towards it): if not, the restored Tuner trains its last interval
-        # again (README: When things fail).
+        # again (README: When things fail). Ray copies the trial's progress.csv to the sweep
+        # dir with that record, so it is read after.
         recorded_end = _recorded_status(sweep, first["trial_id"]) == "TERMINATED"
+        time.sleep(1)
+        first_rows = (sweep / f"trial_{first['trial_id']}" / "progress.csv").read_text()
         resumed.kill()
         resumed.communicate(timeout=120)
     finally:
@@ -109,7 +111,10 @@ def test_interrupt_and_kill_the_driver_then_resume_loses_nothing(tiny_model_dir,
     assert len({r["trial_id"] for r in rows}) == 2  # every trial exactly once
     assert all(r["status"] in ("completed", "stopped_early") for r in rows), rows
     # The trial finished before the driver was killed was not run again; unless it ended
-    # after Ray's last snapshot: then only its last interval was trained again.
+    # after Ray's last snapshot: then it trained again from that snapshot's checkpoint
+    # (README: When things fail). The rows read above are the sweep dir's copy, which Ray
+    # updates with its snapshots: the rows trained again either repeat their tail, or follow
+    # it where the killed driver's last rows never reached the sweep dir.
     after = (sweep / f"trial_{first['trial_id']}" / "progress.csv").read_text()
     if recorded_end:
         assert after == first_rows
@@ -117,9 +122,10 @@ def test_interrupt_and_kill_the_driver_then_resume_loses_nothing(tiny_model_dir,
         assert after.startswith(first_rows)
         again = [int(r["step"]) for r in csv.DictReader(io.StringIO(after))]
         done = [int(r["step"]) for r in csv.DictReader(io.StringIO(first_rows))]
-        extra = again[len(done):]  # the steps after the snapshot's checkpoint, again
-        assert again[:len(done)] == done and extra == done[len(done) - len(extra):], (done,
-                                                                                   again)
+        extra = again[len(done):]  # the steps after the snapshot's checkpoint
+        assert again[:len(done)] == done, (done, again)
+        assert (extra == done[len(done) - len(extra):]
+                or extra and extra[0] > done[-1] and again[-1] == 30), (done, again)
     # The interrupted trials went on from their checkpoints, not from step 0.
     for row in rows:
         steps = [int(r["step"]) for r in
@@ -147,7 +153,7 @@ def test_interrupt_and_kill_the_driver_then_resume_loses_nothing(tiny_model_dir,
 
     cfg, derived = load_config(str(sweep / "sweep.yaml"), [])
     asha = scheduler(cfg, derived)
-    replay_asha(asha, _histories(open_sweep(sweep)), mode="min")
+    replay_asha(asha, _histories(open_sweep(sweep), derived["rank_key"]), mode="min")
     rung20 = dict(asha._brackets[0]._rungs)[20]
     for row in rows:
         first_at_20 = next(float(r["eval_loss"]) for r in csv.DictReader(
