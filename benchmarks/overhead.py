@@ -94,16 +94,30 @@ def main() -> None:
         phase.append(p)
         print(f"repeat {i + 1}: plain {sum(scripts):.1f} s / {concurrency} = {ideal[-1]:.1f} s; "
               f"sweep {w:.1f} s, its trials {p:.1f} s", flush=True)
+    import math
+    import statistics
+
+    fixed = [w - p for w, p in zip(whole, phase)]
+    per_trial = statistics.median(p / d for p, d in zip(phase, ideal))
+    # whole(N) ~ per_trial x N x t / c + fixed: the N from which whole / ideal <= 1.05.
+    t = statistics.median(each)
+    reach = (math.ceil(statistics.median(fixed) * concurrency / (t * (1.05 - per_trial)))
+             if per_trial < 1.05 else None)
     body = table(["", "seconds, median (min-max)"], [
         ["one plain training script", spread(each)],
         [f"plain scripts back-to-back / {concurrency}", spread(ideal)],
         ["`qlora-sweep run`, whole command", spread(whole)],
         ["`qlora-sweep run`, trials phase", spread(phase)],
         ["**whole command / ideal**", f"**{spread([w / d for w, d in zip(whole, ideal)])}**"],
-        ["**trials phase / ideal**", f"**{spread([p / d for p, d in zip(phase, ideal)])}**"]])
+        ["**trials phase / ideal**", f"**{spread([p / d for p, d in zip(phase, ideal)])}**"],
+        ["fixed cost: whole command - trials phase", spread(fixed)],
+        ["whole command / ideal <= 1.05 from (projected)",
+         f"{reach} trials of this length" if reach else "never: the trials phase is over 1.05"]])
     body += (f"\n\n{args.trials} identical trainings of {args.steps} steps (tiny Llama, NF4, "
              f"batch 8, an evaluation and a checkpoint every {args.steps // 4} steps), "
-             f"{concurrency} at a time in the sweep; {args.repeats} repetitions.")
+             f"{concurrency} at a time in the sweep; {args.repeats} repetitions. The "
+             f"projection: whole(N) = (trials phase / ideal) x N x (one script) / "
+             f"{concurrency} + the fixed cost, both measured here.")
     append("Orchestration overhead", body)
 
 
