@@ -112,11 +112,15 @@ class SweepDir:
             row = {"trial_id": t["trial_id"], "status": t["status"], **t["config"],
                    f"best_{metric}": t["best_value"], "best_step": t["best_step"],
                    "steps_run": t["steps_run"], "rung": t.get("rung"), "error": t["error"],
-                   "retries": t.get("retries", 0)}
+                   "retries": t.get("retries", 0), "subset_value": t.get("subset_value")}
             rows.append(row)
         order = {"running": 0, "paused": 1, "pending": 2}
-        rows.sort(key=lambda r: (r[f"best_{metric}"] is None,
-                                 sign * (r[f"best_{metric}"] or 0), order.get(r["status"], 3)))
+        # Whole-set values first; then trials with only eval-subset values
+        # (scheduler.early_eval_samples), which are never ranked among them.
+        rows.sort(key=lambda r: (r[f"best_{metric}"] is None, r["subset_value"] is None,
+                                 sign * (r[f"best_{metric}"] if r[f"best_{metric}"] is not None
+                                         else r["subset_value"] or 0),
+                                 order.get(r["status"], 3)))
         return rows
 
     def history(self, trial_id: str) -> list[dict[str, Any]]:

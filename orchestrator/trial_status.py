@@ -18,6 +18,8 @@ from typing import Any
 
 from ray.tune import Callback
 
+from trainables.metrics import SEARCH_VALUE
+
 from .results import error_summary, write_json
 
 WRITE_EVERY_S = 1.0
@@ -145,6 +147,12 @@ class StatusCallback(Callback):
             entry["last_value"] = float(value)
             if entry["best_value"] is None or self._better(entry["best_value"], value) == value:
                 entry.update(best_value=float(value), best_step=step)
+        else:  # scheduler.early_eval_samples: an evaluation on the eval subset
+            ranked = result.get(SEARCH_VALUE)
+            if isinstance(ranked, (int, float)) and math.isfinite(ranked):
+                seen = entry.get("subset_value")
+                entry["subset_value"] = (float(ranked) if seen is None
+                                         else float(self._better(seen, ranked)))
         self._write()
 
     def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:

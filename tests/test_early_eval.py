@@ -111,6 +111,14 @@ def test_a_sweep_ranks_early_rungs_on_the_subset(tmp_path, tiny_model_dir):
             if step >= 20:
                 assert float(rep["eval_loss"]) == float(rep["search_value"])
 
+    # status (from status.json) shows the stopped trial's subset value apart, too.
+    listed = json.loads(cli("status", str(sweep), "--format", "json").stdout)["trials"]
+    stopped = next(t for t in listed if t["trial_id"] == poor[0]["trial_id"])
+    assert stopped["best_eval_loss"] is None
+    assert stopped["subset_value"] == pytest.approx(float(poor[0]["subset_value"]))
+    assert listed[-1] is stopped
+    assert "(subset)" in cli("status", str(sweep)).stdout
+
     best = json.loads((sweep / "best.json").read_text())
     assert best["step"] >= 20 and math.isfinite(best["value"])
     assert float(rows[best["trial_id"]]["best_eval_loss"]) == best["value"]
