@@ -80,6 +80,7 @@ class StatusCallback(Callback):
     def setup(self, **info) -> None:
         # Here, not in __init__: the Tuner pickles its callbacks, and a resumed sweep must
         # continue the file as it is now.
+        self._staging_cleared = False
         previous = json.loads(self._path.read_text()) if self._path.is_file() else {}
         self._trials = {t["trial_id"]: t for t in previous.get("trials", [])}
         self._data = {
@@ -115,6 +116,17 @@ class StatusCallback(Callback):
         self._data["trials"] = list(self._trials.values())
         write_json(self._path, self._data)
         self._written_at, self._dirty = time.monotonic(), False
+
+    def on_step_begin(self, iteration: int, trials: list, **info) -> None:
+        # A restored Tuner copies the sweep dir's *.json into Ray's staging folder and uploads
+        # that folder to the sweep dir with every snapshot: its copy of this file, as it was
+        # when the sweep was restored, would overwrite the live one. Ours is written here.
+        if getattr(self, "_staging_cleared", True) or not trials:
+            return
+        self._staging_cleared = True
+        staging = getattr(trials[0].storage, "experiment_driver_staging_path", None)
+        if staging:
+            Path(staging, STATUS_FILE).unlink(missing_ok=True)
 
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
         # Trials the searcher has created but Ray has not started are listed as pending.
