@@ -91,10 +91,18 @@ def trial_rows(results, *, metric: str, mode: str, max_steps: int,
                     "checkpoint_value": at.get(metric), "checkpoint_step": at.get("step"),
                     "subset_value": better(subset) if subset else None})
         rows.append(row)
-    rows.sort(key=lambda r: (r[f"best_{metric}"] is None, r["subset_value"] is None,
-                             (r[f"best_{metric}"] if r[f"best_{metric}"] is not None
-                              else r["subset_value"] or 0) * (1 if mode == "min" else -1)))
+    rows.sort(key=lambda r: best_first(r, metric=metric, mode=mode))
     return rows
+
+
+def best_first(row: dict[str, Any], *, metric: str, mode: str) -> tuple:
+    """Sort key of a leaderboard row: rows with a whole-set value, best first; then rows with
+    only an eval-subset value (``scheduler.early_eval_samples``), never ranked among them;
+    then rows with neither."""
+    value, subset = row[f"best_{metric}"], row.get("subset_value")
+    shown = value if value is not None else subset
+    return (value is None, subset is None and value is None,
+            (shown or 0) * (1 if mode == "min" else -1))
 
 
 def write_leaderboard(rows: list[dict], path: Path, *, metric: str, searched: list[str]) -> None:

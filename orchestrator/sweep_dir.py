@@ -18,6 +18,7 @@ import yaml
 from trainables.storage import is_uri
 
 from .errors import UserError
+from .results import best_first
 
 if TYPE_CHECKING:
     from .remote import Mirror
@@ -106,7 +107,7 @@ class SweepDir:
         return self._rows
 
     def _status_rows(self, status: dict[str, Any]) -> list[dict[str, Any]]:
-        metric, sign = self.metric, (1 if self.mode == "min" else -1)
+        metric = self.metric
         rows = []
         for t in status["trials"]:
             row = {"trial_id": t["trial_id"], "status": t["status"], **t["config"],
@@ -115,11 +116,7 @@ class SweepDir:
                    "retries": t.get("retries", 0), "subset_value": t.get("subset_value")}
             rows.append(row)
         order = {"running": 0, "paused": 1, "pending": 2}
-        # Whole-set values first; then trials with only eval-subset values
-        # (scheduler.early_eval_samples), which are never ranked among them.
-        rows.sort(key=lambda r: (r[f"best_{metric}"] is None, r["subset_value"] is None,
-                                 sign * (r[f"best_{metric}"] if r[f"best_{metric}"] is not None
-                                         else r["subset_value"] or 0),
+        rows.sort(key=lambda r: (*best_first(r, metric=metric, mode=self.mode),
                                  order.get(r["status"], 3)))
         return rows
 
