@@ -125,6 +125,10 @@ class TrainingSection(Section):
     seed: int = Field(42, description="Seed for weights init, data order and dropout.")
     max_grad_norm: float = Field(0.3, ge=0, description="Gradient clipping (0 = off).")
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
+    deferred_metrics: bool = Field(
+        True, description="Keep TRL's per-step metrics (token accuracy, entropy, token count, "
+        "the NaN check of the loss) on the device and read them once per log, instead of a "
+        "device sync on every step; false: TRL's own per-step reads. Same logged values.")
 
 
 class SearchSection(Section):

@@ -53,6 +53,13 @@ def _optimizer(name: str) -> str:
     return "paged_adamw_32bit" if torch.cuda.is_available() else "adamw_torch"
 
 
+def deferred_metrics(settings: dict[str, Any]) -> bool:
+    """Whether the trial keeps TRL's per-step metrics on the device until a log reads them."""
+    from . import deferred_metrics as deferred
+
+    return bool(settings["training"].get("deferred_metrics", True)) and deferred.supported()
+
+
 def sft_config(settings: dict[str, Any], output_dir: str, *, save: bool = True,
                prepared: bool = False):
     """TRL ``SFTConfig`` for the trial: evaluate, report and checkpoint every ``eval_steps``.
@@ -95,6 +102,9 @@ def sft_config(settings: dict[str, Any], output_dir: str, *, save: bool = True,
         use_cpu=not cuda,
         bf16=bf16,
         dataloader_pin_memory=cuda,
+        # The NaN/inf filter reads the loss on every step; deferred, a non-finite loss shows in
+        # the logged train loss instead, and ReportCallback stops the trial on it.
+        logging_nan_inf_filter=not deferred_metrics(settings),
         dataset_kwargs={"skip_prepare_dataset": True} if prepared else None,
     )
 
@@ -138,7 +148,12 @@ def build_trainer(settings: dict[str, Any], output_dir: str, *, callbacks=(), sa
     else:
         model = attach_lora(base, lora, lora["resolved_target_modules"])
     warm.holds(model)
-    trainer = SFTTrainer(
+    trainer_class = SFTTrainer
+    if deferred_metrics(settings):
+        from .deferred_metrics import trainer_class
+
+        trainer_class = trainer_class()
+    trainer = trainer_class(
         model=model,
         args=sft_config(settings, output_dir, save=save, prepared=prepared is not None),
         train_dataset=train,
