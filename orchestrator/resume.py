@@ -108,7 +108,7 @@ def resume_sweep(path: str, overrides: list[str] = (), *, address: str | None = 
     """Resume an interrupted sweep, or add trials to one (``search.num_trials=N``); returns
     the exit code as ``run`` does."""
     from .sweep import (Location, check_cluster, fit_and_finish, init_ray, preflight,
-                        quiet_ray_output)
+                        quiet_ray_output, tokenize_once)
 
     started = time.monotonic()
     sweep = open_sweep(path)
@@ -159,6 +159,7 @@ def resume_sweep(path: str, overrides: list[str] = (), *, address: str | None = 
                 f"{sum(r['status'] != 'lost' for r in sweep.leaderboard())} it has")
             _record_extension(sweep, cfg)
         try:
+            tokenize_once(cfg, derived, settings, out)
             tuner = restore_tuner(cfg, derived, settings, sweep_dir=str(sweep.path),
                                   histories=_histories(sweep, derived["rank_key"]),
                                   extend_to=extend_to,

@@ -216,9 +216,8 @@ def run_sweep(cfg: SweepConfig, derived: dict[str, Any], *, address: str | None 
         out("evaluating the base model (baseline) and tokenizing the data ...")
         baseline = _baseline(cfg, settings)
         prepared = baseline.pop("prepared_data")
-        if "training.seed" not in derived["domains"]:
-            # Tokenized once, here, for every trial (Ray ships it with the trainable). A
-            # searched seed changes the held-out eval split, so then each trial tokenizes.
+        if shares_data(derived):
+            # Tokenized once, here, for every trial (Ray ships it with the trainable).
             settings["prepared_data"] = prepared
         # The sweep dir appears only once everything that can be checked has passed, so a
         # failed start leaves nothing behind that a later run would trip over.
@@ -307,29 +306,52 @@ def _auto_promote(where: str, out: Out) -> None:
 
 def _baseline(cfg: SweepConfig, settings: dict[str, Any]) -> dict[str, Any]:
     """Evaluate the base model once, on a worker with a trial's resources."""
+    from trainables.trial import evaluate_baseline
+
+    baseline = _on_worker(cfg, evaluate_baseline, settings,
+                          f"the baseline evaluation of {cfg.model.name_or_path}")
+    baseline.update({"model": cfg.model.name_or_path, "metric": cfg.search.metric})
+    return baseline
+
+
+def shares_data(derived: dict[str, Any]) -> bool:
+    """Whether the trials share one tokenized copy of the data. A searched seed changes the
+    held-out eval split, so then each trial tokenizes its own."""
+    return "training.seed" not in derived["domains"]
+
+
+def tokenize_once(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, Any],
+                  out: Out) -> None:
+    """Tokenize the data on a worker for the trials of a resumed sweep (``run`` has it from
+    the baseline evaluation)."""
+    if shares_data(derived):
+        from trainables.trial import prepare_data
+
+        out("tokenizing the data for the trials ...")
+        settings["prepared_data"] = _on_worker(cfg, prepare_data, settings,
+                                               "tokenizing the data")
+
+
+def _on_worker(cfg: SweepConfig, fn, settings: dict[str, Any], doing: str):
+    """``fn(settings)`` as a Ray task with a trial's resources (the model loads there)."""
     import ray
 
     from trainables.data import DataError
-    from trainables.trial import evaluate_baseline
 
     from .cluster import trial_request
 
     request = trial_request(cfg)
     task = ray.remote(num_cpus=request.pop("CPU"), num_gpus=request.pop("GPU"),
-                      memory=request.pop("memory", None), resources=request or None
-                      )(evaluate_baseline)
+                      memory=request.pop("memory", None), resources=request or None)(fn)
     try:
-        baseline = ray.get(task.remote(settings))
+        return ray.get(task.remote(settings))
     except ray.exceptions.RayTaskError as err:
         cause = getattr(err, "cause", None)
         if isinstance(cause, DataError):
             raise UserError(f"data: {cause}") from None
         lines = [ln for ln in str(cause or err).splitlines() if ln.strip()]
-        raise UserError(f"the baseline evaluation of {cfg.model.name_or_path} failed: "
-                        f"{lines[-1] if lines else type(err).__name__}",
+        raise UserError(f"{doing} failed: {lines[-1] if lines else type(err).__name__}",
                         exit_code=RUNTIME_EXIT) from None
-    baseline.update({"model": cfg.model.name_or_path, "metric": cfg.search.metric})
-    return baseline
 
 
 def finish(cfg: SweepConfig, derived: dict[str, Any], results, *, sweep_dir: Path,

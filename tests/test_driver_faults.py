@@ -181,6 +181,11 @@ def test_interrupt_and_kill_the_driver_then_resume_loses_nothing(tiny_model_dir,
     assert len(rows) == 3 and set(before) < {r["trial_id"] for r in rows}
     for trial_id, text in before.items():
         assert (sweep / f"trial_{trial_id}" / "progress.csv").read_text() == text
+    # The resumed sweep tokenized the data once, for its trials, as a run does.
+    assert "tokenizing the data for the trials" in more.stdout
+    (added,) = {r["trial_id"] for r in rows} - set(before)
+    reports = list(csv.DictReader(open(sweep / f"trial_{added}" / "progress.csv")))
+    assert reports and {r["data_tokenized"] for r in reports} == {"0"}
     study = optuna.load_study(study_name="resumed", storage=optuna.storages.JournalStorage(
         JournalFileBackend(str(sweep / "optuna.journal"))))
     states = [t.state for t in study.trials]

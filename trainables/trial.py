@@ -328,9 +328,26 @@ def evaluate_adapter(settings: dict[str, Any], adapter_dir: str | os.PathLike | 
     return _evaluate(settings, adapter_dir)
 
 
-def _evaluate(settings: dict[str, Any], adapter_dir, *, keep_data: bool = False) -> dict[str, Any]:
+def prepare_data(settings: dict[str, Any]) -> dict[str, Any]:
+    """The training and eval sets as TRL tokenizes them for a trial (Arrow tables), to be
+    shared by the trials as ``prepared_data``: what :func:`evaluate_baseline` returns with its
+    metrics, without the evaluation (a resumed sweep has its baseline already)."""
+    _limit_threads(settings)
+    settings = {**trial_settings(settings, {"lora.use_dora": False}), "warm_start": False}
+    output_dir = tempfile.mkdtemp(prefix="qlora-sweep-data-")
+    try:
+        return _tables(build_trainer(settings, output_dir, save=False))
+    finally:
+        shutil.rmtree(output_dir, ignore_errors=True)
+
+
+def _tables(trainer) -> dict[str, Any]:
     from .data import to_table
 
+    return {"train": to_table(trainer.train_dataset), "eval": to_table(trainer.eval_dataset)}
+
+
+def _evaluate(settings: dict[str, Any], adapter_dir, *, keep_data: bool = False) -> dict[str, Any]:
     _limit_threads(settings)
     # A one-off evaluation: its process does not keep the base model afterwards.
     settings = {**settings, "warm_start": False}
@@ -340,8 +357,7 @@ def _evaluate(settings: dict[str, Any], adapter_dir, *, keep_data: bool = False)
                                 adapter_dir=None if adapter_dir is None else str(adapter_dir))
         metrics = _eval_metrics(trainer)
         if keep_data:
-            metrics["prepared_data"] = {"train": to_table(trainer.train_dataset),
-                                        "eval": to_table(trainer.eval_dataset)}
+            metrics["prepared_data"] = _tables(trainer)
         return metrics
     finally:
         shutil.rmtree(output_dir, ignore_errors=True)
