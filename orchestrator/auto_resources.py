@@ -13,6 +13,7 @@ memory holds.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -30,20 +31,36 @@ CPU_PROCESS_BYTES = 1 * GiB
 GPU_PROBE_TIMEOUT_S = 300
 
 
-def largest_trial(settings: dict[str, Any], derived: dict[str, Any], *, on_gpu: bool):
-    """``(estimate, searched values)`` of the search space's most memory-hungry trial."""
+def largest_trial(settings: dict[str, Any], derived: dict[str, Any], *, on_gpu: bool,
+                  exhaustive_limit: int = 4096):
+    """``(estimate, searched values)`` of the search space's most memory-hungry trial.
+
+    Every combination of the memory-relevant candidates when there are at most
+    ``exhaustive_limit``; beyond that, one setting at a time (each to its hungriest candidate
+    with the others held, until nothing changes): memory grows with each of these settings
+    whatever the others are, so that finds the same trial without the combinatorial count.
+    """
     from trainables.memory_estimate import estimate, model_shape
     from trainables.trial import trial_settings
 
     shape = model_shape(settings["model"])
-    domains = {k: d for k, d in derived["domains"].items() if k in MEMORY_KEYS}
-    names = list(domains)
-    best = None
-    for values in itertools.product(*(domains[k].candidates() for k in names)):
-        searched = dict(zip(names, values))
-        est = estimate(shape, trial_settings(settings, searched), on_gpu=on_gpu)
-        if best is None or est.total > best[0].total:
-            best = (est, searched)
+    candidates = {k: d.candidates() for k, d in derived["domains"].items() if k in MEMORY_KEYS}
+
+    def sized(searched: dict[str, Any]):
+        return estimate(shape, trial_settings(settings, searched), on_gpu=on_gpu), searched
+
+    if math.prod(len(v) for v in candidates.values()) <= exhaustive_limit:
+        return max((sized(dict(zip(candidates, values)))
+                    for values in itertools.product(*candidates.values())),
+                   key=lambda pair: pair[0].total)
+    best = sized({k: v[0] for k, v in candidates.items()})
+    for _ in range(len(candidates) + 1):
+        before = best[1]
+        for key, values in candidates.items():
+            best = max((sized({**best[1], key: value}) for value in values),
+                       key=lambda pair: pair[0].total)
+        if best[1] == before:
+            break
     return best
 
 

@@ -79,3 +79,24 @@ def test_gpu_auto_without_gpus_runs_on_cpu_and_reserves_the_estimated_ram(search
     assert max_concurrent(resolved, nodes=[node], node_types=[]) == 2
     node["Resources"]["memory"] = 100.0 * request["memory"]
     assert max_concurrent(resolved, nodes=[node], node_types=[]) == 8
+
+
+def test_a_large_space_finds_its_largest_trial_one_setting_at_a_time(tmp_path):
+    """Past ``exhaustive_limit`` combinations, the settings are maximised one at a time; that
+    finds the same trial as trying every combination."""
+    cfg, derived = load_config(write_config(
+        tmp_path / "big.yaml", resources={"gpu": "auto"},
+        search_space={"lora.r": {"choice": [4, 8, 16, 32, 64]},
+                      "lora.target_modules": {"choice": ["attention", "all-linear", "mlp"]},
+                      "lora.dropout": {"uniform": [0.0, 0.1]},
+                      "lora.use_dora": {"choice": [False, True]},
+                      "training.per_device_train_batch_size": {"choice": [16, 2, 8, 4]},
+                      "training.per_device_eval_batch_size": {"choice": [8, 32, 16]},
+                      "training.gradient_checkpointing": {"choice": [True, False]}}), [])
+    settings = preflight(cfg, derived)
+    for on_gpu in (True, False):
+        every = largest_trial(settings, derived, on_gpu=on_gpu)
+        one_at_a_time = largest_trial(settings, derived, on_gpu=on_gpu, exhaustive_limit=1)
+        assert one_at_a_time[1] == every[1], on_gpu
+        assert one_at_a_time[0].total == every[0].total
+    assert every[1]["lora.r"] == 64 and every[1]["training.per_device_train_batch_size"] == 16
