@@ -119,6 +119,21 @@ def test_a_sweep_ranks_early_rungs_on_the_subset(tmp_path, tiny_model_dir):
     assert listed[-1] is stopped
     assert "(subset)" in cli("status", str(sweep)).stdout
 
+    # The curves plot the subset evaluations dotted: the stopped trial shows there only.
+    from orchestrator.plots import curve_figure
+    from orchestrator.sweep_dir import open_sweep
+
+    fig = curve_figure(open_sweep(sweep))
+    dotted = [line for line in fig.axes[0].get_lines()
+              if line.get_linestyle() == ":" and len(line.get_xdata())]
+    assert len(dotted) == 3  # every trial evaluated on the subset at step 10
+    assert any(list(line.get_xdata()) == [10]
+               and line.get_ydata()[0] == pytest.approx(float(poor[0]["subset_value"]))
+               for line in dotted)
+    solid = [line for line in fig.axes[0].get_lines()
+             if line.get_linestyle() == "-" and len(line.get_xdata())]
+    assert all(min(line.get_xdata()) >= 20 for line in solid)
+
     best = json.loads((sweep / "best.json").read_text())
     assert best["step"] >= 20 and math.isfinite(best["value"])
     assert float(rows[best["trial_id"]]["best_eval_loss"]) == best["value"]
