@@ -29,12 +29,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.host_reads import HostReads  # noqa: E402
+from benchmarks.host_reads import HostReads, is_logging  # noqa: E402
 from benchmarks.report import append, spread, table  # noqa: E402
 from tests.test_trainable import settings as tiny_settings  # noqa: E402
 
-_LOGGING = ("(compute_loss)", "(training_step)", "(_run_epoch)", "(log)", "(_settle)",
-            "(_maybe_log_save_evaluate)")
 _MODES = (("TRL's reads", False), ("deferred", True))
 
 
@@ -73,15 +71,14 @@ def _count(s: dict, out: Path, logging_steps: int) -> dict[str, float]:
     steps = range(2, s["training"]["max_steps"])  # not the first (set-up) nor the last (end)
 
     def per_step(logging: bool, logged: bool) -> float:
-        return statistics.median(
-            sum(n for caller, n in counter.by_step[step].items()
-                if caller.endswith(_LOGGING) == logging)
-            for step in steps if (step % logging_steps == 0) == logged)
+        return statistics.median(counter.reads(step, logging=logging)
+                                 for step in steps if (step % logging_steps == 0) == logged)
 
-    worst = max(steps, key=lambda step: sum(counter.by_step[step].values()))
+    quiet = next(step for step in steps if step % logging_steps)
     return {"quiet_logging": per_step(True, False), "quiet_other": per_step(False, False),
             "logged_logging": per_step(True, True), "logged_other": per_step(False, True),
-            "callers": counter.by_step[worst]}
+            "other_callers": {caller: n for caller, n in counter.by_step[quiet].items()
+                              if not is_logging(caller)}}
 
 
 def main() -> None:
@@ -117,18 +114,19 @@ def main() -> None:
                      f"{c['logged_logging']:g}", spread(speed[name])])
     ratios = [d / s for d, s in zip(speed["deferred"], speed["TRL's reads"])]
     rows.append(["**deferred / TRL's reads**", "", "", "", f"**{spread(ratios)}**"])
-    body = table(["metrics", "logging reads / step", "other reads / step",
-                  f"logging reads / log (every {args.logging_steps} steps)",
+    body = table(["metrics", "logging reads, step without a log", "other reads, step without a log",
+                  f"logging reads, step with a log (every {args.logging_steps})",
                   "tokens/s, median (min-max)"], rows)
-    other = sorted(counts["deferred"]["callers"].items(), key=lambda kv: -kv[1])
+    other = sorted(counts["deferred"]["other_callers"].items(), key=lambda kv: -kv[1])
     body += (f"\n\nCounted: {what}, median over steps 2-{args.steps - 1}; \"logging\" = read by "
-             "TRL's `compute_loss`/`log` or the Trainer's step and log, \"other\" = the rest "
-             "(on one step of the deferred run: "
-             + ", ".join(f"`{caller}` {n}" for caller, n in other[:4]) + "). "
+             "TRL's `compute_loss`/`log` or the Trainer's step and log "
+             "(`benchmarks/host_reads.py`: LOGGING), \"other\" = the rest (on a step without a "
+             "log in the deferred run: "
+             + (", ".join(f"`{caller}` {n}" for caller, n in other) or "none") + "). "
              f"Model {args.model or 'builtin tiny Llama (NF4)'}, {args.steps} steps of batch "
              f"{tiny_settings()['training']['per_device_train_batch_size']}, no evaluation, "
              f"{tiny_settings()['threads']} threads; tokens/s alternating, {args.repeats} "
-             "repetitions each.")
+             "repetitions each; the ratio is per pair of runs.")
     append("Deferred metric reads (training.deferred_metrics)", body)
 
 

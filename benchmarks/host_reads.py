@@ -1,11 +1,13 @@
 """Count the reads of tensor values into Python during training steps, by the code that asks.
 
-A read (``.item()``, ``bool(t)``, ``.tolist()``, ``float(t)``, ``int(t)``) of a tensor on a GPU
-waits for every kernel queued before it: a device sync. ``HostReads`` sees each read through
-``torch``'s function-mode hook, whatever the device, and files it under the innermost
-caller outside torch (``path:line (function)``). On a GPU ``device_only`` keeps the reads of GPU tensors (the syncs); on
-a CPU every tensor is a host tensor, so the count shows which reads *would* sync on a GPU
-where the tensor lives there (the optimizer's step counter, for one, stays on the CPU).
+A read of a tensor on a GPU (``.item()``, ``bool(t)``, ``.tolist()``, ``float(t)``, ``int(t)``,
+``t.__index__()``, ``.nonzero()``, ``.cpu()``, ``.numpy()``) waits for every kernel queued
+before it: a device sync. ``HostReads`` sees each of those calls through ``torch``'s
+function-mode hook, whatever the device, and files it under the innermost caller outside torch
+(``path:line (function)``). Not hooked: boolean-mask indexing and ``.to("cpu")``, which sync
+too. On a GPU ``device_only`` keeps the reads of GPU tensors (the syncs); on a CPU every tensor
+is a host tensor, so the count shows which reads *would* sync on a GPU where the tensor lives
+there (the optimizer's step counter, for one, stays on the CPU).
 """
 
 from __future__ import annotations
@@ -18,7 +20,23 @@ from torch.overrides import TorchFunctionMode
 from transformers import TrainerCallback
 
 _READS = {torch.Tensor.item, torch.Tensor.__bool__, torch.Tensor.tolist, torch.Tensor.__float__,
-          torch.Tensor.__int__}
+          torch.Tensor.__int__, torch.Tensor.__index__, torch.Tensor.nonzero, torch.Tensor.cpu,
+          torch.Tensor.numpy}
+
+# The code that reads values for the training logs: TRL's loss and log, the Trainer's step
+# and log, and the deferred trainer's one read per log (trainables/deferred_metrics.py).
+LOGGING = (("trl/trainer/sft_trainer.py", ("compute_loss", "log")),
+           ("transformers/trainer.py", ("training_step", "_run_epoch", "log",
+                                        "_maybe_log_save_evaluate")),
+           ("trainables/deferred_metrics.py", ("compute_loss", "_settle", "log")))
+
+
+def is_logging(caller: str) -> bool:
+    """Whether a caller (``path:line (function)``) is one of :data:`LOGGING`."""
+    where, _, function = caller.rpartition(" (")
+    path = where.rsplit(":", 1)[0]
+    return any(path.endswith(suffix) and function.rstrip(")") in functions
+               for suffix, functions in LOGGING)
 
 
 def _caller() -> str:
@@ -46,6 +64,10 @@ class HostReads(TorchFunctionMode):
             if not self.device_only or tensor.device.type != "cpu":
                 self.by_step[self.step][_caller()] += 1
         return func(*args, **(kwargs or {}))
+
+    def reads(self, step: int, *, logging: bool) -> int:
+        """Reads in one step by the logging code (or, ``logging=False``, by everything else)."""
+        return sum(n for caller, n in self.by_step[step].items() if is_logging(caller) == logging)
 
     def callback(self) -> TrainerCallback:
         """A Trainer callback that counts from the first step's start to the end of training,

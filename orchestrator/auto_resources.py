@@ -37,8 +37,9 @@ def largest_trial(settings: dict[str, Any], derived: dict[str, Any], *, on_gpu: 
 
     Every combination of the memory-relevant candidates when there are at most
     ``exhaustive_limit``; beyond that, one setting at a time (each to its hungriest candidate
-    with the others held, until nothing changes): memory grows with each of these settings
-    whatever the others are, so that finds the same trial without the combinatorial count.
+    with the others held, until nothing changes), once for the training step's peak and once
+    for the evaluation's: each grows with every one of these settings whatever the others
+    are, so that finds the largest without the combinatorial count.
     """
     from trainables.memory_estimate import estimate, model_shape
     from trainables.trial import trial_settings
@@ -53,15 +54,20 @@ def largest_trial(settings: dict[str, Any], derived: dict[str, Any], *, on_gpu: 
         return max((sized(dict(zip(candidates, values)))
                     for values in itertools.product(*candidates.values())),
                    key=lambda pair: pair[0].total)
-    best = sized({k: v[0] for k, v in candidates.items()})
-    for _ in range(len(candidates) + 1):
-        before = best[1]
-        for key, values in candidates.items():
-            best = max((sized({**best[1], key: value}) for value in values),
-                       key=lambda pair: pair[0].total)
-        if best[1] == before:
-            break
-    return best
+
+    def one_at_a_time(peak: str):
+        best = sized({k: v[0] for k, v in candidates.items()})
+        for _ in range(len(candidates) + 1):
+            before = best[1]
+            for key, values in candidates.items():
+                best = max((sized({**best[1], key: value}) for value in values),
+                           key=lambda pair: getattr(pair[0], peak))
+            if best[1] == before:
+                break
+        return best
+
+    return max((one_at_a_time(peak) for peak in ("train_peak", "eval_peak")),
+               key=lambda pair: pair[0].total)
 
 
 def gpu_memory_bytes(timeout: float = GPU_PROBE_TIMEOUT_S) -> int:

@@ -128,7 +128,9 @@ class TrainingSection(Section):
     deferred_metrics: bool = Field(
         True, description="Keep TRL's per-step metrics (token accuracy, entropy, token count, "
         "the NaN check of the loss) on the device and read them once per log, instead of a "
-        "device sync on every step; false: TRL's own per-step reads. Same logged values.")
+        "device sync on every step; false: TRL's own per-step reads. Same logged values while "
+        "the loss is finite; a non-finite loss (a step's or an eval batch's) is logged as it "
+        "is, not left out, and stops the trial as diverged.")
 
 
 class SearchSection(Section):

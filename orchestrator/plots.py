@@ -59,12 +59,13 @@ def curve_figure(sweep: SweepDir):
             subset[row["trial_id"]] = early
     best = sweep.best["trial_id"] if sweep.best else next(
         (r["trial_id"] for r in rows if r["trial_id"] in curves and r["status"] != "errored"), None)
-    if best not in curves:
+    if not curves and not subset:
         return None
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     for trial_id, history in subset.items():
+        # Marked: a trial stopped at the first rung has a single subset point.
         ax.plot(*zip(*history), color="C0" if trial_id == best else "0.7", linewidth=1,
-                linestyle=":")
+                linestyle=":", marker=".")
     for trial_id, history in curves.items():
         if trial_id != best:
             ax.plot(*zip(*history), color="0.7", linewidth=1)
@@ -74,14 +75,16 @@ def curve_figure(sweep: SweepDir):
     if stopped:
         ax.scatter(*zip(*stopped), marker="x", color="0.2", zorder=3,
                    label="stopped early by ASHA")
-    label = "winner" if sweep.best else "best so far"
-    ax.plot(*zip(*curves[best]), color="C0", linewidth=2.5, label=f"{label} (trial {best})")
+    if best in curves:  # (before any whole-set evaluation, there is no best yet)
+        label = "winner" if sweep.best else "best so far"
+        ax.plot(*zip(*curves[best]), color="C0", linewidth=2.5, label=f"{label} (trial {best})")
     baseline = (sweep.baseline or {}).get(metric)
     if _finite(baseline):
         ax.axhline(baseline, color="C3", linestyle="--", linewidth=1, label="base model")
     ax.plot([], [], color="0.7", label="other trials")
     if subset:
-        ax.plot([], [], color="0.7", linestyle=":", label="on the eval subset (early rungs)")
+        ax.plot([], [], color="0.7", linestyle=":", marker=".",
+                label="on the eval subset (early rungs)")
     ax.set_xlabel("training step")
     ax.set_ylabel(metric)
     lowest = min(v for h in (*curves.values(), *subset.values()) for _, v in h)

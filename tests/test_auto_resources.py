@@ -97,6 +97,6 @@ def test_a_large_space_finds_its_largest_trial_one_setting_at_a_time(tmp_path):
     for on_gpu in (True, False):
         every = largest_trial(settings, derived, on_gpu=on_gpu)
         one_at_a_time = largest_trial(settings, derived, on_gpu=on_gpu, exhaustive_limit=1)
-        assert one_at_a_time[1] == every[1], on_gpu
-        assert one_at_a_time[0].total == every[0].total
-    assert every[1]["lora.r"] == 64 and every[1]["training.per_device_train_batch_size"] == 16
+        assert one_at_a_time[0].total == every[0].total, on_gpu
+        assert one_at_a_time[1]["lora.r"] == every[1]["lora.r"] == 64
+        assert one_at_a_time[1]["training.per_device_train_batch_size"] == 16

@@ -27,15 +27,6 @@ def _train(tmp_path, deferred: bool, packing: bool):
     return trainer, logs, reads
 
 
-# Where the Trainer's step and TRL's loss read values for their logs (not the model's own
-# reads, nor the data collator's on the CPU).
-_LOGGING = ("(compute_loss)", "(training_step)", "(_run_epoch)", "(log)", "(_settle)")
-
-
-def _logging_reads(counter: HostReads, step: int) -> int:
-    return sum(n for caller, n in counter.by_step[step].items() if caller.endswith(_LOGGING))
-
-
 @pytest.mark.parametrize("packing", [False, True], ids=["padded", "packed"])
 def test_deferred_metrics_log_what_trl_logs_without_a_read_on_every_step(tmp_path, packing):
     stock, stock_logs, stock_reads = _train(tmp_path, deferred=False, packing=packing)
@@ -53,7 +44,7 @@ def test_deferred_metrics_log_what_trl_logs_without_a_read_on_every_step(tmp_pat
 
     # Steps without a log: TRL reads its metrics on each of them, the deferred trainer on none.
     quiet = [step for step in range(1, 11) if step % 5]
-    assert all(_logging_reads(stock_reads, step) >= 4 for step in quiet)
-    assert [_logging_reads(deferred_reads, step) for step in quiet] == [0] * len(quiet)
+    assert all(stock_reads.reads(step, logging=True) >= 4 for step in quiet)
+    assert [deferred_reads.reads(step, logging=True) for step in quiet] == [0] * len(quiet)
     # ... and reads them at the logs instead.
-    assert all(_logging_reads(deferred_reads, step) > 0 for step in (5, 10))
+    assert all(deferred_reads.reads(step, logging=True) > 0 for step in (5, 10))

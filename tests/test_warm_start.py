@@ -61,12 +61,17 @@ def test_a_trial_on_the_sweeps_tokenized_data_trains_like_one_that_tokenizes(tin
     s = settings(max_steps=6, eval_steps=3, logging_steps=3)
     baseline = evaluate_baseline(s)
     prepared = baseline["prepared_data"]
-    assert set(prepared) == {"train", "eval"} and "input_ids" in prepared["train"].column_names
+    assert set(prepared) == {"train", "eval", "seed"} and "input_ids" in prepared["train"].column_names
     assert prepared["eval"].num_rows == baseline["eval_samples"]
+    assert prepared["seed"] == s["training"]["seed"]
     itself = run_trial(s, output_dir=tmp_path / "itself")
     shared = run_trial({**s, "prepared_data": prepared}, output_dir=tmp_path / "shared")
     assert itself[0]["data_tokenized"] == 1 and shared[0]["data_tokenized"] == 0
     assert _curve(shared) == _curve(itself)
+    # A trial with another seed (another train/eval split) tokenizes its own data.
+    other = settings(max_steps=3, eval_steps=3, logging_steps=3, seed=s["training"]["seed"] + 1)
+    assert run_trial({**other, "prepared_data": prepared},
+                     output_dir=tmp_path / "other")[0]["data_tokenized"] == 1
 
 
 def _quantized(model) -> dict[str, torch.Tensor]:

@@ -10,7 +10,12 @@ step, and :meth:`log` reads them all at once, so the only reads left are one per
 The loss is computed as TRL's plain path computes it (fused LM head, token-summed log-probs
 over the token count). Anything else TRL does differently (a ``compute_loss_func``, label
 smoothing, a mixture-of-experts auxiliary loss, sequence parallelism, callers that want the
-outputs) goes to TRL's own ``compute_loss``. A test checks that both give the same logs.
+outputs, a TRL without the state this relies on) goes to TRL's own ``compute_loss``. A test
+checks that both give the same logs.
+
+The Trainer's ``logging_nan_inf_filter`` (a read of every step's loss) is off with it
+(``trainables/trial.py``): a non-finite loss, in a training step or an eval batch, is then
+logged as it is instead of being left out, and the trial stops as diverged.
 """
 
 from __future__ import annotations
@@ -36,9 +41,16 @@ def trainer_class():
     class DeferredMetricsSFTTrainer(SFTTrainer):
         _pending_tokens = None  # tokens trained since the last log, a device tensor
 
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            # The TRL state this class keeps as TRL 1.16 does; another TRL: TRL's own path.
+            self._deferrable = all(hasattr(self, name) for name in (
+                "_metrics", "_total_train_tokens", "_tp_size", "aux_loss_enabled"))
+
         def _stock_loss(self, return_outputs: bool) -> bool:
             config = getattr(self.accelerator, "parallelism_config", None)
-            return (return_outputs or self.compute_loss_func is not None or self.aux_loss_enabled
+            return (not self._deferrable or return_outputs or self.compute_loss_func is not None
+                    or self.aux_loss_enabled
                     or (self.label_smoother is not None and self.args.loss_type == "nll")
                     or self.args.loss_type not in ("nll", "dft")
                     or bool(getattr(config, "sp_enabled", False)))
@@ -85,6 +97,8 @@ def trainer_class():
 
         def _settle(self) -> None:
             """Read every deferred value (one read for the metrics, one for the token count)."""
+            if not self._deferrable:
+                return
             if self._pending_tokens is not None:
                 self._total_train_tokens += int(self._pending_tokens.item())
                 self._pending_tokens = None

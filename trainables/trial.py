@@ -129,6 +129,10 @@ def build_trainer(settings: dict[str, Any], output_dir: str, *, callbacks=(), sa
     seed = int(settings["training"]["seed"])
     tokenizer = load_tokenizer(settings["model"])
     prepared = settings.get("prepared_data")
+    if prepared is not None and prepared.get("seed", seed) != seed:
+        # Tokenized for another seed, whose held-out eval split differs (a trial restored
+        # from before a search-space change that stopped searching the seed).
+        prepared = None
     if prepared is not None:
         from .data import from_table
 
@@ -342,9 +346,11 @@ def prepare_data(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tables(trainer) -> dict[str, Any]:
+    """The trainer's tokenized datasets, and the seed that drew their train/eval split."""
     from .data import to_table
 
-    return {"train": to_table(trainer.train_dataset), "eval": to_table(trainer.eval_dataset)}
+    return {"train": to_table(trainer.train_dataset), "eval": to_table(trainer.eval_dataset),
+            "seed": int(trainer.args.seed)}
 
 
 def _evaluate(settings: dict[str, Any], adapter_dir, *, keep_data: bool = False) -> dict[str, Any]:
