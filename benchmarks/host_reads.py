@@ -13,7 +13,7 @@ there (the optimizer's step counter, for one, stays on the CPU).
 from __future__ import annotations
 
 import collections
-import traceback
+import sys
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -40,11 +40,13 @@ def is_logging(caller: str) -> bool:
 
 
 def _caller() -> str:
-    for frame in reversed(traceback.extract_stack()[:-1]):
-        name = frame.filename.replace("\\", "/")
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_code.co_filename.replace("\\", "/")
         if "/torch/" not in name and not name.endswith("host_reads.py"):
             short = name.split("site-packages/")[-1]
-            return f"{short}:{frame.lineno} ({frame.name})"
+            return f"{short}:{frame.f_lineno} ({frame.f_code.co_name})"
+        frame = frame.f_back
     return "?"
 
 

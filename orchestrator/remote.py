@@ -38,6 +38,14 @@ def _is_checkpoint(relative: str) -> bool:
     return any(part.startswith("checkpoint_") for part in relative.split("/")[:-1])
 
 
+def _only_on_request(relative: str) -> bool:
+    """Left out of a pull of the whole sweep dir: checkpoints, and the tokenized data (large,
+    and only ``resume`` reads it, asking for that folder)."""
+    from .tokenized import FOLDER
+
+    return _is_checkpoint(relative) or relative.startswith(f"{FOLDER}/")
+
+
 class Mirror:
     """A sweep dir at a cloud ``uri`` and its local copy ``local``."""
 
@@ -91,7 +99,7 @@ class Mirror:
         return count
 
     def pull(self, *, top_only: bool = False, under: str | None = None) -> int:
-        """Download the sweep dir's files (all but checkpoints; ``top_only``: the files
+        """Download the sweep dir's files (all but checkpoints and ``tokenized/``; ``top_only``: the files
         directly in it; ``under``: one folder of it, a checkpoint included), skipping large
         ones unchanged since this mirror last downloaded them; returns how many."""
         from pyarrow.fs import FileSelector, FileType
@@ -104,7 +112,7 @@ class Mirror:
             if info.type != FileType.File:
                 continue
             rel = posixpath.relpath(info.path, self.root)
-            if under is None and _is_checkpoint(rel):
+            if under is None and _only_on_request(rel):
                 continue
             dest = self.local / rel
             stored = (info.size, info.mtime_ns)

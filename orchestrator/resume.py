@@ -159,7 +159,7 @@ def resume_sweep(path: str, overrides: list[str] = (), *, address: str | None = 
                 f"{sum(r['status'] != 'lost' for r in sweep.leaderboard())} it has")
             _record_extension(sweep, cfg)
         try:
-            tokenize_once(cfg, derived, settings, out)
+            tokenize_once(cfg, derived, settings, sweep.path, out, remote=sweep.remote)
             tuner = restore_tuner(cfg, derived, settings, sweep_dir=str(sweep.path),
                                   histories=_histories(sweep, derived["rank_key"]),
                                   extend_to=extend_to,

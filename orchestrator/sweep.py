@@ -225,6 +225,10 @@ def run_sweep(cfg: SweepConfig, derived: dict[str, Any], *, address: str | None 
         (sweep_dir / "sweep.yaml").write_text(
             yaml.safe_dump(_resolved_config(saved, settings, loc.name), sort_keys=False))
         write_json(sweep_dir / "baseline.json", baseline)
+        if shares_data(derived):
+            from .tokenized import save
+
+            save(sweep_dir, prepared)  # for a resume: the same rows, not tokenized again
         write_baseline_run(sweep_dir, baseline=baseline, domains=derived["domains"],
                            metric=cfg.search.metric, max_steps=cfg.training.max_steps,
                            derived=[] if "lora.alpha" in derived["domains"] else [alpha_hparam(
@@ -321,15 +325,23 @@ def shares_data(derived: dict[str, Any]) -> bool:
 
 
 def tokenize_once(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, Any],
-                  out: Out) -> None:
-    """Tokenize the data on a worker for the trials of a resumed sweep (``run`` has it from
-    the baseline evaluation)."""
-    if shares_data(derived):
+                  sweep_dir: Path, out: Out, remote=None) -> None:
+    """The tokenized data for the trials of a resumed sweep: the run's (``tokenized/``), or,
+    when the sweep has none, tokenized now on a worker. ``remote``: the cloud sweep dir's
+    mirror, ``sweep_dir`` its local copy."""
+    if not shares_data(derived):
+        return
+    from .tokenized import FOLDER, load
+
+    if remote is not None:
+        remote.pull(under=FOLDER)
+    prepared = load(sweep_dir)
+    if prepared is None:
         from trainables.trial import prepare_data
 
         out("tokenizing the data for the trials ...")
-        settings["prepared_data"] = _on_worker(cfg, prepare_data, settings,
-                                               "tokenizing the data")
+        prepared = _on_worker(cfg, prepare_data, settings, "tokenizing the data")
+    settings["prepared_data"] = prepared
 
 
 def _on_worker(cfg: SweepConfig, fn, settings: dict[str, Any], doing: str):

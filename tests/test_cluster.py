@@ -119,6 +119,7 @@ def test_a_sweep_in_cloud_storage_keeps_everything_in_the_bucket(ray_cluster, s3
         assert name in files, sorted(files)
     assert any(f.startswith("baseline/events.out.tfevents.") for f in files)
     assert any(f.startswith("experiment_state-") for f in files)
+    assert {"tokenized/train.parquet", "tokenized/eval.parquet"} <= set(files)
     from orchestrator.remote import mirror_dir
     from trainables.storage import read_text
 
@@ -143,6 +144,15 @@ def test_a_sweep_in_cloud_storage_keeps_everything_in_the_bucket(ray_cluster, s3
     data = json.loads(shown.stdout)
     assert data["state"] == "finished" and data["path"] == uri and len(data["trials"]) == 3
     assert cli("report", uri, timeout=300).returncode == 0
+    # Reading commands leave the tokenized data in the bucket; resume asks for it.
+    assert not (mirror_dir(uri) / "tokenized").exists()
+    from orchestrator.remote import Mirror
+    from orchestrator.tokenized import FOLDER, load
+
+    assert Mirror(uri).pull(under=FOLDER) == 2
+    prepared = load(mirror_dir(uri))
+    assert prepared["seed"] == 42 and prepared["train"].num_rows > 0
+    assert "input_ids" in prepared["eval"].column_names
     bundled = cli("promote", uri, timeout=600, env={"HF_TOKEN": None})
     assert bundled.returncode == 0, (bundled.stdout + bundled.stderr)[-3000:]
     files = listing(s3, uri)

@@ -14,7 +14,7 @@ _TIMING = {"train_runtime", "train_samples_per_second", "train_steps_per_second"
 
 
 def _train(tmp_path, deferred: bool, packing: bool):
-    s = settings(max_steps=10, logging_steps=5, eval_steps=5, deferred_metrics=deferred)
+    s = settings(max_steps=6, logging_steps=3, eval_steps=3, deferred_metrics=deferred)
     s["data"]["packing"] = packing
     _limit_threads(s)
     reads = HostReads()
@@ -43,8 +43,8 @@ def test_deferred_metrics_log_what_trl_logs_without_a_read_on_every_step(tmp_pat
     assert all(entry["num_tokens"] > 0 for entry in deferred_logs if "num_tokens" in entry)
 
     # Steps without a log: TRL reads its metrics on each of them, the deferred trainer on none.
-    quiet = [step for step in range(1, 11) if step % 5]
+    quiet = [step for step in range(1, 7) if step % 3]
     assert all(stock_reads.reads(step, logging=True) >= 4 for step in quiet)
     assert [deferred_reads.reads(step, logging=True) for step in quiet] == [0] * len(quiet)
     # ... and reads them at the logs instead.
-    assert all(deferred_reads.reads(step, logging=True) > 0 for step in (5, 10))
+    assert all(deferred_reads.reads(step, logging=True) > 0 for step in (3, 6))

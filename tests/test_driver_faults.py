@@ -181,8 +181,10 @@ def test_interrupt_and_kill_the_driver_then_resume_loses_nothing(tiny_model_dir,
     assert len(rows) == 3 and set(before) < {r["trial_id"] for r in rows}
     for trial_id, text in before.items():
         assert (sweep / f"trial_{trial_id}" / "progress.csv").read_text() == text
-    # The resumed sweep tokenized the data once, for its trials, as a run does.
-    assert "tokenizing the data for the trials" in more.stdout
+    # The resumed sweep's trials trained on the run's tokenized data (tokenized/), not
+    # tokenized again.
+    assert (sweep / "tokenized" / "train.parquet").is_file()
+    assert "tokenizing the data" not in more.stdout
     (added,) = {r["trial_id"] for r in rows} - set(before)
     reports = list(csv.DictReader(open(sweep / f"trial_{added}" / "progress.csv")))
     assert reports and {r["data_tokenized"] for r in reports} == {"0"}
