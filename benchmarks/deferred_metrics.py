@@ -24,13 +24,13 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.host_reads import HostReads, is_logging  # noqa: E402
 from benchmarks.report import append, spread, table  # noqa: E402
+from benchmarks.throughput import _tokens_per_second  # noqa: E402
 from tests.test_trainable import settings as tiny_settings  # noqa: E402
 
 _MODES = (("TRL's reads", False), ("deferred", True))
@@ -50,14 +50,6 @@ def _trainer(s: dict, out: Path, callbacks=()):
 
     _limit_threads(s)
     return build_trainer(s, str(out), callbacks=list(callbacks), save=False)
-
-
-def _tokens_per_second(trainer) -> float:
-    start = time.perf_counter()
-    trainer.train()
-    elapsed = time.perf_counter() - start
-    tokens = max(float(e.get("num_tokens", 0)) for e in trainer.state.log_history)
-    return tokens / elapsed
 
 
 def _count(s: dict, out: Path, logging_steps: int) -> dict[str, float]:
