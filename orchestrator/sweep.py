@@ -327,21 +327,31 @@ def shares_data(derived: dict[str, Any]) -> bool:
 def tokenize_once(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, Any],
                   sweep_dir: Path, out: Out, remote=None) -> None:
     """The tokenized data for the trials of a resumed sweep: the run's (``tokenized/``), or,
-    when the sweep has none, tokenized now on a worker. ``remote``: the cloud sweep dir's
-    mirror, ``sweep_dir`` its local copy."""
+    when the sweep has none (or it cannot be read), tokenized now on a worker. ``remote``:
+    the cloud sweep dir's mirror, ``sweep_dir`` its local copy."""
     if not shares_data(derived):
         return
-    from .tokenized import FOLDER, load
-
-    if remote is not None:
-        remote.pull(under=FOLDER)
-    prepared = load(sweep_dir)
+    prepared = saved_data(sweep_dir, out, remote=remote)
     if prepared is None:
         from trainables.trial import prepare_data
 
         out("tokenizing the data for the trials ...")
         prepared = _on_worker(cfg, prepare_data, settings, "tokenizing the data")
     settings["prepared_data"] = prepared
+
+
+def saved_data(sweep_dir: Path, out: Out, *, remote=None) -> dict[str, Any] | None:
+    """The run's tokenized data (``tokenized/``); None, with a note when it is damaged."""
+    from .tokenized import FOLDER, Unreadable, load
+
+    if remote is not None:
+        remote.pull(under=FOLDER)
+    try:
+        return load(sweep_dir)
+    except Unreadable as err:
+        # Nothing is lost: the rows are tokenized again from the data source, as by the run.
+        out(f"note: the sweep's tokenized data cannot be read ({err}); tokenizing it again")
+        return None
 
 
 def _on_worker(cfg: SweepConfig, fn, settings: dict[str, Any], doing: str):

@@ -28,14 +28,29 @@ def save(sweep_dir: Path, prepared: dict[str, Any]) -> None:
         pq.write_table(table.replace_schema_metadata(metadata), folder / f"{split}.parquet")
 
 
+class Unreadable(ValueError):
+    """``tokenized/`` is there but cannot be read back (cut short, or edited)."""
+
+
 def load(sweep_dir: Path) -> dict[str, Any] | None:
     """The tokenized splits as :func:`save` wrote them; None when the sweep has none (its
-    trials each tokenize, as with a searched seed, or it predates this folder)."""
+    trials each tokenize, as with a searched seed, or it predates this folder).
+
+    Raises:
+        Unreadable: naming the file and what is wrong with it.
+    """
+    import pyarrow
     import pyarrow.parquet as pq
 
     folder = Path(sweep_dir) / FOLDER
     paths = {split: folder / f"{split}.parquet" for split in _SPLITS}
     if not all(path.is_file() for path in paths.values()):
         return None
-    tables = {split: pq.read_table(path).combine_chunks() for split, path in paths.items()}
-    return {**tables, "seed": int(tables["train"].schema.metadata[_SEED])}
+    tables = {}
+    for split, path in paths.items():
+        try:
+            tables[split] = pq.read_table(path).combine_chunks()
+            seed = int((tables[split].schema.metadata or {})[_SEED])
+        except (OSError, pyarrow.ArrowException, KeyError, ValueError) as err:
+            raise Unreadable(f"{path}: {type(err).__name__}: {err}") from None
+    return {**tables, "seed": seed}
