@@ -21,6 +21,8 @@ from pathlib import Path
 from trainables.storage import resolve
 from trainables.tiny_llama import cache_root
 
+from .tokenized import FOLDER as TOKENIZED
+
 _NEVER_PUSHED = (".lock",)  # Optuna's journal lock, held only while it writes
 _CHUNK = 8 << 20  # bytes per read and write when copying
 _ALWAYS_FETCH = 1 << 20  # files smaller than this are downloaded again on every pull
@@ -41,9 +43,7 @@ def _is_checkpoint(relative: str) -> bool:
 def _only_on_request(relative: str) -> bool:
     """Left out of a pull of the whole sweep dir: checkpoints, and the tokenized data (large,
     and only ``resume`` reads it, asking for that folder)."""
-    from .tokenized import FOLDER
-
-    return _is_checkpoint(relative) or relative.startswith(f"{FOLDER}/")
+    return _is_checkpoint(relative) or relative.startswith(f"{TOKENIZED}/")
 
 
 class Mirror:
@@ -99,9 +99,10 @@ class Mirror:
         return count
 
     def pull(self, *, top_only: bool = False, under: str | None = None) -> int:
-        """Download the sweep dir's files (all but checkpoints and ``tokenized/``; ``top_only``: the files
-        directly in it; ``under``: one folder of it, a checkpoint included), skipping large
-        ones unchanged since this mirror last downloaded them; returns how many."""
+        """Download the sweep dir's files (all but checkpoints and ``tokenized/``;
+        ``top_only``: the files directly in it; ``under``: one folder of it, a checkpoint
+        included), skipping large ones unchanged since this mirror last downloaded them;
+        returns how many."""
         from pyarrow.fs import FileSelector, FileType
 
         base = posixpath.join(self.root, under) if under else self.root

@@ -216,9 +216,6 @@ def run_sweep(cfg: SweepConfig, derived: dict[str, Any], *, address: str | None 
         out("evaluating the base model (baseline) and tokenizing the data ...")
         baseline = _baseline(cfg, settings)
         prepared = baseline.pop("prepared_data")
-        if shares_data(derived):
-            # Tokenized once, here, for every trial (Ray ships it with the trainable).
-            settings["prepared_data"] = prepared
         # The sweep dir appears only once everything that can be checked has passed, so a
         # failed start leaves nothing behind that a later run would trip over.
         sweep_dir.mkdir(parents=True)
@@ -226,9 +223,12 @@ def run_sweep(cfg: SweepConfig, derived: dict[str, Any], *, address: str | None 
             yaml.safe_dump(_resolved_config(saved, settings, loc.name), sort_keys=False))
         write_json(sweep_dir / "baseline.json", baseline)
         if shares_data(derived):
+            # Tokenized once, in the baseline, for every trial (Ray ships it with the
+            # trainable), and kept for a resume: the same rows, not tokenized again.
             from .tokenized import save
 
-            save(sweep_dir, prepared)  # for a resume: the same rows, not tokenized again
+            settings["prepared_data"] = prepared
+            save(sweep_dir, prepared)
         write_baseline_run(sweep_dir, baseline=baseline, domains=derived["domains"],
                            metric=cfg.search.metric, max_steps=cfg.training.max_steps,
                            derived=[] if "lora.alpha" in derived["domains"] else [alpha_hparam(

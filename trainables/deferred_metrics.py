@@ -40,6 +40,7 @@ def trainer_class():
 
     class DeferredMetricsSFTTrainer(SFTTrainer):
         _pending_tokens = None  # tokens trained since the last log, a device tensor
+        _unread = False  # tensors wait in self._metrics
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
@@ -77,10 +78,10 @@ def trainer_class():
             num_correct = gather(outputs.is_top1.sum()).sum()
             some = num_valid > 0
             per_valid = num_valid.clamp(min=1)
-            zero = torch.zeros((), device=num_valid.device)
-            self._metrics[mode]["entropy"].append(torch.where(some, entropy_sum / per_valid, zero))
+            self._metrics[mode]["entropy"].append(torch.where(some, entropy_sum / per_valid, 0.0))
             self._metrics[mode]["mean_token_accuracy"].append(
-                torch.where(some, num_correct / per_valid, zero))
+                torch.where(some, num_correct / per_valid, 0.0))
+            self._unread = True
             if mode == "train":
                 if "attention_mask" in inputs:
                     tokens = gather(inputs["attention_mask"].sum()).sum()
@@ -97,8 +98,9 @@ def trainer_class():
 
         def _settle(self) -> None:
             """Read every deferred value (one read for the metrics, one for the token count)."""
-            if not self._deferrable:
+            if not self._unread:
                 return
+            self._unread = False
             if self._pending_tokens is not None:
                 self._total_train_tokens += int(self._pending_tokens.item())
                 self._pending_tokens = None

@@ -7,6 +7,7 @@ is the thin wrapper Ray Tune runs, which reports through ``tune.report`` and res
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -154,9 +155,9 @@ def build_trainer(settings: dict[str, Any], output_dir: str, *, callbacks=(), sa
     warm.holds(model)
     trainer_class = SFTTrainer
     if deferred_metrics(settings):
-        from .deferred_metrics import trainer_class
+        from .deferred_metrics import trainer_class as deferred_trainer
 
-        trainer_class = trainer_class()
+        trainer_class = deferred_trainer()
     trainer = trainer_class(
         model=model,
         args=sft_config(settings, output_dir, save=save, prepared=prepared is not None),
@@ -336,11 +337,19 @@ def prepare_data(settings: dict[str, Any]) -> dict[str, Any]:
     """The training and eval sets as TRL tokenizes them for a trial (Arrow tables), to be
     shared by the trials as ``prepared_data``: what :func:`evaluate_baseline` returns with its
     metrics, without the evaluation (a resumed sweep has its baseline already)."""
+    with _one_off_trainer(trial_settings(settings, {"lora.use_dora": False}), None) as trainer:
+        return _tables(trainer)
+
+
+@contextlib.contextmanager
+def _one_off_trainer(settings: dict[str, Any], adapter_dir):
+    """A Trainer for one evaluation or tokenization, in a scratch folder removed after; its
+    process does not keep the base model afterwards."""
     _limit_threads(settings)
-    settings = {**trial_settings(settings, {"lora.use_dora": False}), "warm_start": False}
-    output_dir = tempfile.mkdtemp(prefix="qlora-sweep-data-")
+    output_dir = tempfile.mkdtemp(prefix="qlora-sweep-eval-")
     try:
-        return _tables(build_trainer(settings, output_dir, save=False))
+        yield build_trainer({**settings, "warm_start": False}, output_dir, save=False,
+                            adapter_dir=None if adapter_dir is None else str(adapter_dir))
     finally:
         shutil.rmtree(output_dir, ignore_errors=True)
 
@@ -354,16 +363,8 @@ def _tables(trainer) -> dict[str, Any]:
 
 
 def _evaluate(settings: dict[str, Any], adapter_dir, *, keep_data: bool = False) -> dict[str, Any]:
-    _limit_threads(settings)
-    # A one-off evaluation: its process does not keep the base model afterwards.
-    settings = {**settings, "warm_start": False}
-    output_dir = tempfile.mkdtemp(prefix="qlora-sweep-eval-")
-    try:
-        trainer = build_trainer(settings, output_dir, save=False,
-                                adapter_dir=None if adapter_dir is None else str(adapter_dir))
+    with _one_off_trainer(settings, adapter_dir) as trainer:
         metrics = _eval_metrics(trainer)
         if keep_data:
             metrics["prepared_data"] = _tables(trainer)
         return metrics
-    finally:
-        shutil.rmtree(output_dir, ignore_errors=True)
