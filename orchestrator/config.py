@@ -140,26 +140,14 @@ class SearchSection(Section):
     max_concurrent: int | None = Field(
         None, gt=0, description="Trials running at once; default: as many as the cluster fits.")
     metric: str = Field("eval_loss", description="Metric to optimise: "
-                        + ", ".join(REPORTED_METRICS) + ".")
+                        + ", ".join(REPORTED_METRICS) + ", or a task metric of the "
+                        "evaluation scorers (task_<name>..., listed by `qlora-sweep validate`).")
     mode: Literal["min", "max"] | None = Field(
-        None, description="min or max; default follows the metric (losses min, accuracy max).")
+        None, description="min or max; default follows the metric (losses and errors min, "
+        "accuracies and hit rates max).")
     seed: int = Field(0, description="Seed of the search algorithm.")
     initial_points: list[dict[str, Any]] = Field(
         default_factory=list, description="Known-good configs (dotted keys) evaluated first.")
-
-    @field_validator("metric")
-    @classmethod
-    def _reported(cls, v: str) -> str:
-        if v not in REPORTED_METRICS:
-            close = suggest(v, list(REPORTED_METRICS))
-            hint = f" Did you mean '{close}'?" if close else ""
-            raise ValueError(f"trials never report this metric; they report "
-                             f"{', '.join(REPORTED_METRICS)}.{hint}")
-        return v
-
-    @property
-    def resolved_mode(self) -> str:
-        return self.mode or REPORTED_METRICS.get(self.metric, "min")
 
 
 class SchedulerSection(Section):
@@ -296,6 +284,74 @@ class PromoteSection(Section):
         return v
 
 
+SCORER_TYPES = ("exact_match", "contains", "number", "label", "custom")
+
+
+class Scorer(Section):
+    type: Literal[SCORER_TYPES] = Field(  # type: ignore[valid-type]
+        ..., description="exact_match (after normalising whitespace), contains (the reference "
+        "is in the prediction), number (a regex extracts a number: MAE, RMSLE, hit rate within "
+        "a tolerance), label (classification accuracy), or custom (your function).")
+    name: str | None = Field(
+        None, pattern=r"^[a-z][a-z0-9_]*$", description="Names the metrics: task_<name> (number: "
+        "task_<name>_mae, _rmsle, _hit, _parsed; custom: task_<name>_<key>). Default: the type "
+        "(label: label_accuracy; custom: the function's name).")
+    pattern: str | None = Field(
+        None, description="number: the regex whose first group (or whole match) is the number, "
+        "applied to prediction and reference alike (e.g. '\\$([0-9.,]+)'); default: the first "
+        "number in the text. A prediction without one counts as 0 and as a miss.")
+    tolerance: float | str = Field(
+        "10%", description="number: how close counts as a hit (task_<name>_hit): an absolute "
+        "difference (5) or a percentage of the reference ('10%').")
+    labels: list[str] | None = Field(
+        None, description="label: the labels; a prediction's label is the first one it starts "
+        "with (longest first). Unset: its first word.")
+    function: str | None = Field(
+        None, description="custom: 'module:function' called with (predictions, references), two "
+        "lists of strings, returning a dict of floats; the module is imported from the config "
+        "file's folder or the Python path.")
+    metrics: dict[str, Literal["min", "max"]] | None = Field(
+        None, description="custom: the keys the function returns, each with its better "
+        "direction: {f1: max, error: min}.")
+
+    @field_validator("pattern")
+    @classmethod
+    def _regex(cls, v):
+        if v is not None:
+            import re
+
+            try:
+                re.compile(v)
+            except re.error as err:
+                raise ValueError(f"not a valid regular expression ({err})") from None
+        return v
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tolerance(cls, v):
+        from trainables.scoring import parse_tolerance
+
+        parse_tolerance(v)
+        return v
+
+
+class EvaluationSection(Section):
+    scorers: list[Scorer] = Field(
+        default_factory=list, description="How a generated completion is scored (task metrics, "
+        "reported with the loss at each evaluation). Empty: trials are judged by their loss only.")
+    samples: int | None = Field(
+        None, ge=1, description="Eval rows the model answers at each evaluation (drawn once with "
+        "search.seed, the same for every trial and the references). Unset: all of them.")
+    max_new_tokens: int = Field(32, ge=1, description="Longest generated answer, in tokens.")
+    batch_size: int = Field(32, ge=1, description="Prompts generated at once (left-padded).")
+    cadence: Literal["every", "rungs"] = Field(
+        "every", description="every: generate at every evaluation; rungs: only at ASHA's rungs "
+        "and at a trial's last step (task metrics are NaN at the other evaluations).")
+    examples: int = Field(
+        4, ge=0, description="(prompt, reference, prediction) examples kept per evaluation, "
+        "shown in TensorBoard's text tab and in the report.")
+
+
 class SweepConfig(Section):
     model: ModelSection = Field(default_factory=ModelSection, description="The base model.")
     data: DataSection = Field(default_factory=DataSection, description="Training and eval data.")
@@ -317,11 +373,33 @@ class SweepConfig(Section):
                                     description="What happens when a trial's worker fails.")
     promote: PromoteSection = Field(default_factory=PromoteSection,
                                     description="Pushing the winner to the Hugging Face Hub.")
+    evaluation: EvaluationSection = Field(
+        default_factory=EvaluationSection,
+        description="Task metrics: what the model generates for eval prompts, scored.")
 
     @field_validator("search_space", mode="before")
     @classmethod
     def _preset_shorthand(cls, v):
         return {"preset": v} if isinstance(v, str) else v
+
+    @property
+    def reported_metrics(self) -> dict[str, str]:
+        """Every metric a trial of this sweep reports that a sweep may optimise, with its
+        better direction: the loss metrics and the scorers' task metrics."""
+        return reported_metrics(self.evaluation.scorers)
+
+    @property
+    def mode(self) -> str:
+        """The objective's direction: search.mode, else the metric's own."""
+        return self.search.mode or self.reported_metrics.get(self.search.metric, "min")
+
+
+def reported_metrics(scorers: list) -> dict[str, str]:
+    """The optimisable metrics of a sweep with these scorers (models or dicts), with modes."""
+    from trainables.scoring import all_metric_modes
+
+    specs = [s.model_dump() if isinstance(s, BaseModel) else s for s in scorers]
+    return {**REPORTED_METRICS, **all_metric_modes(specs)}
 
 
 SEARCHABLE_SECTIONS = {"lora": LoraSection, "training": TrainingSection}

@@ -20,9 +20,20 @@ def _type(annotation: Any) -> str:
         return " or ".join(_type(a) for a in typing.get_args(annotation))
     text = str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
     text = text.replace("orchestrator.config.DataSource", "source").replace("NoneType", "None")
+    text = text.replace("orchestrator.config.Scorer", "scorer")
     if text.startswith("Literal["):
         text = "one of " + text.removeprefix("Literal[").removesuffix("]")
     return text.replace(" | ", " or ")
+
+
+def _list_of_sections(annotation: Any) -> type[BaseModel] | None:
+    import typing
+
+    if typing.get_origin(annotation) is list:
+        (item,) = typing.get_args(annotation)
+        if isinstance(item, type) and issubclass(item, BaseModel):
+            return item
+    return None
 
 
 def _default(field) -> str:
@@ -44,8 +55,11 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
         if sub is not None and issubclass(sub, BaseModel):
             rows += _rows(sub, f"{key}.")
             continue
+        item = _list_of_sections(field.annotation)
         rows.append(f"| `{key}` | {_type(field.annotation)} | {_default(field)} | "
                     f"{field.description or ''} |")
+        if item is not None:  # each entry's keys: scorers[].type, ...
+            rows += _rows(item, f"{key}[].")
     return rows
 
 

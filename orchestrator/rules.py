@@ -53,6 +53,54 @@ def _early_eval(cfg: SweepConfig, max_t: int, grace: int) -> tuple[int | None, l
     return stopping[-1], problems
 
 
+def check_evaluation(cfg: SweepConfig) -> list[str]:
+    """The scorers are complete for their type, their metric names unique, and search.metric
+    is a metric the sweep reports."""
+    problems = []
+    names: dict[str, int] = {}
+    for i, scorer in enumerate(cfg.evaluation.scorers):
+        where = f"evaluation.scorers[{i}]"
+        if scorer.type == "custom":
+            if not scorer.function or ":" not in scorer.function:
+                problems.append(f"{where}.function = {scorer.function!r}: a custom scorer needs "
+                                f"'module:function'. Fix: e.g. function: my_scorers:f1 (a file "
+                                f"my_scorers.py beside the config).")
+            if not scorer.metrics:
+                problems.append(f"{where}.metrics is empty: a custom scorer declares the keys it "
+                                f"returns, each with min or max. Fix: e.g. metrics: {{f1: max}}.")
+        else:
+            wrong = [k for k in ("function", "metrics") if getattr(scorer, k) is not None]
+            if scorer.type != "number" and scorer.pattern is not None:
+                wrong.append("pattern")
+            if scorer.type != "label" and scorer.labels is not None:
+                wrong.append("labels")
+            for key in wrong:
+                problems.append(f"{where}.{key}: not used by a scorer of type {scorer.type!r}. "
+                                f"Fix: remove it, or set type to the scorer it belongs to.")
+        if scorer.type != "custom" or (scorer.function and ":" in scorer.function):
+            from trainables.scoring import scorer_name
+
+            name = scorer_name(scorer.model_dump())
+            if name in names:
+                problems.append(f"{where}: its metrics are named task_{name}... like those of "
+                                f"evaluation.scorers[{names[name]}]. Fix: give one of them "
+                                f"another name.")
+            names[name] = i
+    if problems:
+        return problems
+    reported = cfg.reported_metrics
+    metric = cfg.search.metric
+    if metric not in reported:
+        close = suggest(metric, list(reported))
+        hint = f" Did you mean '{close}'?" if close else ""
+        fix = ("Fix: use one of them." if metric.startswith("task_") and cfg.evaluation.scorers
+               else "Fix: use one of them, or add an evaluation scorer that reports it."
+               if metric.startswith("task_") else "Fix: use one of them.")
+        problems.append(f"search.metric = {metric!r}: trials never report this metric; this "
+                        f"config's trials report {', '.join(reported)}.{hint} {fix}")
+    return problems
+
+
 def _parse(raw: dict | str) -> tuple[dict[str, Domain], list[str]]:
     try:
         entries = merge_space({"preset": raw} if isinstance(raw, str) else raw)
@@ -159,6 +207,8 @@ def check_rules(cfg: SweepConfig, *, base_dir: Path) -> tuple[dict[str, Any], li
                                       else _early_eval(cfg, max_t, grace))
     problems += early_problems
 
+    problems += check_evaluation(cfg)
+
     if cfg.resources.accelerator_type and cfg.resources.gpu == 0:
         problems.append(f"resources.accelerator_type = {cfg.resources.accelerator_type!r} with "
                         f"resources.gpu = 0: an accelerator type only constrains GPU trials. "
@@ -174,7 +224,7 @@ def check_rules(cfg: SweepConfig, *, base_dir: Path) -> tuple[dict[str, Any], li
 
     derived = {
         "domains": domains,
-        "mode": cfg.search.resolved_mode,
+        "mode": cfg.mode,
         "max_t": max_t,
         "grace_period": grace,
         # scheduler.early_eval_samples: evaluations before this step use the subset, and

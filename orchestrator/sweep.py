@@ -36,6 +36,8 @@ def preflight(cfg: SweepConfig, derived: dict[str, Any]) -> dict[str, Any]:
     fmt, problems = check_data(data)
     target_groups, model_problems = check_model(cfg, derived)
     problems += model_problems + check_storage(cfg.storage.path)
+    task, task_problems = task_eval(cfg, derived)
+    problems += task_problems
     if not model_problems:
         problems += check_chat_template(cfg.model.model_dump(), fmt)
         problems += check_max_length(cfg.model.model_dump(), data, fmt)
@@ -51,7 +53,41 @@ def preflight(cfg: SweepConfig, derived: dict[str, Any]) -> dict[str, Any]:
         "threads": max(1, int(cfg.resources.cpu)),
         "warm_start": cfg.resources.warm_start,
         "early_eval": early_eval(cfg, derived),
+        "task_eval": task,
     }
+
+
+def task_eval(cfg: SweepConfig, derived: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
+    """What a trial needs to generate and score (``trainables/task_eval.py``), and the
+    problems found importing custom scorers (the driver imports them, as every worker will)."""
+    import os
+
+    from trainables.scoring import ScorerError, load_function
+
+    from .rules import asha_rungs
+
+    ev = cfg.evaluation
+    if not ev.scorers:
+        return None, []
+    search_path = [str(Path(derived["config_path"]).resolve().parent), os.getcwd()]
+    problems = []
+    for i, scorer in enumerate(ev.scorers):
+        if scorer.type == "custom":
+            try:
+                load_function(scorer.function, search_path)
+            except ScorerError as err:
+                problems.append(f"evaluation.scorers[{i}].function = {scorer.function!r}: {err}. "
+                                f"Fix: put the module beside the config file (or on the Python "
+                                f"path) and name a function in it, as 'module:function'.")
+    steps = None
+    if ev.cadence == "rungs":
+        steps = ([] if cfg.scheduler.type != "asha" else
+                 asha_rungs(derived["grace_period"], derived["max_t"],
+                            cfg.scheduler.reduction_factor))
+    return {"scorers": [s.model_dump() for s in ev.scorers], "samples": ev.samples,
+            "seed": cfg.search.seed, "max_new_tokens": ev.max_new_tokens,
+            "batch_size": ev.batch_size, "steps": steps, "examples": ev.examples,
+            "search_path": search_path}, problems
 
 
 def early_eval(cfg: SweepConfig, derived: dict[str, Any]) -> dict[str, Any] | None:

@@ -72,9 +72,10 @@ class SweepDir:
 
     @property
     def mode(self) -> str:
-        from trainables.metrics import OPTIMIZABLE
+        from .config import reported_metrics
 
-        return self.config["search"].get("mode") or OPTIMIZABLE.get(self.metric, "min")
+        scorers = (self.config.get("evaluation") or {}).get("scorers") or []
+        return self.config["search"].get("mode") or reported_metrics(scorers).get(self.metric, "min")
 
     @property
     def searched(self) -> list[str]:

@@ -42,7 +42,7 @@ def search_alg(cfg: SweepConfig, *, sweep_dir: str, concurrency: int, name: str,
 
         sampler = optuna.samplers.TPESampler(seed=cfg.search.seed,
                                              n_startup_trials=max(2, min(5, cfg.search.num_trials // 3)))
-        ranked = ({"metric": rank_key, "mode": cfg.search.resolved_mode}
+        ranked = ({"metric": rank_key, "mode": cfg.mode}
                   if rank_key and rank_key != cfg.search.metric else {})
         alg = OptunaSearch(points_to_evaluate=points, sampler=sampler,
                            storage=optuna_storage(sweep_dir),

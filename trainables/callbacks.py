@@ -38,7 +38,9 @@ class ReportCallback(TrainerCallback):
         self.extra: dict = {}  # reported with every evaluation (how the trial started)
         self.eval_size: Callable[[], int] | None = None  # rows in the eval set just evaluated
         self.early = None  # trainables.early_eval.EarlyEval, with scheduler.early_eval_samples
+        self.task = None  # trainables.task_eval.TaskEval, with evaluation.scorers
         self._eval: dict | None = None
+        self._task: dict = {}
         self._train_loss: float | None = None
         self._lr: float | None = None
         self._grad_norm: float | None = None
@@ -79,13 +81,16 @@ class ReportCallback(TrainerCallback):
             if self._tokens[0] is None:
                 self._tokens = (time.monotonic(), self._last_tokens)
 
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
         metrics = metrics or {}
         loss = float(metrics.get("eval_loss", float("nan")))
         if not math.isfinite(loss):
             raise TrainingDiverged(f"training diverged: eval loss is {loss} at step "
                                    f"{state.global_step}")
         self._eval = metrics
+        if self.task is not None:  # what the model generates, scored, beside the loss
+            due = self.task.due(state.global_step, state.max_steps)
+            self._task = self.task.evaluate(model) if due else self.task.missing()
 
     def on_save(self, args, state, control, **kwargs):
         if self._eval is None:
@@ -109,6 +114,7 @@ class ReportCallback(TrainerCallback):
             "tokens_per_second": tps,
             "peak_memory_mb": peak_memory_mb(),
             "start_seconds": (self._first_step or now) - self._started,
+            **self._task,
             **self.extra,
         }
         if self.eval_size is not None:
@@ -116,7 +122,7 @@ class ReportCallback(TrainerCallback):
         if self.early is not None:
             metrics = self.early.adjust(metrics)
         self.history.append(metrics)
-        self._eval = None
+        self._eval, self._task = None, {}
         self._report(metrics, os.path.join(args.output_dir, f"checkpoint-{step}"))
 
 

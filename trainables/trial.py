@@ -22,8 +22,10 @@ from .callbacks import Report, ReportCallback, TrainingDiverged
 from .disk import over_budget
 from .storage import read_file, write_file
 
-# In a trial's folder: why it diverged, so a restarted trial does not train again to find out.
+# In a trial's folder: why it diverged (or its scorer failed), so a restarted trial does not
+# train again to find out.
 DIVERGED_MARKER = "diverged.txt"
+SCORER_FAILED = "ScorerError: "  # how the marker starts when a scorer failed
 
 
 def trial_settings(base: dict[str, Any], searched: dict[str, Any]) -> dict[str, Any]:
@@ -204,6 +206,11 @@ def run_trial(settings: dict[str, Any], *, output_dir: str | os.PathLike,
     trainer = build_trainer(settings, str(output_dir), callbacks=[callback])
     callback.extra.update(trainer.qlora_start)
     callback.eval_size = lambda: len(trainer.eval_dataset)
+    if settings.get("task_eval"):  # before EarlyEval, which may point eval_dataset at a subset
+        from .task_eval import TaskEval
+
+        callback.task = TaskEval(settings["task_eval"], trainer.eval_dataset,
+                                 trainer.processing_class)
     if settings.get("early_eval"):
         from .early_eval import EarlyEval
 
@@ -280,6 +287,10 @@ def tune_trainable(config: dict[str, Any], *, base: dict[str, Any]) -> None:
     diverged = posixpath.join(trial_path, DIVERGED_MARKER)
     before = read_file(fs, diverged)
     if before is not None:
+        from .scoring import ScorerError
+
+        if before.startswith(SCORER_FAILED):
+            raise ScorerError(before.removeprefix(SCORER_FAILED))
         raise TrainingDiverged(before)
     try:
         resume = None
@@ -291,22 +302,54 @@ def tune_trainable(config: dict[str, Any], *, base: dict[str, Any]) -> None:
     except TrainingDiverged as err:
         write_file(fs, diverged, str(err))
         raise
+    except Exception as err:
+        # A failing scorer fails the same way in every restart: the trial errors with its
+        # message once, and the sweep goes on.
+        from .scoring import ScorerError
+
+        if isinstance(err, ScorerError):
+            write_file(fs, diverged, SCORER_FAILED + str(err))
+        raise
     finally:
         shutil.rmtree(output_dir, ignore_errors=True)
 
 
-def _eval_metrics(trainer) -> dict[str, float]:
+def _eval_metrics(trainer, task: dict[str, Any] | None = None, *,
+                  constant: bool = False, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The loss metrics of one evaluation; with ``task`` the task metrics too, and with
+    ``constant`` the constant-answer reference (``constant_reference``) and how varied the
+    references are (``task_reference_distinct``)."""
     import math
 
     metrics = trainer.evaluate()
     loss = float(metrics["eval_loss"])
-    return {
+    out = {
         "eval_loss": loss,
         "eval_perplexity": math.exp(min(loss, 50.0)),
         "eval_mean_token_accuracy": float(metrics.get("eval_mean_token_accuracy", 0.0)),
         "train_loss": float("nan"),
         "eval_samples": len(trainer.eval_dataset),
     }
+    if task:
+        from .scoring import constant_reference, normalize
+        from .task_eval import TaskEval
+
+        judge = TaskEval(task, trainer.eval_dataset, trainer.processing_class)
+        out.update(judge.evaluate(trainer.model))
+        out["task_samples"] = len(judge.references)
+        if constant:
+            out["task_reference_distinct"] = len({normalize(r) for r in judge.references})
+            out["constant_reference"] = constant_reference(
+                task["scorers"], training_completions(data), judge.references)
+    return out
+
+
+def training_completions(data: dict[str, Any]) -> list[str]:
+    """The training set's completions as text (a chat row's: the assistant's reply)."""
+    from .data import load_splits
+
+    train, _evalset, _fmt = load_splits(data["data"], seed=int(data["training"]["seed"]))
+    return [c if isinstance(c, str) else c[-1]["content"] for c in train["completion"]]
 
 
 def evaluate_baseline(settings: dict[str, Any]) -> dict[str, Any]:
@@ -364,7 +407,9 @@ def _tables(trainer) -> dict[str, Any]:
 
 def _evaluate(settings: dict[str, Any], adapter_dir, *, keep_data: bool = False) -> dict[str, Any]:
     with _one_off_trainer(settings, adapter_dir) as trainer:
-        metrics = _eval_metrics(trainer)
+        # The baseline (keep_data) also scores the constant-answer reference.
+        metrics = _eval_metrics(trainer, settings.get("task_eval"), constant=keep_data,
+                                data=settings)
         if keep_data:
             metrics["prepared_data"] = _tables(trainer)
         return metrics

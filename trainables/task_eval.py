@@ -1,0 +1,131 @@
+"""Judge a model by what it generates: greedy, batched generation on eval prompts, scored.
+
+The prompts are the eval rows exactly as the trainer tokenized them (the tokens before the
+completion: chat template, instruction format and special tokens included), so the model is
+asked what it was trained to answer; the reference is the row's completion. Generation is
+greedy, in batches, left-padded, with the KV cache and at most ``max_new_tokens`` new tokens.
+
+``settings["task_eval"]`` (built by the sweep from ``evaluation``) holds the scorers and
+``samples`` (how many eval rows, drawn once with ``seed``: the same rows for every trial),
+``max_new_tokens``, ``batch_size``, ``steps`` (the steps to evaluate at; None: every
+evaluation), ``examples`` (how many (prompt, reference, prediction) triples to report) and
+``search_path`` (folders a custom scorer module is imported from).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from .early_eval import subset_indices
+from .scoring import score_all
+
+EXAMPLES = "task_examples"  # the reported (prompt, reference, prediction) triples, as JSON text
+SECONDS = "task_seconds"  # time the generation and scoring of one evaluation took
+
+
+def prompts_and_references(dataset, tokenizer, indices: list[int]) -> tuple[list[list[int]], list[str]]:
+    """The prompt token ids and the reference text of the tokenized eval rows at ``indices``.
+
+    TRL marks the completion with ``completion_mask`` (or, once it built them, with labels
+    that are -100 on the prompt).
+    """
+    columns = dataset.column_names
+    prompts, references = [], []
+    for i in indices:
+        row = dataset[int(i)]
+        ids = list(row["input_ids"])
+        if "completion_mask" in columns:
+            mask = list(row["completion_mask"])
+        elif "labels" in columns:
+            mask = [int(label != -100) for label in row["labels"]]
+        else:
+            raise ValueError("the eval rows mark no completion (no completion_mask or labels); "
+                             "task metrics need prompt/completion data")
+        start = mask.index(1) if 1 in mask else len(ids)
+        prompts.append(ids[:start])
+        references.append(tokenizer.decode(ids[start:], skip_special_tokens=True).strip())
+    return prompts, references
+
+
+def generate(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int,
+             batch_size: int) -> list[str]:
+    """Greedy completions of token-id prompts, in batches (left-padded, KV cache)."""
+    import torch
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    # Longest prompts first: batches of similar length waste less on padding.
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    texts: list[str] = [""] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        batch = [order[j] for j in range(start, min(start + batch_size, len(order)))]
+        width = max(len(prompts[i]) for i in batch)
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, i in enumerate(batch):
+            if prompts[i]:
+                ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
+                mask[row, width - len(prompts[i]):] = 1
+        with torch.no_grad():
+            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                 max_new_tokens=max_new_tokens, do_sample=False,
+                                 num_beams=1, use_cache=True, pad_token_id=pad,
+                                 eos_token_id=tokenizer.eos_token_id)
+        for row, i in enumerate(batch):
+            texts[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True).strip()
+    return texts
+
+
+class TaskEval:
+    """Generates on the eval subset and scores it; what an evaluation adds to its report."""
+
+    def __init__(self, task: dict[str, Any], eval_dataset, tokenizer):
+        self.task = task
+        self.tokenizer = tokenizer
+        indices = subset_indices(len(eval_dataset), int(task.get("samples") or len(eval_dataset)),
+                                 int(task.get("seed", 0)))
+        self.prompts, self.references = prompts_and_references(eval_dataset, tokenizer, indices)
+        steps = task.get("steps")
+        self.steps = None if steps is None else {int(s) for s in steps}
+
+    def due(self, step: int, max_steps: int) -> bool:
+        """Whether the evaluation at ``step`` generates (cadence ``rungs``: ASHA's rungs and the
+        last step only)."""
+        return self.steps is None or step in self.steps or step >= max_steps
+
+    def predict(self, model) -> list[str]:
+        was_training = model.training
+        model.eval()
+        try:
+            return generate(model, self.tokenizer, self.prompts,
+                            max_new_tokens=int(self.task.get("max_new_tokens", 32)),
+                            batch_size=int(self.task.get("batch_size", 32)))
+        finally:
+            if was_training:
+                model.train()
+
+    def evaluate(self, model) -> dict[str, Any]:
+        """Task metrics of ``model`` on the subset, with a few examples and the time taken.
+
+        Raises:
+            trainables.scoring.ScorerError: a custom scorer failed.
+        """
+        started = time.monotonic()
+        predictions = self.predict(model)
+        metrics: dict[str, Any] = score_all(self.task["scorers"], predictions, self.references,
+                                            search_path=self.task.get("search_path") or ())
+        shown = int(self.task.get("examples", 4))
+        metrics[EXAMPLES] = json.dumps([
+            {"prompt": self.tokenizer.decode(p, skip_special_tokens=True), "reference": r,
+             "prediction": y}
+            for p, r, y in list(zip(self.prompts, self.references, predictions))[:shown]])
+        metrics[SECONDS] = time.monotonic() - started
+        return metrics
+
+    def missing(self) -> dict[str, float]:
+        """NaN for every task metric: the report of an evaluation that did not generate."""
+        from .scoring import all_metric_modes
+
+        return {name: float("nan") for name in all_metric_modes(self.task["scorers"])}
