@@ -159,7 +159,7 @@ def _leaderboard_html(sweep: SweepDir, data: dict[str, Any]) -> str:
                                       searched=sweep.searched, baseline=sweep.baseline)
     best_id = (data["best"] or {}).get("trial_id")
     return _table(header, [("best" if row[1] == best_id else
-                            "baseline" if row[1] == "base model" else "", row) for row in table])
+                            "baseline" if row[2] in ("baseline", "reference") else "", row) for row in table])
 
 
 def _img(path: Path) -> str:

@@ -49,9 +49,41 @@ def _location(checkpoint) -> str:
     return f"{checkpoint.filesystem.type_name}://{checkpoint.path}"
 
 
+# Task keys that are not metrics of the model's answers (kept out of tables and best.json).
+_TASK_OTHER = ("task_examples", "task_seconds", "task_samples", "task_reference_distinct")
+# Task metrics left out of the printed table (still in leaderboard.csv and best.json).
+_TASK_UNSHOWN = ("_rmsle", "_parsed")
+
+
+def task_values(metrics: dict[str, Any] | None) -> dict[str, float]:
+    """The task metrics (``task_*``) of one report or evaluation, finite ones only."""
+    out = {}
+    for key, value in (metrics or {}).items():
+        if key.startswith("task_") and key not in _TASK_OTHER:
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                continue
+            if math.isfinite(value):
+                out[key] = value
+    return out
+
+
+def task_columns(rows: list[dict[str, Any]], baseline: dict | None = None) -> list[str]:
+    """The task metrics to show as table columns, in the order they were reported."""
+    seen: dict[str, None] = {}
+    for source in [(baseline or {}), *rows]:
+        for key in source:
+            if (key.startswith("task_") and key not in _TASK_OTHER
+                    and not key.endswith(_TASK_UNSHOWN)):
+                seen[key] = None
+    return list(seen)
+
+
 def trial_rows(results, *, metric: str, mode: str, max_steps: int,
                searched: list[str]) -> list[dict[str, Any]]:
-    """One row per trial from Ray's ``ResultGrid``, best value over the trial's whole history."""
+    """One row per trial from Ray's ``ResultGrid``, best value over the trial's whole history;
+    with task metrics, their values at the trial's best checkpoint (else its best step)."""
     better = min if mode == "min" else max
     rows = []
     for result in results:
@@ -90,6 +122,10 @@ def trial_rows(results, *, metric: str, mode: str, max_steps: int,
                     # stopped checkpoints before the trial's best step.
                     "checkpoint_value": at.get(metric), "checkpoint_step": at.get("step"),
                     "subset_value": better(subset) if subset else None})
+        at_best = at
+        if not at_best and best_step is not None and df is not None:
+            at_best = df[df["step"] == best_step].iloc[-1].to_dict()
+        row.update(task_values(at_best))
         rows.append(row)
     rows.sort(key=lambda r: best_first(r, metric=metric, mode=mode))
     return rows
@@ -106,7 +142,10 @@ def best_first(row: dict[str, Any], *, metric: str, mode: str) -> tuple:
 
 
 def write_leaderboard(rows: list[dict], path: Path, *, metric: str, searched: list[str]) -> None:
-    fields = ["trial_id", "status", *searched, f"best_{metric}", "best_step", "steps_run", "error"]
+    tasks = [k for k in dict.fromkeys(k for r in rows for k in task_values(r))
+             if k != f"best_{metric}"]
+    fields = ["trial_id", "status", *searched, f"best_{metric}", "best_step", "steps_run",
+              *tasks, "error"]
     if any(r.get("subset_value") is not None for r in rows):
         fields.insert(fields.index("best_step"), "subset_value")
     with open(path, "w", newline="") as f:
@@ -133,6 +172,7 @@ def best_record(rows: list[dict], *, metric: str, mode: str, searched: list[str]
         "step": top["checkpoint_step"],
         "checkpoint_path": top["checkpoint_path"],
         "baseline_value": (baseline or {}).get(metric),
+        "task_metrics": task_values(top),
     }
 
 
@@ -156,10 +196,13 @@ def _status_text(row: dict) -> str:
 
 def leaderboard_cells(rows: list[dict], *, metric: str, searched: list[str],
                       baseline: dict | None) -> tuple[list[str], list[list[str]]]:
-    """The leaderboard as text cells (header, rows), the base model's row last."""
+    """The leaderboard as text cells (header, rows), then the references: the base model and,
+    with task metrics, the constant answer (what learning only the answers' format and
+    distribution gets)."""
     short = {k: short_name(k) for k in searched}
+    tasks = [k for k in task_columns(rows, baseline) if k != metric]
     header = ["#", "trial", "status", *[short[k] for k in searched], f"best {metric}",
-              "vs base", "step", "steps"]
+              "vs base", *[k.removeprefix("task_") for k in tasks], "step", "steps"]
     base_value = (baseline or {}).get(metric)
     table = []
     for i, r in enumerate(rows, 1):
@@ -170,10 +213,16 @@ def leaderboard_cells(rows: list[dict], *, metric: str, searched: list[str],
         if value is None and r.get("subset_value") is not None:
             shown = f"{_fmt(r['subset_value'])} (subset)"
         table.append([str(i), r["trial_id"], _status_text(r), *[_fmt(r.get(k)) for k in searched],
-                      shown, delta, _fmt(r["best_step"]), _fmt(r["steps_run"])])
+                      shown, delta, *[_fmt(r.get(k)) for k in tasks], _fmt(r["best_step"]),
+                      _fmt(r["steps_run"])])
     if base_value is not None:
         table.append(["", "base model", "baseline", *["" for _ in searched], _fmt(base_value),
-                      "", "", "0"])
+                      "", *[_fmt(baseline.get(k)) for k in tasks], "", "0"])
+    constant = ((baseline or {}).get("constant_reference") or {}).get("metrics")
+    if constant:
+        table.append(["", "constant answer", "reference", *["" for _ in searched],
+                      _fmt(constant.get(metric)), "", *[_fmt(constant.get(k)) for k in tasks],
+                      "", "-"])
     return header, table
 
 

@@ -278,7 +278,12 @@ def run_sweep(cfg: SweepConfig, derived: dict[str, Any], *, address: str | None 
         out(f"watch it:  qlora-sweep tensorboard {loc.where}")
         out(f"           qlora-sweep status {loc.where} --watch")
         out(f"baseline {cfg.search.metric}: {baseline[cfg.search.metric]:.4f} "
-            f"on {baseline['eval_samples']} eval examples")
+            f"on {baseline.get('task_samples') if cfg.search.metric.startswith('task_') else baseline['eval_samples']} eval examples")
+        constant = (baseline.get("constant_reference") or {}).get("metrics")
+        if constant and cfg.search.metric in constant:
+            out(f"constant-answer reference {cfg.search.metric}: "
+                f"{constant[cfg.search.metric]:.4f} (every prompt answered "
+                f"{next(iter(baseline['constant_reference']['answers'].values()))!r})")
 
         from .tuner import build_tuner
 
@@ -429,8 +434,22 @@ def finish(cfg: SweepConfig, derived: dict[str, Any], results, *, sweep_dir: Pat
     if best is None:
         out(f"no trial produced a usable {metric}; see the errors above and in {sweep_dir}")
         return RUNTIME_EXIT
+    from .verdict import judge, render
+
+    verdict = judge(winner=best["task_metrics"], baseline=baseline,
+                    scorers=[s.model_dump() for s in cfg.evaluation.scorers])
+    if verdict is not None:
+        best["verdict"] = verdict
     write_json(sweep_dir / "best.json", best)
     out(f"best trial {best['trial_id']}: {metric} {best['value']:.4f} at step {best['step']} "
-        f"(base model {best['baseline_value']:.4f})")
+        f"(base model {_number(best['baseline_value'])})")
+    if verdict is not None:
+        out("")
+        out("task metrics on the eval prompts (what the models answer):")
+        out(render(verdict))
     out(f"best adapter: {best['checkpoint_path']}")
     return 0 if counts["completed"] else RUNTIME_EXIT
+
+
+def _number(value) -> str:
+    return "-" if value is None else f"{value:.4f}"

@@ -114,7 +114,8 @@ class SweepDir:
             row = {"trial_id": t["trial_id"], "status": t["status"], **t["config"],
                    f"best_{metric}": t["best_value"], "best_step": t["best_step"],
                    "steps_run": t["steps_run"], "rung": t.get("rung"), "error": t["error"],
-                   "retries": t.get("retries", 0), "subset_value": t.get("subset_value")}
+                   "retries": t.get("retries", 0), "subset_value": t.get("subset_value"),
+                   **(t.get("task") or {})}
             rows.append(row)
         order = {"running": 0, "paused": 1, "pending": 2}
         rows.sort(key=lambda r: (*best_first(r, metric=metric, mode=self.mode),

@@ -25,14 +25,15 @@ from tensorboard.plugins.hparams import summary_v2 as hp
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 from search_spaces.domains import Domain, encode_choice, short_name
-from trainables.metrics import TENSORBOARD_TAGS
+from trainables.metrics import tensorboard_tag
 
 BASELINE_RUN = "baseline"
+CONSTANT_RUN = "constant_answer"  # the constant-answer reference's task metrics
 
 
 def best_tag(metric: str) -> str:
     """The running best of the sweep's metric (its last value is the trial's best)."""
-    return f"best/{TENSORBOARD_TAGS[metric]}"
+    return f"best/{tensorboard_tag(metric)}"
 
 
 def hparam_value(value: Any) -> bool | float | str:
@@ -101,31 +102,78 @@ def _session_end(ok: bool) -> summary_pb2.Summary:
 def metric_scalars(result: dict[str, Any]) -> dict[str, float]:
     """The reported metrics that have a tag and a finite value, keyed by tag."""
     out = {}
-    for key, tag in TENSORBOARD_TAGS.items():
-        value = result.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+    for key, value in result.items():
+        tag = tensorboard_tag(key)
+        if (tag is not None and isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isfinite(value)):
             out[tag] = float(value)
     return out
+
+
+EXAMPLES_TAG = "task/examples"
+
+
+def examples_markdown(examples_json: str) -> str:
+    """A report's (prompt, reference, prediction) examples as a Markdown table."""
+    import json
+
+    def cell(text: str) -> str:
+        return str(text).replace("|", "\\|").replace("\n", " ⏎ ").strip() or "(empty)"
+
+    rows = ["| prompt | reference | prediction |", "|---|---|---|"]
+    rows += [f"| {cell(e['prompt'])} | {cell(e['reference'])} | {cell(e['prediction'])} |"
+             for e in json.loads(examples_json)]
+    return "\n".join(rows)
+
+
+def _text_event(step: int, tag: str, text: str) -> event_pb2.Event:
+    """A TensorBoard text-plugin summary (the Text tab)."""
+    from tensorboard.compat.proto import tensor_pb2, tensor_shape_pb2, types_pb2
+    from tensorboard.plugins.text import metadata as text_metadata
+
+    tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=[text.encode()],
+                                    tensor_shape=tensor_shape_pb2.TensorShapeProto())
+    value = summary_pb2.Summary.Value(
+        tag=tag, tensor=tensor,
+        metadata=text_metadata.create_summary_metadata(display_name=tag, description=""))
+    return event_pb2.Event(wall_time=time.time(), step=step,
+                           summary=summary_pb2.Summary(value=[value]))
 
 
 def write_baseline_run(sweep_dir: Path, *, baseline: dict[str, Any], domains: dict[str, Domain],
                        metric: str, max_steps: int, derived: list[hp.HParam] = ()) -> None:
     """The base model as a flat line from step 0 to ``max_steps``, plus the HParams config
-    (the searched settings and the ``derived`` ones, such as alpha from alpha_ratio x r)."""
+    (the searched settings and the ``derived`` ones, such as alpha from alpha_ratio x r, and
+    as metrics the sweep's metric and every task metric). The constant-answer reference is a
+    run of its own, flat lines of its task metrics."""
     hparams = [_hparam(name, dom) for name, dom in domains.items()] + list(derived)
-    tag = TENSORBOARD_TAGS[metric]
-    config = hp.hparams_config_pb(hparams=hparams, metrics=[
-        hp.Metric(best_tag(metric), display_name=f"best {metric}"),
-        hp.Metric(tag, display_name=f"final {metric}"),
-    ])
+    tag = tensorboard_tag(metric)
+    metrics = [hp.Metric(best_tag(metric), display_name=f"best {metric}"),
+               hp.Metric(tag, display_name=f"final {metric}")]
+    metrics += [hp.Metric(t, display_name=t.removeprefix("task/"))
+                for t in metric_scalars(baseline) if t.startswith("task/") and t != tag]
+    config = hp.hparams_config_pb(hparams=hparams, metrics=metrics)
     writer = EventFileWriter(str(sweep_dir / BASELINE_RUN))
     try:
         writer.add_event(_summary_event(config))
-        values = {t: v for t, v in metric_scalars(baseline).items() if t.startswith("eval/")}
+        values = {t: v for t, v in metric_scalars(baseline).items()
+                  if t.startswith(("eval/", "task/")) and t != "task/seconds"}
         for step in (0, max_steps):
             writer.add_event(_scalars(step, values))
+        if baseline.get("task_examples"):
+            writer.add_event(_text_event(0, EXAMPLES_TAG,
+                                         examples_markdown(baseline["task_examples"])))
     finally:
         writer.close()
+    constant = (baseline.get("constant_reference") or {}).get("metrics")
+    if constant:
+        writer = EventFileWriter(str(sweep_dir / CONSTANT_RUN))
+        try:
+            values = metric_scalars(constant)
+            for step in (0, max_steps):
+                writer.add_event(_scalars(step, values))
+        finally:
+            writer.close()
 
 
 def _run_dir(trial) -> str:
@@ -176,6 +224,9 @@ class TensorBoardCallback(LoggerCallback):
             self._best[trial] = value if best is None else self._better(best, value)
             values[best_tag(self._metric)] = float(self._best[trial])
         self._writers[trial].add_event(_scalars(step, values))
+        if result.get("task_examples"):
+            self._writers[trial].add_event(
+                _text_event(step, EXAMPLES_TAG, examples_markdown(result["task_examples"])))
         self._writers[trial].flush()
 
     def log_trial_end(self, trial, failed: bool = False) -> None:

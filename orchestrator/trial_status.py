@@ -20,7 +20,7 @@ from ray.tune import Callback
 
 from trainables.metrics import SEARCH_VALUE
 
-from .results import error_summary, write_json
+from .results import error_summary, task_values, write_json
 
 WRITE_EVERY_S = 1.0
 
@@ -158,7 +158,8 @@ class StatusCallback(Callback):
         if isinstance(value, (int, float)) and math.isfinite(value):
             entry["last_value"] = float(value)
             if entry["best_value"] is None or self._better(entry["best_value"], value) == value:
-                entry.update(best_value=float(value), best_step=step)
+                entry.update(best_value=float(value), best_step=step,
+                             task=task_values(result))  # the answers' metrics at that step
         else:  # scheduler.early_eval_samples: an evaluation on the eval subset
             ranked = result.get(SEARCH_VALUE)
             if isinstance(ranked, (int, float)) and math.isfinite(ranked):

@@ -26,3 +26,16 @@ TENSORBOARD_TAGS = {
     "peak_memory_mb": "system/peak_memory_mb",
     SEARCH_VALUE: "search/value",
 }
+
+# Task metrics (``task_<name>...``, trainables/scoring.py) go under task/ in TensorBoard; these
+# task keys are not metrics of the answers (the examples are text, the others bookkeeping).
+TASK_NOT_SCALARS = ("task_examples", "task_samples", "task_reference_distinct")
+
+
+def tensorboard_tag(key: str) -> str | None:
+    """The TensorBoard tag of a reported key (None: not a scalar to plot)."""
+    if key in TENSORBOARD_TAGS:
+        return TENSORBOARD_TAGS[key]
+    if key.startswith("task_") and key not in TASK_NOT_SCALARS:
+        return "task/" + key.removeprefix("task_")
+    return None
