@@ -165,6 +165,7 @@ trials of the same sweep:
 
 {_table(["model", metric, "vs base model", "step"], compare)}
 {"" if not curve else chr(10) + "![eval loss of every trial; the winner in bold](training_curve.png)" + chr(10)}
+{_task_section(facts)}
 ## Hyperparameters
 
 {_table(["setting", "value", ""], hyper_rows)}
@@ -186,6 +187,35 @@ most {training['max_steps']} steps and this is its checkpoint at step {winner['s
 Every trial's values and results are in `sweep_summary.json`.
 """
     return str(ModelCard(f"---\n{card_data(facts, repo_id=repo_id).to_yaml()}\n---\n{body}"))
+
+
+def _task_section(facts: dict[str, Any]) -> str:
+    """What the adapter answers, scored: this adapter vs the base model vs the constant answer,
+    and the sweep's warnings when it does not beat the constant or its answers collapse."""
+    winner = facts["winner"]
+    verdict = winner.get("verdict")
+    if not verdict:
+        return ""
+    rows = verdict["rows"]
+    metrics = list(rows["winner"])
+    answers = ((facts.get("baseline") or {}).get("constant_reference") or {}).get("answers") or {}
+    constant = "constant answer" + (f" ({', '.join(repr(a) for a in dict.fromkeys(answers.values()))} "
+                                    f"to every prompt)" if answers else "")
+    samples = (facts.get("baseline") or {}).get("task_samples")
+    table = _table(["model", *[m.removeprefix("task_") for m in metrics]], [
+        ["**this adapter**", *[_num(rows["winner"][m]) for m in metrics]],
+        ["base model without adapter", *[_num(rows["base model"][m]) for m in metrics]],
+        [constant, *[_num(rows["constant answer"][m]) for m in metrics]]])
+    notes = "".join(f"\n> **Warning:** {w}\n" for w in verdict["warnings"])
+    return (f"\n### Task metrics\n\nGreedy answers to {samples or 'the'} eval prompts, scored "
+            f"against the references; the constant answer is what a model that learned only "
+            f"the answers' format and distribution would score.\n\n{table}\n{notes}")
+
+
+def _num(value) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:.4g}"
 
 
 def _quant(quant: dict[str, Any]) -> str:

@@ -145,7 +145,7 @@ def _against_champion(sweep, hub, bundle: Path, summary: dict, settings: dict, c
 
     best = sweep.require_best()
     metric, mode = sweep.metric, sweep.mode
-    if not metric.startswith("eval_"):
+    if not metric.startswith(("eval_", "task_")):
         out(f"the sweep ranks by {metric}, which has no value on eval data; champion and "
             f"challenger are compared by eval_loss")
         metric, mode = "eval_loss", "min"
