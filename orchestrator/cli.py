@@ -149,6 +149,7 @@ def _validate(args) -> int:
     print(f"  data:    {settings['data']['train']['path']} (format: {settings['data_format']})")
     print(f"  search:  {cfg.search.algorithm}, {cfg.search.num_trials} trials, "
           f"{cfg.search.metric} ({derived['mode']}); scheduler: {cfg.scheduler.type}")
+    print(f"  metrics: {', '.join(cfg.reported_metrics)}")
     for name, dom in space.items():
         print(f"  {name}: {dom.describe()}")
     for key, modules in settings["target_groups"].items():

@@ -350,6 +350,11 @@ class EvaluationSection(Section):
     examples: int = Field(
         4, ge=0, description="(prompt, reference, prediction) examples kept per evaluation, "
         "shown in TensorBoard's text tab and in the report.")
+    scorer_path: list[str] = Field(
+        default_factory=list, description="Folders a custom scorer's module is imported from "
+        "(relative to the config file), before the config file's folder and the working "
+        "directory; the sweep dir's sweep.yaml records them all, absolute, so promote and "
+        "resume find the module again.")
 
 
 class SweepConfig(Section):

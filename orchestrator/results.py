@@ -142,8 +142,7 @@ def best_first(row: dict[str, Any], *, metric: str, mode: str) -> tuple:
 
 
 def write_leaderboard(rows: list[dict], path: Path, *, metric: str, searched: list[str]) -> None:
-    tasks = [k for k in dict.fromkeys(k for r in rows for k in task_values(r))
-             if k != f"best_{metric}"]
+    tasks = [k for k in dict.fromkeys(k for r in rows for k in task_values(r)) if k != metric]
     fields = ["trial_id", "status", *searched, f"best_{metric}", "best_step", "steps_run",
               *tasks, "error"]
     if any(r.get("subset_value") is not None for r in rows):

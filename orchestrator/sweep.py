@@ -69,7 +69,10 @@ def task_eval(cfg: SweepConfig, derived: dict[str, Any]) -> tuple[dict[str, Any]
     ev = cfg.evaluation
     if not ev.scorers:
         return None, []
-    search_path = [str(Path(derived["config_path"]).resolve().parent), os.getcwd()]
+    here = Path(derived["config_path"]).resolve().parent
+    search_path = list(dict.fromkeys(
+        [str((here / Path(p).expanduser()).resolve()) for p in ev.scorer_path]
+        + [str(here), os.getcwd()]))
     problems = []
     for i, scorer in enumerate(ev.scorers):
         if scorer.type == "custom":
@@ -209,6 +212,8 @@ def _resolved_config(cfg: SweepConfig, settings: dict[str, Any], name: str) -> d
     if settings["data"]["eval"]:
         resolved["data"]["eval"]["path"] = settings["data"]["eval"]["path"]
     resolved["data"]["format"] = settings["data_format"]
+    if settings.get("task_eval"):  # where custom scorers were found, for promote and resume
+        resolved["evaluation"]["scorer_path"] = settings["task_eval"]["search_path"]
     return resolved
 
 
