@@ -81,6 +81,10 @@ def curve_figure(sweep: SweepDir):
     baseline = (sweep.baseline or {}).get(metric)
     if _finite(baseline):
         ax.axhline(baseline, color="C3", linestyle="--", linewidth=1, label="base model")
+    constant = (((sweep.baseline or {}).get("constant_reference") or {}).get("metrics")
+                or {}).get(metric)
+    if _finite(constant):
+        ax.axhline(constant, color="C2", linestyle="-.", linewidth=1, label="constant answer")
     ax.plot([], [], color="0.7", label="other trials")
     if subset:
         ax.plot([], [], color="0.7", linestyle=":", marker=".",
@@ -99,3 +103,77 @@ def curve_figure(sweep: SweepDir):
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def task_metric(sweep: SweepDir) -> str | None:
+    """The task metric a sweep's plots judge answers by: its objective when that is one, else
+    the first scorer's primary metric; None without scorers."""
+    from trainables.scoring import primary_metric
+
+    if sweep.metric.startswith("task_"):
+        return sweep.metric
+    scorers = (sweep.config.get("evaluation") or {}).get("scorers") or []
+    return primary_metric(scorers[0]) if scorers else None
+
+
+def rank_correlation(xs: list[float], ys: list[float]) -> float | None:
+    """Spearman's rho (average ranks for ties); None for fewer than 3 pairs or no variation."""
+    if len(xs) < 3:
+        return None
+
+    def ranks(values: list[float]) -> list[float]:
+        order = sorted(range(len(values)), key=lambda i: values[i])
+        out = [0.0] * len(values)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                out[order[k]] = (i + j) / 2
+            i = j + 1
+        return out
+
+    rx, ry = ranks(xs), ranks(ys)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    sxx = sum((a - mx) ** 2 for a in rx)
+    syy = sum((b - my) ** 2 for b in ry)
+    return None if not sxx or not syy else sxy / math.sqrt(sxx * syy)
+
+
+def loss_vs_task_figure(sweep: SweepDir):
+    """Every evaluation of every trial as a point: eval loss against the task metric, the
+    winner's in colour, the constant answer's task metric as a line. ``(figure, rho)``, rho
+    the rank correlation of the two over the evaluations; None when there is nothing to plot."""
+    metric = task_metric(sweep)
+    if metric is None:
+        return None
+    points, winner = [], []
+    best = (sweep.best or {}).get("trial_id")
+    for row in sweep.leaderboard():
+        for h in sweep.history(row["trial_id"]):
+            if _finite(h.get("eval_loss")) and _finite(h.get(metric)):
+                (winner if row["trial_id"] == best else points).append((h["eval_loss"], h[metric]))
+    if not points and not winner:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    if points:
+        ax.scatter(*zip(*points), color="0.6", s=18, label="other trials' evaluations")
+    if winner:
+        ax.scatter(*zip(*winner), color="C0", s=30, label=f"winner (trial {best})")
+    constant = (((sweep.baseline or {}).get("constant_reference") or {}).get("metrics")
+                or {}).get(metric)
+    if _finite(constant):
+        ax.axhline(constant, color="C2", linestyle="-.", linewidth=1, label="constant answer")
+    both = points + winner
+    rho = rank_correlation([x for x, _ in both], [y for _, y in both])
+    ax.set_xlabel("eval_loss")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{sweep.name}: eval loss against {metric}"
+                 + (f" (rank correlation {rho:+.2f})" if rho is not None else ""))
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig, rho

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .plots import pyplot, training_curve
+from .plots import loss_vs_task_figure, pyplot, training_curve
 from .results import leaderboard_cells
 from .status import summary
 from .sweep_dir import SweepDir, open_sweep
@@ -162,6 +162,39 @@ def _leaderboard_html(sweep: SweepDir, data: dict[str, Any]) -> str:
                             "baseline" if row[2] in ("baseline", "reference") else "", row) for row in table])
 
 
+def _task_html(sweep: SweepDir) -> str:
+    """What the winner answers: base / constant / winner on the task metrics with the sweep's
+    warnings, and a few (prompt, reference, prediction) examples at its best step."""
+    import json
+
+    best = sweep.best or {}
+    verdict = best.get("verdict")
+    if not verdict:
+        return ""
+    rows = verdict["rows"]
+    metrics = list(rows["winner"])
+
+    def cell(v) -> str:
+        return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.4g}"
+
+    table = _table(["", *[m.removeprefix("task_") for m in metrics]],
+                   [("best" if name == "winner" else "baseline",
+                     [name, *[cell(values[m]) for m in metrics]]) for name, values in rows.items()])
+    warnings_html = "".join(f'<p class="note"><b>Warning:</b> {html.escape(w)}</p>'
+                            for w in verdict["warnings"])
+    at_best = next((h for h in sweep.history(best["trial_id"]) if h["step"] == best["step"]), {})
+    examples = json.loads(at_best.get("task_examples") or "[]")
+    sample = ""
+    if examples:
+        sample = ("<h3>The winner's answers (at its best step)</h3>" + _table(
+            ["prompt", "reference", "prediction"],
+            [("", [e["prompt"], e["reference"], e["prediction"]]) for e in examples]))
+    return (f"<h2>Task metrics</h2>\n{table}\n{warnings_html}\n<p class=\"caption\">Greedy "
+            f"answers to the eval prompts, scored against the references. The constant answer "
+            f"is what a model that learned only the answers' format and distribution "
+            f"scores.</p>\n{sample}")
+
+
 def _img(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
@@ -205,6 +238,7 @@ def render_html(sweep: SweepDir, data: dict[str, Any], figures: list[Figure], ou
 <p class="caption">Best value of {html.escape(metric)} over each trial's evaluations; the base
 model's row is the same evaluation before fine-tuning. "stopped at rung N": ASHA stopped the
 trial after N steps.</p>
+{_task_html(sweep)}
 {chr(10).join(sections)}
 <p class="note">Written by <code>qlora-sweep report</code> from {html.escape(sweep.where)}.</p>
 </body></html>
@@ -227,8 +261,21 @@ def write_report(path: str | Path) -> Path:
     curves.drawn = training_curve(sweep, out / curves.name)
     if not curves.drawn:
         curves.why_not = "no trial has reported an evaluation yet"
+    figures = [curves]
+    drawn = loss_vs_task_figure(sweep)
+    if drawn is not None:
+        fig, rho = drawn
+        task = Figure("loss_vs_task.png", "Eval loss against the task metric",
+                      "Every evaluation of every trial: a lower loss is not always a better "
+                      "answer. The dash-dotted line is the constant answer's score"
+                      + (f"; rank correlation over the evaluations {rho:+.2f}."
+                         if rho is not None else "."))
+        fig.savefig(out / task.name)
+        pyplot().close(fig)
+        task.drawn = True
+        figures.append(task)
     study, source = load_study(sweep)
-    figures = [curves, *_optuna_figures(study, out)]
+    figures += _optuna_figures(study, out)
     if not any(f.drawn for f in figures):
         raise UserError(f"SWEEP_DIR {sweep.where}: no trial has a {data['metric']} to plot yet. "
                         f"Fix: run `qlora-sweep report` again once a trial has evaluated.")

@@ -115,3 +115,13 @@ def test_verdict_says_when_the_winner_only_learned_the_format():
     assert good["beats_constant"] and not good["collapsed"] and not good["warnings"]
     assert good["rows"]["constant answer"]["task_price_mae"] == 150.0
     assert judge(winner={}, baseline=baseline, scorers=[]) is None
+
+
+def test_rank_correlation():
+    from orchestrator.plots import rank_correlation
+
+    assert rank_correlation([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert rank_correlation([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert rank_correlation([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(3 / math.sqrt(10))  # ties: mean ranks
+    assert rank_correlation([1, 2], [2, 1]) is None
+    assert rank_correlation([1, 1, 1], [1, 2, 3]) is None

@@ -246,3 +246,14 @@ def test_promotion_is_judged_on_the_task_metric(task_sweep, tmp_path):
         wins = record["challenger_value"] < record["champion"]["value"]
         assert record["verdict"] == ("promoted" if wins else "kept champion")
         assert math.isfinite(record["champion"]["value"])
+
+
+def test_report_shows_the_answers_and_loss_against_the_task_metric(task_sweep):
+    sweep, _ = task_sweep
+    proc = cli("report", str(sweep), timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    page = (sweep / "report" / "report.html").read_text()
+    assert "<h2>Task metrics</h2>" in page and "constant answer" in page
+    assert "The winner&#x27;s answers" in page and "Price is $" in page
+    assert (sweep / "report" / "loss_vs_task.png").is_file()
+    assert "Eval loss against the task metric" in page
