@@ -1,6 +1,7 @@
 """Search efficiency at a fixed budget of training steps: TPE + ASHA vs random search vs defaults.
 
     python benchmarks/search_efficiency.py [--budget 1920] [--seeds 3] [--max-steps 160] [--keep DIR]
+                                           [--metric eval_loss|task_price_mae]
 
 The demo task (examples/demo_cpu.yaml: builtin:tiny-llama in NF4, the pricing data, batch 8,
 max_length 64, cosine, warmup 0.05, max_grad_norm 1.0, an evaluation every max_steps / 8 steps),
@@ -30,6 +31,12 @@ the seeds:
 * steps spent in all, trials run: what the sweep did before it ended or was stopped;
 * ratios: per seed, then median (min-max) over seeds.
 
+With ``--metric task_price_mae`` every arm's trials also generate answers to the eval prompts
+(the demo's price scorer), the sweeps rank by the price MAE, and "best" is the lowest MAE; the
+section then also gives the rank correlation, over every trial of every arm, of each trial's
+best eval loss and best price MAE, and how often (per seed and arm) the lowest-loss trial is not
+the lowest-MAE one.
+
 Each sweep's output goes to ``<dir>/arm<i>-seed<k>.log`` (i: 0, 1, 2 as above); with ``--keep DIR`` the sweep dirs stay
 and a rerun of the same command reuses the sweeps that finished (a run cut short goes on).
 Ray's ``timestamp`` is whole seconds; a report's time is refined to ``t0 + time_total_s`` (t0:
@@ -57,6 +64,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.report import ROOT, append, spread, table  # noqa: E402
 
 ARMS = ["TPE + ASHA", "random, no early stopping", "QLoRA paper defaults"]
+# The demo's price scorer (examples/demo_cpu.yaml's evaluation section).
+PRICE = {"type": "number", "name": "price", "pattern": r"\$\s*([0-9][0-9,]*\.?[0-9]*)"}
 
 
 def count(values: list[int]) -> str:
@@ -64,7 +73,8 @@ def count(values: list[int]) -> str:
     return f"{statistics.median(values):g} ({min(values)}-{max(values)})"
 
 
-def config(arm: str, seed: int, *, budget: int, max_steps: int, root: Path, name: str) -> dict:
+def config(arm: str, seed: int, *, budget: int, max_steps: int, root: Path, name: str,
+           metric: str = "eval_loss") -> dict:
     every = max(1, max_steps // 8)
     cfg = {
         "model": {"name_or_path": "builtin:tiny-llama",
@@ -82,6 +92,9 @@ def config(arm: str, seed: int, *, budget: int, max_steps: int, root: Path, name
         "resources": {"cpu": 1, "gpu": 0},
         "storage": {"path": str(root), "name": name},
     }
+    if metric != "eval_loss":
+        cfg["evaluation"] = {"scorers": [PRICE], "max_new_tokens": 12}
+        cfg["search"]["metric"] = metric
     if arm == ARMS[0]:
         cfg["search"].update(algorithm="optuna", num_trials=4 * -(-budget // max_steps))
         cfg["scheduler"] = {"type": "asha", "grace_period": every, "reduction_factor": 2}
@@ -92,12 +105,13 @@ def config(arm: str, seed: int, *, budget: int, max_steps: int, root: Path, name
     return cfg
 
 
-def reports(sweep: Path) -> tuple[list[tuple[float, str, int, float]], int]:
-    """Every eval report ``(time, trial, step, eval_loss)`` in time order, and the trial count."""
+def reports(sweep: Path, metric: str = "eval_loss") -> tuple[list[tuple[float, str, int, float]], int]:
+    """Every eval report ``(time, trial, step, metric)`` in time order, and the trial count."""
     out, trials = [], 0
     for path in sorted(sweep.glob("trial_*/progress.csv")):
         with open(path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if r.get("eval_loss") and r.get("time_total_s")]
+            rows = [r for r in csv.DictReader(f) if r.get(metric) and r.get("time_total_s")
+                    and r[metric] != "nan"]
         trials += 1
         if not rows:
             continue
@@ -105,8 +119,21 @@ def reports(sweep: Path) -> tuple[list[tuple[float, str, int, float]], int]:
         for r in rows:
             ts = int(r["timestamp"])
             t = min(max(t0 + float(r["time_total_s"]), ts), ts + 0.999)
-            out.append((t, path.parent.name, int(r["step"]), float(r["eval_loss"])))
+            out.append((t, path.parent.name, int(r["step"]), float(r[metric])))
     return sorted(out), trials
+
+
+def trial_bests(sweep: Path, metric: str) -> list[tuple[float, float]]:
+    """Per trial with both: ``(best eval loss, best metric)`` over its reports."""
+    out = []
+    for path in sorted(sweep.glob("trial_*/progress.csv")):
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        losses = [float(r["eval_loss"]) for r in rows if r.get("eval_loss") not in (None, "", "nan")]
+        values = [float(r[metric]) for r in rows if r.get(metric) not in (None, "", "nan")]
+        if losses and values:
+            out.append((min(losses), min(values)))
+    return out
 
 
 def spent_curve(events) -> list[tuple[int, float]]:
@@ -159,19 +186,24 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="keep the sweep dirs here (a rerun with the "
                         "same --keep reuses the sweeps that finished)")
     parser.add_argument("--sweep-timeout", type=float, default=5400, help="seconds per sweep")
+    parser.add_argument("--metric", default="eval_loss", choices=["eval_loss", "task_price_mae"],
+                        help="what the sweeps rank by and the figures compare")
     args = parser.parse_args()
+    metric = args.metric
+    label = "eval loss" if metric == "eval_loss" else "price MAE"
     began = time.perf_counter()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout`: stop the sweep too
     if args.budget < args.max_steps:
         parser.error("--budget must be at least --max-steps (one full trial)")
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench-search-"))
     root.mkdir(parents=True, exist_ok=True)
-    curves = {arm: [] for arm in ARMS}  # per seed: [(spent, loss)], steps in all, trials
+    curves = {arm: [] for arm in ARMS}  # per seed: [(spent, value)], steps in all, trials
+    pairs = {arm: [] for arm in ARMS}  # per seed: [(best eval loss, best metric)] per trial
     for seed in range(args.seeds):
         for i, arm in enumerate(ARMS):
             name = f"arm{i}-seed{seed}"
             cfg = config(arm, seed, budget=args.budget, max_steps=args.max_steps, root=root,
-                         name=name)
+                         name=name, metric=metric)
             done = root / f"{name}.done"  # with --keep, a rerun reuses the sweeps it finished
             if done.is_file() and yaml.safe_load(done.read_text()) == cfg:
                 print(f"seed {seed}, {arm}: reusing {root / name}", flush=True)
@@ -182,12 +214,13 @@ def main() -> None:
                 sweep = run_sweep(cfg, root, name, stop_at=args.budget if i == 0 else None,
                                   timeout=args.sweep_timeout)
                 done.write_text(yaml.safe_dump(cfg))
-            events, trials = reports(sweep)
+            events, trials = reports(sweep, metric)
             curve = spent_curve(events)
             curves[arm].append((curve, curve[-1][0], trials))
+            pairs[arm].append(trial_bests(sweep, metric) if metric != "eval_loss" else [])
             best = min(loss for s, loss in curve if s <= args.budget)
             print(f"  {time.perf_counter() - start:.0f} s: {trials} trials, {curve[-1][0]} steps,"
-                  f" best eval loss within budget {best:.4f}", flush=True)
+                  f" best {label} within budget {best:.4f}", flush=True)
     if args.keep is None:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -211,25 +244,38 @@ def main() -> None:
              f"{statistics.median(best[arm]):.4f} ({min(best[arm]):.4f}-{max(best[arm]):.4f})",
              reached(to_target[arm])] for arm in ARMS]
     rows[2][2] += " (one run: max_steps, not the budget)"
-    body = table(["arm", "trials run", "steps spent in all", "best eval loss within budget",
+    body = table(["arm", "trials run", "steps spent in all", f"best {label} within budget",
                   "steps to within 2 % of the best"], rows)
     tpe, rnd, dft = ARMS
-    ratios = [["best eval loss, TPE + ASHA / random", ratio(best[tpe], best[rnd])],
-              ["best eval loss, TPE + ASHA / QLoRA defaults", ratio(best[tpe], best[dft])],
+    ratios = [[f"best {label}, TPE + ASHA / random", ratio(best[tpe], best[rnd])],
+              [f"best {label}, TPE + ASHA / QLoRA defaults", ratio(best[tpe], best[dft])],
               ["steps to within 2 %, random / TPE + ASHA", ratio(to_target[rnd], to_target[tpe])]]
     body += "\n\n" + table(["ratio, per seed", "median (min-max)"], ratios)
-    body += (f"\n\nBudget {args.budget} training steps per arm, counted offline from every "
+    if metric != "eval_loss":
+        from orchestrator.plots import rank_correlation
+
+        every_trial = [p for arm in ARMS for seed_pairs in pairs[arm] for p in seed_pairs]
+        rho = rank_correlation([a for a, _ in every_trial], [b for _, b in every_trial])
+        sweeps = [seed_pairs for arm in ARMS[:2] for seed_pairs in pairs[arm] if seed_pairs]
+        differ = sum(min(sp)[1] != min(sp, key=lambda p: p[1])[1] for sp in sweeps)
+        body += (f"\n\nLoss against task: over the {len(every_trial)} trials of every arm and "
+                 f"seed, the rank correlation of each trial's best eval loss and best price MAE "
+                 f"is **{'n/a' if rho is None else f'{rho:+.2f}'}**; in {differ} of the "
+                 f"{len(sweeps)} searched sweeps the trial with the lowest eval loss is not the "
+                 f"one with the lowest price MAE.")
+    body += (f"\n\nRanked by {metric}. Budget {args.budget} training steps per arm, counted offline from every "
              f"trial's reports in time order; {args.max_steps} steps per trial, an evaluation "
              f"every {max(1, args.max_steps // 8)}; {n} seeds (search.seed = training.seed); the "
              f"demo task (tiny Llama in NF4, pricing data), 2 trials at a time. Target for "
-             f"\"within 2 %\": 1.02 x {target / 1.02:.4f} = {target:.4f}, the best eval loss any "
+             f"\"within 2 %\": 1.02 x {target / 1.02:.4f} = {target:.4f}, the best {label} any "
              f"arm reached within budget. TPE + ASHA (cpu-demo space, grace "
              f"{max(1, args.max_steps // 8)}, reduction factor 2, no initial points) is stopped "
              f"once its reported steps reach the budget; random samples the same space with "
              f"every trial run to the end; QLoRA defaults: r 64, alpha 16, dropout 0.1, "
              f"lr 2e-4, all linear layers, one run.")
     print(f"wall time {time.perf_counter() - began:.0f} s", flush=True)
-    append("Search efficiency at a fixed step budget", body)
+    append("Search efficiency at a fixed step budget"
+           + ("" if metric == "eval_loss" else ", ranked by the price MAE"), body)
 
 
 if __name__ == "__main__":
