@@ -157,6 +157,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> tuple[S
             from .rules import check_space_only
 
             problems += check_space_only(raw_space)
+        from .rules import check_metric_only
+
+        problems += check_metric_only(data)
         raise UserError(f"{path}: {len(problems)} problem(s) in the config", problems) from None
     derived, problems = check_rules(cfg, base_dir=path.resolve().parent)
     if problems:

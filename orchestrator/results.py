@@ -162,7 +162,7 @@ def best_record(rows: list[dict], *, metric: str, mode: str, searched: list[str]
     if not usable:
         return None
     top = usable[0]  # rows are sorted best-first
-    return {
+    record = {
         "trial_id": top["trial_id"],
         "config": {k: top[k] for k in searched},
         "metric": metric,
@@ -171,8 +171,10 @@ def best_record(rows: list[dict], *, metric: str, mode: str, searched: list[str]
         "step": top["checkpoint_step"],
         "checkpoint_path": top["checkpoint_path"],
         "baseline_value": (baseline or {}).get(metric),
-        "task_metrics": task_values(top),
     }
+    if task_values(top):  # with evaluation.scorers: the task metrics at that checkpoint
+        record["task_metrics"] = task_values(top)
+    return record
 
 
 def _fmt(v: Any) -> str:

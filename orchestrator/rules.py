@@ -88,17 +88,36 @@ def check_evaluation(cfg: SweepConfig) -> list[str]:
             names[name] = i
     if problems:
         return problems
-    reported = cfg.reported_metrics
-    metric = cfg.search.metric
-    if metric not in reported:
-        close = suggest(metric, list(reported))
-        hint = f" Did you mean '{close}'?" if close else ""
-        fix = ("Fix: use one of them." if metric.startswith("task_") and cfg.evaluation.scorers
-               else "Fix: use one of them, or add an evaluation scorer that reports it."
-               if metric.startswith("task_") else "Fix: use one of them.")
-        problems.append(f"search.metric = {metric!r}: trials never report this metric; this "
-                        f"config's trials report {', '.join(reported)}.{hint} {fix}")
-    return problems
+    return _metric_problems(cfg.search.metric, cfg.evaluation.scorers)
+
+
+def _metric_problems(metric: str, scorers: list) -> list[str]:
+    from .config import reported_metrics
+
+    reported = reported_metrics(scorers)
+    if metric in reported:
+        return []
+    close = suggest(metric, list(reported))
+    hint = f" Did you mean '{close}'?" if close else ""
+    fix = ("Fix: use one of them, or add an evaluation scorer that reports it."
+           if metric.startswith("task_") and not scorers else "Fix: use one of them.")
+    return [f"search.metric = {metric!r}: trials never report this metric; this config's "
+            f"trials report {', '.join(reported)}.{hint} {fix}"]
+
+
+def check_metric_only(data: dict[str, Any]) -> list[str]:
+    """The metric's problem when the rest of the config failed to parse (its sections alone)."""
+    from .config import EvaluationSection
+
+    search = data.get("search") if isinstance(data.get("search"), dict) else {}
+    metric = search.get("metric")
+    if not isinstance(metric, str):
+        return []
+    try:
+        evaluation = EvaluationSection.model_validate(data.get("evaluation") or {})
+    except ValidationError:
+        return []
+    return _metric_problems(metric, evaluation.scorers)
 
 
 def _parse(raw: dict | str) -> tuple[dict[str, Domain], list[str]]:

@@ -441,7 +441,7 @@ def finish(cfg: SweepConfig, derived: dict[str, Any], results, *, sweep_dir: Pat
         return RUNTIME_EXIT
     from .verdict import judge, render
 
-    verdict = judge(winner=best["task_metrics"], baseline=baseline,
+    verdict = judge(winner=best.get("task_metrics") or {}, baseline=baseline,
                     scorers=[s.model_dump() for s in cfg.evaluation.scorers])
     if verdict is not None:
         best["verdict"] = verdict
