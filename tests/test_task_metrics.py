@@ -38,12 +38,17 @@ def test_generation_is_real_and_batching_does_not_change_answers(tiny_model_dir,
     from trainables.task_eval import TaskEval
     from trainables.trial import build_trainer, run_trial
 
-    s = settings(max_steps=20)
+    s = settings(max_steps=30)
+    # cadence rungs: generate at the rung (10) and at the last step (30), not at 20
     s["task_eval"] = {"scorers": [PRICE], "samples": 12, "seed": 0, "max_new_tokens": 12,
-                      "batch_size": 12, "steps": None, "examples": 3, "search_path": []}
+                      "batch_size": 12, "steps": [10], "examples": 3, "search_path": []}
     history = run_trial(s, output_dir=tmp_path / "out")
+    assert [h["step"] for h in history] == [10, 20, 30]
+    assert math.isnan(history[1]["task_price_mae"]) and "task_examples" not in history[1]
+    history = [history[0], history[2]]
     for report in history:
         assert {"task_price_mae", "task_price_hit", "task_distinct"} <= set(report)
+        assert math.isfinite(report["task_price_mae"])
         examples = json.loads(report["task_examples"])
         assert len(examples) == 3 and all(e["reference"].startswith("Price is $")
                                            for e in examples)
@@ -51,7 +56,7 @@ def test_generation_is_real_and_batching_does_not_change_answers(tiny_model_dir,
 
     # The adapter of the last checkpoint, loaded frozen: batched and one-by-one greedy answers.
     trainer = build_trainer(s, str(tmp_path / "probe"), save=False,
-                            adapter_dir=str(tmp_path / "out" / "checkpoint-20"))
+                            adapter_dir=str(tmp_path / "out" / "checkpoint-30"))
     judge = TaskEval(s["task_eval"], trainer.eval_dataset, trainer.processing_class)
     batched = judge.predict(trainer.model)
     judge.task = {**judge.task, "batch_size": 1}
