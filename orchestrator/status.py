@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .errors import UserError
-from .results import render_table
+from .results import render_table, task_values
 from .sweep_dir import SweepDir, open_sweep
 
 FORMATS = ("table", "json", "csv")
@@ -79,8 +79,10 @@ def render(sweep: SweepDir, data: dict[str, Any], fmt: str) -> str:
     searched = sweep.searched
     if fmt == "csv":
         buf = io.StringIO()
+        tasks = [k for k in dict.fromkeys(k for t in data["trials"] for k in task_values(t))
+                 if k != data["metric"]]
         fields = ["trial_id", "status", *searched, f"best_{data['metric']}", "best_step",
-                  "steps_run", "rung", "error"]
+                  "steps_run", "rung", *tasks, "error"]
         writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(data["trials"])
