@@ -2,8 +2,10 @@
 
 No model can be downloaded where qlora-sweep is developed and tested, and a random model makes
 a demo of noise. So the builtin model is built locally and deterministically: a byte-level BPE
-tokenizer is trained on a generic synthetic corpus, then a few-million-parameter Llama is
-briefly pre-trained on the same corpus. The result is saved with ``save_pretrained`` and is
+tokenizer (one token per digit) is trained on a synthetic corpus, then a few-million-parameter
+Llama is briefly pre-trained on the same corpus. The corpus is generic text plus what things
+cost, as a real LLM knows it from pre-training: price statements for the demo's training item
+combinations only (``price_corpus``), so the demo's held-out eval items stay unseen. The result is saved with ``save_pretrained`` and is
 loaded by the ordinary ``from_pretrained`` path like any other local model.
 
 The build is cached on disk under a folder keyed by a hash of the recipe, so changing the
@@ -30,9 +32,15 @@ NAME = "tiny-llama"
 
 # Everything that determines the built model. Changing any value changes the cache key.
 RECIPE: dict = {
-    "version": 1,
+    "version": 2,
     "seed": 1234,
     "corpus_lines": 24000,
+    # What things cost (``price_corpus``): statements and price lists for the demo's training
+    # item combinations, generic material/quality factor statements; one token per digit.
+    "price_lines": 24000,
+    "factor_share": 0.1,
+    "list_share": 0.25,
+    "split_digits": True,
     "vocab_size": 2048,
     "hidden_size": 192,
     "intermediate_size": 512,
@@ -62,7 +70,13 @@ def is_builtin(name_or_path: str) -> bool:
 
 def recipe_key(recipe: dict | None = None) -> str:
     """A short stable hash of the recipe, used as the cache folder name."""
-    blob = json.dumps(recipe or RECIPE, sort_keys=True).encode()
+    r = recipe or RECIPE
+    keyed: dict = r
+    if r.get("price_lines"):  # the corpus follows the price rule: a new rule, a new model
+        from .pricing_rule import fingerprint
+
+        keyed = {**r, "price_rule": fingerprint()}
+    blob = json.dumps(keyed, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
@@ -117,13 +131,15 @@ _PEOPLE = ["Anna", "Ben", "Carla", "David", "Emma", "Farid", "Grace", "Hiro", "I
 _PLACES = ["the shop", "the market", "the kitchen", "the office", "the garden", "the store"]
 
 
-def synthetic_corpus(lines: int, seed: int) -> list[str]:
+def synthetic_corpus(lines: int, seed: int, priced: frozenset[str] = frozenset()) -> list[str]:
     """Generic synthetic English: objects, materials, numbers, prices, questions and answers.
 
     It teaches the model the vocabulary, digits and the shape of short question/answer text,
-    not any particular task, so fine-tuning has something to adapt.
+    not any particular task, so fine-tuning has something to adapt. Random prices are only
+    given to objects outside ``priced`` (whose prices ``price_corpus`` states by their rule).
     """
     rng = random.Random(seed)
+    unpriced = [o for o in _OBJECTS if o not in priced]
 
     def money() -> str:
         return f"${rng.randint(1, 999)}.{rng.randint(0, 99):02d}"
@@ -133,7 +149,7 @@ def synthetic_corpus(lines: int, seed: int) -> list[str]:
         f"{rng.choice(_MATERIALS)} {rng.choice(_OBJECTS)} at {rng.choice(_PLACES)}.",
         lambda: f"The {rng.choice(_COLOURS)} {rng.choice(_OBJECTS)} is made of "
         f"{rng.choice(_MATERIALS)}.",
-        lambda: f"A {rng.choice(_MATERIALS)} {rng.choice(_OBJECTS)} costs {money()}.",
+        lambda: f"A {rng.choice(_MATERIALS)} {rng.choice(unpriced)} costs {money()}.",
         lambda: f"{rng.randint(0, 99)} plus {rng.randint(0, 99)} is a number.",
         lambda: (lambda a, b: f"{a} and {b} make {a + b}.")(rng.randint(0, 50), rng.randint(0, 50)),
         lambda: f"Question: what is the {rng.choice(_OBJECTS)} made of?\n"
@@ -148,15 +164,78 @@ def synthetic_corpus(lines: int, seed: int) -> list[str]:
     return [rng.choice(templates)() for _ in range(lines)]
 
 
+def price_corpus(lines: int, seed: int, factor_share: float = 0.1,
+                 list_share: float = 0.0) -> list[str]:
+    """What things cost, as a pre-trained LLM knows it: price statements in many phrasings
+    (never the demo task's own prompt) for the demo's TRAINING item combinations only, plus
+    generic statements of how material and quality change a price.
+
+    The held-out eval combinations of the demo (``pricing_rule.split``) appear nowhere here, so
+    the demo's eval measures how well the fine-tuned model generalises to unseen items.
+    """
+    from . import pricing_rule as rule
+
+    rng = random.Random(seed + 1)
+    train_combos, _held_out = rule.split()
+    train_set = set(train_combos)
+
+    def item() -> tuple[str, str, int, str]:
+        c, m, q = rng.choice(train_combos)
+        return c, m, q, rule.money(rule.price(c, m, q))
+
+    def statement() -> str:
+        c, m, q, p = item()
+        a = rule.article(m).lower()
+        return rng.choice([
+            f"{rng.choice(_PEOPLE)} bought {a} {m} {c} of quality {q} for {p}.",
+            f"The {m} {c} with quality {q} sold for {p}.",
+            f"{rule.article(m)} {m} {c} rated {q} out of 5 has a price of {p}.",
+            f"Receipt: one {m} {c}, quality {q}. Total: {p}.",
+            f"{rule.article(m)} {m} {c} of quality {q} costs {p} at {rng.choice(_PLACES)}.",
+        ])
+
+    def price_list() -> str:
+        # One item at the qualities (or in the materials) that are priced in training.
+        c, m, q, _p = item()
+        if rng.random() < 0.5:
+            known = [k for k in rule.QUALITIES if (c, m, k) in train_set]
+            body = ", ".join(f"quality {k} {rule.money(rule.price(c, m, k))}" for k in known)
+            return f"Price list for {m} {c}s: {body}."
+        known = [k for k in rule.MATERIALS if (c, k, q) in train_set]
+        body = ", ".join(f"{k} {rule.money(rule.price(c, k, q))}" for k in known)
+        return f"Price list for {c}s of quality {q}: {body}."
+
+    def factor() -> str:
+        if rng.random() < 0.6:
+            m1, m2 = rng.sample(list(rule.MATERIALS), 2)
+            ratio = rule.MATERIALS[m1] / rule.MATERIALS[m2]
+            return f"Things made of {m1} cost {ratio:.2f} times as much as things made of {m2}."
+        q1, q2 = rng.sample(list(rule.QUALITIES), 2)
+        ratio = rule.quality_factor(q1) / rule.quality_factor(q2)
+        return f"Quality {q1} costs {ratio:.2f} times as much as quality {q2}."
+
+    def line() -> str:
+        x = rng.random()
+        if x < factor_share:
+            return factor()
+        return price_list() if x < factor_share + list_share else statement()
+
+    return [line() for _ in range(lines)]
+
+
 # --------------------------------------------------------------------------- build
 
 
-def _train_tokenizer(corpus: list[str], vocab_size: int):
+def _train_tokenizer(corpus: list[str], vocab_size: int, split_digits: bool = False):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # One token per digit (as Llama's tokenizer does): numbers are written digit by digit, so
+    # a price's magnitude and leading digits can be learnt, not one arbitrary token per number.
+    tok.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                  byte_level]) if split_digits else byte_level)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -224,11 +303,21 @@ def build(dest: Path, recipe: dict | None = None, log: Callable[[str], None] = p
     from transformers import LlamaForCausalLM
 
     transformers.utils.logging.disable_progress_bar()
+    started = time.monotonic()
     r = recipe or RECIPE
     torch.manual_seed(r["seed"])
-    corpus = synthetic_corpus(r["corpus_lines"], r["seed"])
+    priced = frozenset()
+    if r.get("price_lines"):
+        from .pricing_rule import CATEGORIES
+
+        priced = frozenset(CATEGORIES)
+    corpus = synthetic_corpus(r["corpus_lines"], r["seed"], priced)
+    if r.get("price_lines"):
+        corpus += price_corpus(r["price_lines"], r["seed"], r.get("factor_share", 0.1),
+                               r.get("list_share", 0.0))
+        random.Random(r["seed"]).shuffle(corpus)
     log(f"building builtin:{NAME} (recipe {recipe_key(r)}): training the tokenizer")
-    tokenizer = _train_tokenizer(corpus, r["vocab_size"])
+    tokenizer = _train_tokenizer(corpus, r["vocab_size"], bool(r.get("split_digits")))
     model = LlamaForCausalLM(llama_config(r))
     n_params = sum(p.numel() for p in model.parameters())
     log(f"  {n_params / 1e6:.2f}M parameters; pre-training on {len(corpus)} synthetic lines")
@@ -237,7 +326,8 @@ def build(dest: Path, recipe: dict | None = None, log: Callable[[str], None] = p
     model.save_pretrained(dest)
     tokenizer.save_pretrained(dest)
     (dest / "qlora_sweep_recipe.json").write_text(
-        json.dumps({"recipe": r, "parameters": n_params, "final_pretrain_loss": final_loss}, indent=2)
+        json.dumps({"recipe": r, "parameters": n_params, "final_pretrain_loss": final_loss,
+                    "build_seconds": round(time.monotonic() - started, 1)}, indent=2)
     )
 
 
