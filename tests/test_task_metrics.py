@@ -145,14 +145,17 @@ def test_constant_reference_and_verdict(task_sweep):
     median = prices[(len(prices) - 1) // 2]
     assert float(constant["answers"]["price"].split("$")[1]) == pytest.approx(median)
     assert constant["metrics"]["task_price_mae"] > 0 and constant["metrics"]["task_distinct"] == 1
-    assert baseline["task_price_parsed"] == 0.0  # the base model never answers with a price
+    # The base model's own answers are scored too (it knows prices, not the answer format).
+    assert 0.0 <= baseline["task_price_parsed"] <= 1.0 and baseline["task_price_mae"] > 0
     best = json.loads((sweep / "best.json").read_text())
     verdict = best["verdict"]
     assert set(verdict["rows"]) == {"base model", "constant answer", "winner"}
     mae = best["task_metrics"]["task_price_mae"]
-    assert verdict["beats_constant"] == (mae < constant["metrics"]["task_price_mae"])
-    if not verdict["beats_constant"]:
-        assert "WARNING: the winner does not beat the constant answer on task_price_mae" in log
+    loses = mae >= constant["metrics"]["task_price_mae"]
+    assert any("on task_price_mae" in w for w in verdict["warnings"]) == loses
+    assert ("WARNING: the winner does not beat the constant answer on task_price_mae" in log) == loses
+    if loses:
+        assert not verdict["beats_constant"]
     # TensorBoard: the constant answer is a run; the examples are text.
     assert any((sweep / "constant_answer").glob("events.out.tfevents.*"))
 
@@ -259,6 +262,6 @@ def test_report_shows_the_answers_and_loss_against_the_task_metric(task_sweep):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     page = (sweep / "report" / "report.html").read_text()
     assert "<h2>Task metrics</h2>" in page and "constant answer" in page
-    assert "The winner&#x27;s answers" in page and "Price is $" in page
+    assert "The winner's answers" in page and "Price is $" in page
     assert (sweep / "report" / "loss_vs_task.png").is_file()
     assert "Eval loss against the task metric" in page
