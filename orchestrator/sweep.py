@@ -162,6 +162,23 @@ def quiet_ray_output() -> None:
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
 
 
+def loopback_only() -> None:
+    """Make a local Ray listen on 127.0.0.1 only: its GCS, raylet, workers, driver and agents.
+
+    Ray 2.60 has no bind-address setting: each of its servers binds to loopback when the
+    node's IP is 127.0.0.1 and to every interface otherwise, and on Linux it replaces a
+    loopback node IP with the machine's address unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``
+    is 0 (``ray._private.services.get_node_ip_address``, checked on Ray 2.60). The variable
+    is read when Ray is imported, so this process's copy of it is set too; the processes Ray
+    starts inherit the environment. Ray's token authentication (on by default for a local
+    ``ray.init``) stays on. tests/test_loopback.py lists the sweep's listening sockets.
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 def init_ray(address: str | None) -> bool:
     """Connect to (or start) Ray; returns whether this call started it."""
     import ray
@@ -182,7 +199,8 @@ def init_ray(address: str | None) -> bool:
         ray.init(address=address, runtime_env=_runtime_env(), logging_level=logging.WARNING)
     else:
         # "local": a new Ray on this machine, even when a `ray start` cluster runs here
-        # (joining one is --address / RAY_ADDRESS).
+        # (joining one is --address / RAY_ADDRESS), listening on loopback only.
+        loopback_only()
         ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
                  runtime_env=_runtime_env(), logging_level=logging.WARNING)
     return True
