@@ -48,25 +48,11 @@ def draw(rng: random.Random, lr: tuple[float, float]) -> dict:
             "training.learning_rate": math.exp(rng.uniform(math.log(lr[0]), math.log(lr[1])))}
 
 
-def ranks(values: list[float]) -> list[float]:
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    out = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            out[order[k]] = (i + j) / 2
-        i = j + 1
-    return out
-
-
 def spearman(a: list[float], b: list[float]) -> float:
-    ra, rb = ranks(a), ranks(b)
-    ma, mb = statistics.mean(ra), statistics.mean(rb)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
-    return cov / math.sqrt(sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb))
+    from orchestrator.plots import rank_correlation
+
+    rho = rank_correlation(a, b)
+    return float("nan") if rho is None else rho
 
 
 def kept(losses: list[float]) -> set[int]:

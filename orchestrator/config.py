@@ -241,16 +241,10 @@ def parse_improvement(value: float | str) -> tuple[float, str]:
     Raises:
         ValueError: not a non-negative number or percentage.
     """
-    text = str(value).strip()
-    kind = "relative" if text.endswith("%") else "absolute"
-    try:
-        number = float(text.rstrip("%"))
-    except ValueError:
-        raise ValueError(f"must be a number (0.02, absolute) or a percentage ('2%', relative), "
-                         f"got {value!r}") from None
-    if not number >= 0:
-        raise ValueError(f"must be 0 or more, got {value!r}")
-    return (number / 100 if kind == "relative" else number), kind
+    from trainables.scoring import parse_amount
+
+    number, relative = parse_amount(value, absolute="0.02", relative="2%")
+    return number, "relative" if relative else "absolute"
 
 
 class FailureSection(Section):

@@ -96,22 +96,29 @@ def extract_number(text: str, pattern: str = NUMBER_PATTERN) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def parse_tolerance(value: float | str) -> tuple[float, bool]:
+def parse_amount(value: float | str, *, absolute: str = "5", relative: str = "10%"
+                 ) -> tuple[float, bool]:
     """``5`` -> ``(5.0, False)`` (absolute); ``"10%"`` -> ``(0.1, True)`` (relative).
+    ``absolute`` and ``relative`` are the examples the error message gives.
 
     Raises:
         ValueError: not a non-negative number or percentage.
     """
     text = str(value).strip()
-    relative = text.endswith("%")
+    is_relative = text.endswith("%")
     try:
         number = float(text.rstrip("%"))
     except ValueError:
-        raise ValueError(f"must be a number (5, absolute) or a percentage ('10%', relative), "
-                         f"got {value!r}") from None
+        raise ValueError(f"must be a number ({absolute}, absolute) or a percentage "
+                         f"('{relative}', relative), got {value!r}") from None
     if not number >= 0:
         raise ValueError(f"must be 0 or more, got {value!r}")
-    return (number / 100 if relative else number), relative
+    return (number / 100 if is_relative else number), is_relative
+
+
+def parse_tolerance(value: float | str) -> tuple[float, bool]:
+    """A number scorer's ``tolerance``: see :func:`parse_amount`."""
+    return parse_amount(value)
 
 
 def _number_stats(spec: dict[str, Any], predictions: Sequence[str],
