@@ -203,19 +203,13 @@ def _task_section(facts: dict[str, Any]) -> str:
                                     f"to every prompt)" if answers else "")
     samples = (facts.get("baseline") or {}).get("task_samples")
     table = _table(["model", *[m.removeprefix("task_") for m in metrics]], [
-        ["**this adapter**", *[_num(rows["winner"][m]) for m in metrics]],
-        ["base model without adapter", *[_num(rows["base model"][m]) for m in metrics]],
-        [constant, *[_num(rows["constant answer"][m]) for m in metrics]]])
+        ["**this adapter**", *[rows["winner"][m] for m in metrics]],
+        ["base model without adapter", *[rows["base model"][m] for m in metrics]],
+        [constant, *[rows["constant answer"][m] for m in metrics]]])
     notes = "".join(f"\n> **Warning:** {w}\n" for w in verdict["warnings"])
     return (f"\n### Task metrics\n\nGreedy answers to {samples or 'the'} eval prompts, scored "
             f"against the references; the constant answer is what a model that learned only "
             f"the answers' format and distribution would score.\n\n{table}\n{notes}")
-
-
-def _num(value) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    return f"{value:.4g}"
 
 
 def _quant(quant: dict[str, Any]) -> str:

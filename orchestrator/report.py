@@ -174,12 +174,11 @@ def _task_html(sweep: SweepDir) -> str:
     rows = verdict["rows"]
     metrics = list(rows["winner"])
 
-    def cell(v) -> str:
-        return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.4g}"
+    from .verdict import fmt
 
     table = _table(["", *[m.removeprefix("task_") for m in metrics]],
                    [("best" if name == "winner" else "baseline",
-                     [name, *[cell(values[m]) for m in metrics]]) for name, values in rows.items()])
+                     [name, *[fmt(values[m]) for m in metrics]]) for name, values in rows.items()])
     warnings_html = "".join(f'<p class="note"><b>Warning:</b> {html.escape(w)}</p>'
                             for w in verdict["warnings"])
     at_best = next((h for h in sweep.history(best["trial_id"]) if h["step"] == best["step"]), {})

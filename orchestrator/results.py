@@ -13,7 +13,7 @@ from typing import Any
 
 from search_spaces.domains import short_name
 from trainables.checkpoints import corrupt_names
-from trainables.metrics import SEARCH_VALUE
+from trainables.metrics import SEARCH_VALUE, is_task_metric
 
 
 def error_summary(error: BaseException | str | None) -> str:
@@ -49,8 +49,6 @@ def _location(checkpoint) -> str:
     return f"{checkpoint.filesystem.type_name}://{checkpoint.path}"
 
 
-# Task keys that are not metrics of the model's answers (kept out of tables and best.json).
-_TASK_OTHER = ("task_examples", "task_seconds", "task_samples", "task_reference_distinct")
 # Task metrics left out of the printed table (still in leaderboard.csv and best.json).
 _TASK_UNSHOWN = ("_rmsle", "_parsed")
 
@@ -59,7 +57,7 @@ def task_values(metrics: dict[str, Any] | None) -> dict[str, float]:
     """The task metrics (``task_*``) of one report or evaluation, finite ones only."""
     out = {}
     for key, value in (metrics or {}).items():
-        if key.startswith("task_") and key not in _TASK_OTHER:
+        if is_task_metric(key):
             try:
                 value = float(value)
             except (TypeError, ValueError):
@@ -74,8 +72,7 @@ def task_columns(rows: list[dict[str, Any]], baseline: dict | None = None) -> li
     seen: dict[str, None] = {}
     for source in [(baseline or {}), *rows]:
         for key in source:
-            if (key.startswith("task_") and key not in _TASK_OTHER
-                    and not key.endswith(_TASK_UNSHOWN)):
+            if is_task_metric(key) and not key.endswith(_TASK_UNSHOWN):
                 seen[key] = None
     return list(seen)
 
@@ -172,8 +169,9 @@ def best_record(rows: list[dict], *, metric: str, mode: str, searched: list[str]
         "checkpoint_path": top["checkpoint_path"],
         "baseline_value": (baseline or {}).get(metric),
     }
-    if task_values(top):  # with evaluation.scorers: the task metrics at that checkpoint
-        record["task_metrics"] = task_values(top)
+    task = task_values(top)
+    if task:  # with evaluation.scorers: the task metrics at that checkpoint
+        record["task_metrics"] = task
     return record
 
 

@@ -300,8 +300,9 @@ def run_sweep(cfg: SweepConfig, derived: dict[str, Any], *, address: str | None 
             out(f"           (the driver's files are written to {sweep_dir} and uploaded)")
         out(f"watch it:  qlora-sweep tensorboard {loc.where}")
         out(f"           qlora-sweep status {loc.where} --watch")
+        judged = baseline.get("task_samples") if cfg.search.metric.startswith("task_") else None
         out(f"baseline {cfg.search.metric}: {baseline[cfg.search.metric]:.4f} "
-            f"on {baseline.get('task_samples') if cfg.search.metric.startswith('task_') else baseline['eval_samples']} eval examples")
+            f"on {judged or baseline['eval_samples']} eval examples")
         constant = (baseline.get("constant_reference") or {}).get("metrics")
         if constant and cfg.search.metric in constant:
             out(f"constant-answer reference {cfg.search.metric}: "

@@ -157,7 +157,7 @@ def write_baseline_run(sweep_dir: Path, *, baseline: dict[str, Any], domains: di
     try:
         writer.add_event(_summary_event(config))
         values = {t: v for t, v in metric_scalars(baseline).items()
-                  if t.startswith(("eval/", "task/")) and t != "task/seconds"}
+                  if t.startswith(("eval/", "task/"))}
         for step in (0, max_steps):
             writer.add_event(_scalars(step, values))
         if baseline.get("task_examples"):

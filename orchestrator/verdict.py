@@ -64,14 +64,19 @@ def judge(*, winner: dict[str, float], baseline: dict[str, Any],
             "rows": rows}
 
 
+def fmt(value: Any) -> str:
+    """A task metric for a table: 4 significant digits, "-" when missing or not finite."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:.4g}"
+
+
 def render(verdict: dict[str, Any]) -> str:
     """The base / constant / winner table, and what the verdict found (or that it is fine)."""
     rows = verdict["rows"]
     metrics = list(next(iter(rows.values())))
     header = ["", *[m.removeprefix("task_") for m in metrics]]
-    table = [[name, *["-" if v is None or (isinstance(v, float) and not math.isfinite(v))
-                      else f"{v:.4g}" for v in values.values()]]
-             for name, values in rows.items()]
+    table = [[name, *[fmt(v) for v in values.values()]] for name, values in rows.items()]
     widths = [max(len(str(c)) for c in column) for column in zip(header, *table)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip()
              for line in [header, *table]]

@@ -25,17 +25,21 @@ TENSORBOARD_TAGS = {
     "eval_mean_token_accuracy": "eval/mean_token_accuracy",
     "peak_memory_mb": "system/peak_memory_mb",
     SEARCH_VALUE: "search/value",
+    "task_seconds": "system/task_seconds",  # generating and scoring one evaluation
 }
 
-# Task metrics (``task_<name>...``, trainables/scoring.py) go under task/ in TensorBoard; these
-# task keys are not metrics of the answers (the examples are text, the others bookkeeping).
-TASK_NOT_SCALARS = ("task_examples", "task_samples", "task_reference_distinct")
+# Keys named task_* that are not metrics of the answers (the examples are text, the others
+# bookkeeping); every other task_* key is a task metric (trainables/scoring.py).
+TASK_BOOKKEEPING = ("task_examples", "task_seconds", "task_samples", "task_reference_distinct")
+
+
+def is_task_metric(key: str) -> bool:
+    return key.startswith("task_") and key not in TASK_BOOKKEEPING
 
 
 def tensorboard_tag(key: str) -> str | None:
-    """The TensorBoard tag of a reported key (None: not a scalar to plot)."""
+    """The TensorBoard tag of a reported key (None: not a scalar to plot); task metrics go
+    under task/."""
     if key in TENSORBOARD_TAGS:
         return TENSORBOARD_TAGS[key]
-    if key.startswith("task_") and key not in TASK_NOT_SCALARS:
-        return "task/" + key.removeprefix("task_")
-    return None
+    return "task/" + key.removeprefix("task_") if is_task_metric(key) else None

@@ -20,6 +20,7 @@ from typing import Any
 
 from .callbacks import Report, ReportCallback, TrainingDiverged
 from .disk import over_budget
+from .scoring import ScorerError
 from .storage import read_file, write_file
 
 # In a trial's folder: why it diverged (or its scorer failed), so a restarted trial does not
@@ -287,8 +288,6 @@ def tune_trainable(config: dict[str, Any], *, base: dict[str, Any]) -> None:
     diverged = posixpath.join(trial_path, DIVERGED_MARKER)
     before = read_file(fs, diverged)
     if before is not None:
-        from .scoring import ScorerError
-
         if before.startswith(SCORER_FAILED):
             raise ScorerError(before.removeprefix(SCORER_FAILED))
         raise TrainingDiverged(before)
@@ -302,13 +301,10 @@ def tune_trainable(config: dict[str, Any], *, base: dict[str, Any]) -> None:
     except TrainingDiverged as err:
         write_file(fs, diverged, str(err))
         raise
-    except Exception as err:
+    except ScorerError as err:
         # A failing scorer fails the same way in every restart: the trial errors with its
         # message once, and the sweep goes on.
-        from .scoring import ScorerError
-
-        if isinstance(err, ScorerError):
-            write_file(fs, diverged, SCORER_FAILED + str(err))
+        write_file(fs, diverged, SCORER_FAILED + str(err))
         raise
     finally:
         shutil.rmtree(output_dir, ignore_errors=True)
