@@ -30,9 +30,14 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--address", default=None,
                            help="Ray cluster to join ('auto', or ray://host:port); default: "
                                 "RAY_ADDRESS, else a local Ray bound to 127.0.0.1")
-    p = sub.add_parser("resume", help="finish a sweep whose driver was stopped (Ctrl-C) or "
-                       "died: finished trials are kept, unfinished ones go on from their "
-                       "checkpoints, the Optuna study and ASHA's rungs carry over")
+    text = ("finish a sweep whose driver was stopped (Ctrl-C) or died: finished trials are "
+            "kept, unfinished ones go on from their checkpoints, the Optuna study and ASHA's "
+            "rungs carry over")
+    p = sub.add_parser("resume", help=text, description=(
+        f"{text}. Resuming loads the pickles Ray and the Trainer wrote into the sweep dir "
+        f"(tuner.pkl, searcher-state*.pkl, optimizer.pt, ...); a pickle can run code, so resume "
+        f"only sweep dirs you or someone you trust wrote. status, report, tensorboard, promote "
+        f"and generate never load them."))
     p.add_argument("sweep_dir", help="the sweep dir printed by `qlora-sweep run`")
     p.add_argument("overrides", nargs="*", metavar="search.num_trials=N",
                    help="add trials to the sweep (Optuna): its study goes on from the trials "
@@ -62,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="push even if the current adapter is better or for another base model")
     p.add_argument("--dry-run", action="store_true",
                    help="do everything (bundle, compare, verdict) except the push")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="load the repo's current adapter even if it is stored only as a pickle "
+                        "(adapter_model.bin), which can run code; only for repos you trust")
     p = sub.add_parser("generate", help="complete a prompt with an adapter (local bundle or Hub "
                        "repo) on its base model, in its training prompt format")
     p.add_argument("adapter", help="SWEEP_DIR/promoted, a checkpoint folder, or a Hub repo id")
@@ -69,7 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--revision", default=None, help="Hub revision: branch, tag or commit")
     p.add_argument("--base-model", default=None,
                    help="load the adapter on this base model instead of the one it names")
-    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--max-new-tokens", type=int, default=64,
+                   help="the most tokens to generate (default 64)")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="load an adapter stored only as a pickle (adapter_model.bin), which can "
+                        "run code; only for adapters you trust")
     p = sub.add_parser("status", help="leaderboard of a running or finished sweep, read from "
                        "its sweep dir (works from any terminal or machine that sees it)")
     p.add_argument("sweep_dir", help="the sweep dir printed by `qlora-sweep run`")
@@ -94,7 +106,8 @@ def _promote(args) -> int:
     from .promote import promote
 
     promote(args.sweep_dir, repo_id=args.repo_id, private=args.private,
-            min_improvement=args.min_improvement, force=args.force, dry_run=args.dry_run)
+            min_improvement=args.min_improvement, force=args.force, dry_run=args.dry_run,
+            allow_pickle=args.allow_pickle)
     return 0
 
 
@@ -102,7 +115,8 @@ def _generate(args) -> int:
     from .generation import run_generate
 
     print(run_generate(args.adapter, args.prompt, revision=args.revision,
-                       base_model=args.base_model, max_new_tokens=args.max_new_tokens))
+                       base_model=args.base_model, max_new_tokens=args.max_new_tokens,
+                       allow_pickle=args.allow_pickle))
     return 0
 
 

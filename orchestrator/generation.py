@@ -8,10 +8,15 @@ from typing import Any
 
 from .config import ModelSection, valid_repo_id
 from .errors import UserError
+from .untrusted import check_adapter_weights, download_patterns
 
 
-def locate_adapter(adapter: str, *, revision: str | None = None) -> Path:
+def locate_adapter(adapter: str, *, revision: str | None = None,
+                   allow_pickle: bool = False) -> Path:
     """A folder with the adapter's files: the local path given, or a download from the Hub.
+
+    An adapter whose weights are only a pickle (``adapter_model.bin``) is refused unless
+    ``allow_pickle``; from the Hub, no pickle is downloaded unless ``allow_pickle``.
 
     Raises:
         UserError: neither a local adapter nor a Hub repo id, or the repo has no adapter.
@@ -24,18 +29,22 @@ def locate_adapter(adapter: str, *, revision: str | None = None) -> Path:
             raise UserError(f"ADAPTER {adapter}: not an adapter (no adapter_config.json in it). "
                             f"Fix: give a promoted bundle (SWEEP_DIR/promoted, written by "
                             f"`qlora-sweep promote`), a checkpoint folder, or a Hub repo id.")
+        check_adapter_weights((f.name for f in local.iterdir()), str(local),
+                              allow_pickle=allow_pickle)
         return local
     if not valid_repo_id(adapter):
         raise UserError(f"ADAPTER {adapter}: no such folder, and not a Hub repo id either. Fix: "
                         f"give a local adapter folder or 'owner/name'.")
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import HfApi, snapshot_download
 
     from .hub import hub_errors
 
     with hub_errors("downloading the adapter", adapter):
+        files = HfApi().list_repo_files(adapter, revision=revision)
+        check_adapter_weights(files, f"{adapter} ({revision or 'main'})",
+                              allow_pickle=allow_pickle)
         path = Path(snapshot_download(adapter, revision=revision,
-                                      allow_patterns=["adapter_*", "*.json", "tokenizer*",
-                                                      "*.jinja", "*.model", "*.txt"]))
+                                      **download_patterns(allow_pickle)))
     if not (path / "adapter_config.json").is_file():
         raise UserError(f"ADAPTER {adapter}: the Hub repo holds no adapter (no "
                         f"adapter_config.json at {revision or 'main'}).")
@@ -68,10 +77,10 @@ def adapter_base(adapter_dir: Path, base_model: str | None = None) -> tuple[dict
 
 
 def run_generate(adapter: str, prompt: str, *, revision: str | None, base_model: str | None,
-                 max_new_tokens: int) -> str:
+                 max_new_tokens: int, allow_pickle: bool = False) -> str:
     from trainables.generate import generate
 
-    adapter_dir = locate_adapter(adapter, revision=revision)
+    adapter_dir = locate_adapter(adapter, revision=revision, allow_pickle=allow_pickle)
     model, fmt = adapter_base(adapter_dir, base_model)
     try:
         return generate(model, adapter_dir, prompt, max_new_tokens=max_new_tokens, **fmt)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RUNTIME_EXIT, UserError
+from .untrusted import check_adapter_weights, download_patterns
 
 LOGIN_FIX = ("Fix: run `hf auth login` with a token that has write access, or set HF_TOKEN in "
              "the environment.")
@@ -119,14 +120,20 @@ class Hub:
         except json.JSONDecodeError:
             return None
 
-    def download(self, revision: str) -> Path:
-        """The adapter files at ``revision`` (in the Hugging Face cache)."""
+    def download(self, revision: str, files: list[str], *, allow_pickle: bool = False) -> Path:
+        """The adapter files at ``revision`` (in the Hugging Face cache): safetensors, JSON and
+        tokenizer files only, unless ``allow_pickle`` (see :mod:`orchestrator.untrusted`).
+
+        Raises:
+            UserError: the repo's adapter is pickle-only and ``allow_pickle`` is false.
+        """
         from huggingface_hub import snapshot_download
 
+        check_adapter_weights(files, f"{self.repo_id} (commit {revision[:12]})",
+                              allow_pickle=allow_pickle)
         with hub_errors("downloading the current adapter", self.repo_id):
             return Path(snapshot_download(self.repo_id, revision=revision,
-                                          allow_patterns=["adapter_*", "*.json", "tokenizer*",
-                                                          "*.jinja", "*.model", "*.txt"]))
+                                          **download_patterns(allow_pickle)))
 
     def push(self, bundle: Path, *, parent: str | None, private: bool, message: str,
              description: str):

@@ -54,7 +54,10 @@ def judge(challenger: float, champion: float, *, mode: str, min_improvement: flo
     relative = gain / abs(champion) if champion else math.inf
     needed = (f"{threshold:.2%} relative" if kind == "relative" else f"{threshold:g} absolute")
     achieved = relative if kind == "relative" else gain
-    wins = gain > 0 and achieved >= threshold
+    # "at least": an improvement equal to the bar clears it, also when float rounding of
+    # champion - challenger lands a hair below it (1.0 - 0.9 < 0.1)
+    wins = gain > 0 and (achieved >= threshold or math.isclose(achieved, threshold,
+                                                                 rel_tol=1e-9, abs_tol=1e-12))
     return wins, (f"improvement {gain:+.4g} ({relative:+.2%}); required: better by at least "
                   f"{needed}")
 
@@ -86,10 +89,12 @@ def _record(sweep: SweepDir, entry: dict[str, Any]) -> None:
 
 def promote(sweep_path: str | Path, *, repo_id: str | None = None, private: bool | None = None,
             min_improvement: float | str | None = None, force: bool = False,
-            dry_run: bool = False, out: Out = print) -> dict[str, Any]:
+            dry_run: bool = False, allow_pickle: bool = False,
+            out: Out = print) -> dict[str, Any]:
     """Bundle the sweep's winner and, with a repo id, promote it; returns the recorded verdict.
 
-    Unset options come from the sweep's ``promote`` section.
+    Unset options come from the sweep's ``promote`` section. The adapter already in the repo is
+    read as safetensors only; one stored only as a pickle is refused unless ``allow_pickle``.
 
     Raises:
         UserError: anything the user can fix; nothing is pushed then.
@@ -135,11 +140,13 @@ def promote(sweep_path: str | Path, *, repo_id: str | None = None, private: bool
         return entry
     return _against_champion(sweep, hub, bundle, summary, settings, cfg, private=private,
                              min_improvement=min_improvement, force=force, dry_run=dry_run,
+                             allow_pickle=allow_pickle,
                              out=out)
 
 
 def _against_champion(sweep, hub, bundle: Path, summary: dict, settings: dict, cfg, *,
                       private: bool, min_improvement, force: bool, dry_run: bool,
+                      allow_pickle: bool,
                       out: Out) -> dict[str, Any]:
     from trainables.trial import trial_settings
 
@@ -180,7 +187,12 @@ def _against_champion(sweep, hub, bundle: Path, summary: dict, settings: dict, c
     champion_value = None
     wins, reason = True, "no adapter in the repo yet"
     if head is not None and "adapter_config.json" in files:
-        champion_dir = hub.download(head)
+        try:
+            champion_dir = hub.download(head, files, allow_pickle=allow_pickle)
+        except UserError:
+            entry.update(verdict="refused: the adapter in the repo is a pickle")
+            _record(sweep, entry)
+            raise
         theirs = _champion_base(champion_summary, _read(champion_dir / "adapter_config.json"))
         ours = summary["base_model"]
         if not _same_base(ours, theirs):
