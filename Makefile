@@ -1,6 +1,6 @@
 # qlora-sweep: two commands do all the set-up on a fresh machine.
 #   make demo   # set-up + the embedded demo sweep (CPU, local Ray, a few minutes)
-#   make test   # set-up + the test suite
+#   make test   # set-up + the test suite (make test-fast: the fast tier; make docs: the site)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo yes)
 TORCH_SPEC ?= $(if $(HAS_GPU),torch>=2.4,torch==2.13.0)
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test test-fast docs clean
 setup: $(VENV)/.setup-done
 
 $(VENV)/.setup-done: pyproject.toml
@@ -26,5 +26,11 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
 
+test-fast: setup
+	$(PY) -m pytest -q -m fast tests
+
+docs: setup
+	$(VENV)/bin/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) sweeps .pytest_cache
+	rm -rf $(VENV) sweeps site .pytest_cache

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.report import append, table  # noqa: E402
+from benchmarks.report import record, table  # noqa: E402
 from trainables.storage import tree_bytes  # noqa: E402
 
 
@@ -50,7 +50,7 @@ def main() -> None:
     ])
     body += (f"\n\nAll kept checkpoints adapter-only (no base weights): {adapter_only}. Sweep "
              f"dir in all: {tree_bytes(sweep):,} bytes.")
-    append(f"Checkpoint disk use ({sweep.name})", body)
+    record(f"Checkpoint disk use ({sweep.name})", body)
 
 
 if __name__ == "__main__":

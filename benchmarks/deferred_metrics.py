@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.host_reads import HostReads, is_logging  # noqa: E402
-from benchmarks.report import append, spread, table  # noqa: E402
+from benchmarks.report import record, spread, table  # noqa: E402
 from benchmarks.throughput import _tokens_per_second  # noqa: E402
 from tests.test_trainable import settings as tiny_settings  # noqa: E402
 
@@ -119,7 +119,7 @@ def main() -> None:
              f"{tiny_settings()['training']['per_device_train_batch_size']}, no evaluation, "
              f"{tiny_settings()['threads']} threads; tokens/s alternating, {args.repeats} "
              "repetitions each; the ratio is per pair of runs.")
-    append("Deferred metric reads (training.deferred_metrics)", body)
+    record("Deferred metric reads (training.deferred_metrics)", body)
 
 
 if __name__ == "__main__":

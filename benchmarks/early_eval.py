@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.report import append, spread, table  # noqa: E402
+from benchmarks.report import record, spread, table  # noqa: E402
 from tests.test_trainable import settings as tiny_settings  # noqa: E402
 
 GROUPS = {"attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
@@ -172,7 +172,7 @@ def main() -> None:
              f"{args.rungs[-1]} with every rung evaluated on the subset / on the whole set "
              f"(its measured training time plus its measured evaluations), median and range "
              f"over the trials.")
-    append("Early-rung evaluation on an eval subset (scheduler.early_eval_samples)", body)
+    record("Early-rung evaluation on an eval subset (scheduler.early_eval_samples)", body)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.report import ROOT, append, table  # noqa: E402
+from benchmarks.report import ROOT, record, table  # noqa: E402
 
 MAX_STEPS, EVAL_STEPS = 60, 10
 
@@ -166,7 +166,7 @@ def main() -> None:
              f"back from a damaged checkpoint costs up to one more interval). Every trial "
              f"completed {MAX_STEPS} steps: "
              f"{all(t['steps_run'] == MAX_STEPS for t in final.values())}.")
-    append("Faults injected and recovered", body)
+    record("Faults injected and recovered", body)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.report import ROOT, append, spread, table  # noqa: E402
+from benchmarks.report import ROOT, record, spread, table  # noqa: E402
 
 MiB = 2**20
 # Freed blocks go back to the OS at once, so resident memory tracks live tensors.
@@ -161,7 +161,7 @@ def main() -> None:
              f"({args.repeats} repetitions); every example fills max_length. "
              + " ".join(__doc__.split("\n\n", 2)[2].split("The model")[0].split()
                         ).replace("``", "`"))
-    append("Trial memory: estimate vs measured peak", body)
+    record("Trial memory: estimate vs measured peak", body)
 
 
 if __name__ == "__main__":

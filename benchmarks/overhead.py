@@ -28,7 +28,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.report import ROOT, append, spread, table  # noqa: E402
+from benchmarks.report import ROOT, record, spread, table  # noqa: E402
 
 LR = 3e-3
 
@@ -118,7 +118,7 @@ def main() -> None:
              f"{concurrency} at a time in the sweep; {args.repeats} repetitions. The "
              f"projection: whole(N) = (trials phase / ideal) x N x (one script) / "
              f"{concurrency} + the fixed cost, both measured here.")
-    append("Orchestration overhead", body)
+    record("Orchestration overhead", body)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.report import append, spread, table  # noqa: E402
+from benchmarks.report import record, spread, table  # noqa: E402
 from tests.hub_server import HubServer  # noqa: E402
 
 TOKEN = "hf_benchmark_write"
@@ -107,7 +107,7 @@ def main() -> None:
         ["to an empty repo (create, commit, tag)", spread(times["empty"])],
         ["against a champion (2 evaluations, commit, tag)", spread(times["champion"])],
     ])
-    append(f"Promotion cost ({args.sweep_dir.name}, base {summary['base_model']['name_or_path']})",
+    record(f"Promotion cost ({args.sweep_dir.name}, base {summary['base_model']['name_or_path']})",
            f"{sizes}\n\n{timing}\n\nEach time is a fresh `qlora-sweep promote` process (Python "
            f"start, imports, data and model loading included), pushing to the test Hub server "
            f"on 127.0.0.1, so network transfer time is not included.")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.report import append, spread, table  # noqa: E402
+from benchmarks.report import record, spread, table  # noqa: E402
 
 STEPS = 10
 
@@ -155,7 +155,7 @@ def main() -> None:
              f"report with a checkpoint, {concurrency} at a time on local Ray (actor reuse in "
              f"both); the sweep's own Tuner, callbacks and loggers vs Ray Tune's defaults; "
              f"{args.repeats} repetitions, alternating, each on a new local Ray.")
-    append(f"Scale: {args.trials} short trials", body)
+    record(f"Scale: {args.trials} short trials", body)
 
 
 if __name__ == "__main__":

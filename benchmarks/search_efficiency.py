@@ -61,7 +61,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.report import ROOT, append, spread, table  # noqa: E402
+from benchmarks.report import ROOT, record, spread, table  # noqa: E402
 
 ARMS = ["TPE + ASHA", "random, no early stopping", "QLoRA paper defaults"]
 # The demo's price scorer (examples/demo_cpu.yaml's evaluation section).
@@ -274,7 +274,7 @@ def main() -> None:
              f"every trial run to the end; QLoRA defaults: r 64, alpha 16, dropout 0.1, "
              f"lr 2e-4, all linear layers, one run.")
     print(f"wall time {time.perf_counter() - began:.0f} s", flush=True)
-    append("Search efficiency at a fixed step budget"
+    record("Search efficiency at a fixed step budget"
            + ("" if metric == "eval_loss" else ", ranked by the price MAE"), body)
 
 

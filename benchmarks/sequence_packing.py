@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.report import append, spread, table  # noqa: E402
+from benchmarks.report import record, spread, table  # noqa: E402
 from tests.test_trainable import settings as tiny_settings  # noqa: E402
 
 
@@ -82,7 +82,7 @@ def main() -> None:
              f"and a checkpoint every {args.steps // 3} steps; alternating, {args.repeats} "
              f"repetitions each. Packed runs see more examples per step: their eval loss is "
              f"after more data, not a like-for-like comparison.")
-    append("Packing: packed, padding-free rows vs padded batches", body)
+    record("Packing: packed, padding-free rows vs padded batches", body)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.report import ROOT, append, spread, table  # noqa: E402
+from benchmarks.report import ROOT, record, spread, table  # noqa: E402
 
 
 def main() -> None:
@@ -78,7 +78,7 @@ def main() -> None:
     body += (f"\n\n{args.config}: model {cfg.model.name_or_path} "
              f"({cfg.model.quantization.mode}), max_new_tokens {cfg.evaluation.max_new_tokens}, "
              f"{int(cfg.resources.cpu)} thread(s) as one trial of the sweep; trial point {point}.")
-    append("Task evaluation cost", body)
+    record("Task evaluation cost", body)
 
 
 if __name__ == "__main__":

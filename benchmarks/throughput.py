@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.report import append, spread, table  # noqa: E402
+from benchmarks.report import record, spread, table  # noqa: E402
 from tests.test_trainable import settings as tiny_settings  # noqa: E402
 
 
@@ -109,7 +109,7 @@ def main() -> None:
              f"({s['data']['max_eval_samples']} examples) and a checkpoint every "
              f"{s['training']['eval_steps']} steps in both, {s['threads']} threads; "
              f"alternating, {args.repeats} repetitions each.")
-    append("Trainable throughput vs a plain TRL script", body)
+    record("Trainable throughput vs a plain TRL script", body)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.report import append, spread, table  # noqa: E402
+from benchmarks.report import record, spread, table  # noqa: E402
 from tests.test_trainable import settings as tiny_settings  # noqa: E402
 
 
@@ -92,7 +92,7 @@ def main() -> None:
              f"{size / 1e9:.2f} GB of bf16 weights, NF4 4-bit; {args.repeats} repetitions of a "
              f"cold then a warm trial in one process (`run_trial`, as a reused Ray worker runs "
              f"it); a whole cold trial of 1 step took {spread(first)} s.")
-    append("Warm trials: trial start to first training step", body)
+    record("Warm trials: trial start to first training step", body)
 
 
 if __name__ == "__main__":

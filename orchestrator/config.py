@@ -1,6 +1,6 @@
 """The sweep configuration: one pydantic model per concern, declared once.
 
-Every field has a type, a default and a description (the README's reference is generated from
+Every field has a type, a default and a description (docs/reference/config.md is generated from
 them). Unknown keys are errors. Rules that span fields live in :func:`check_rules`, which
 collects every problem rather than stopping at the first. Nothing here imports torch or Ray.
 """

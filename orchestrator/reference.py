@@ -1,6 +1,7 @@
-"""Render the config reference (README) from the schema: one table per section.
+"""The reference pages generated from the code: the config schema (one table per section) and
+the command line (each subcommand's help). Tests fail when the pages in docs/ are stale.
 
-    python -m orchestrator.reference
+    python -m orchestrator.reference          # rewrite docs/reference/config.md and cli.md
 """
 
 from __future__ import annotations
@@ -64,9 +65,10 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
 
 
 def render() -> str:
+    """The config reference: a table of keys per section."""
     out = []
     for name, field in SweepConfig.model_fields.items():
-        out.append(f"#### `{name}` — {field.description}\n")
+        out.append(f"## `{name}` — {field.description}\n")
         sub = field.annotation
         if isinstance(sub, type) and issubclass(sub, BaseModel):
             out.append("| key | type | default | meaning |\n|---|---|---|---|")
@@ -77,5 +79,43 @@ def render() -> str:
     return "\n".join(out)
 
 
+CONFIG_PAGE = ("# Config reference\n\nGenerated from the schema (`python -m orchestrator.reference`); "
+               "unknown keys are errors. Every key can also be given on the command line as a "
+               "dotted override (`training.max_steps=300`).\n\n")
+CLI_PAGE = ("# Command line\n\nGenerated from the argument parser (`python -m "
+            "orchestrator.reference`). `python -m orchestrator` is the same command as "
+            "`qlora-sweep`.\n\n")
+
+
+def render_cli() -> str:
+    """The command line reference: the help of ``qlora-sweep`` and of each subcommand."""
+    import argparse
+    import functools
+
+    from .cli import _parser
+
+    def helped(parser: argparse.ArgumentParser) -> str:
+        parser.formatter_class = functools.partial(argparse.HelpFormatter, width=96)
+        return parser.format_help().rstrip()
+
+    parser = _parser()
+    out = [f"```text\n{helped(parser)}\n```\n"]
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in commands.choices.items():
+        out.append(f"## `qlora-sweep {name}`\n\n```text\n{helped(sub)}\n```\n")
+    return "\n".join(out)
+
+
+def pages() -> dict[str, str]:
+    """Generated page (path under docs/) -> its text."""
+    return {"reference/config.md": CONFIG_PAGE + render().rstrip() + "\n",
+            "reference/cli.md": CLI_PAGE + render_cli()}
+
+
 if __name__ == "__main__":
-    print(render())
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    for name, text in pages().items():
+        (docs / name).write_text(text)
+        print(f"wrote docs/{name}")

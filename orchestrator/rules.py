@@ -137,7 +137,7 @@ def _check_domains(domains: dict[str, Domain]) -> list[str]:
             hint = f" Did you mean '{close}'?" if close else ""
             problems.append(f"search_space.{name}: not a setting that can be searched.{hint} "
                             f"Fix: search a lora.* or training.* setting (the config "
-                            f"reference in the README lists them).")
+                            f"reference, docs/reference/config.md, lists them).")
             continue
         section, field = name.split(".", 1)
         model = SEARCHABLE_SECTIONS[section]

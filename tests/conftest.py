@@ -18,6 +18,20 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
 
+# What the fast tier (``-m fast``, ``make test-fast``) may not use: a model or a sweep.
+HEAVY_FIXTURES = {"tiny_model_dir", "smoke_sweep"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test marked ``fast`` that asks for a model or a sweep is an error, not a slow tier."""
+    wrong = [f"{item.nodeid} uses {sorted(HEAVY_FIXTURES & set(item.fixturenames))}"
+             for item in items
+             if item.get_closest_marker("fast") and HEAVY_FIXTURES & set(item.fixturenames)]
+    if wrong:
+        raise pytest.UsageError("fast tests must not build a model or run a sweep:\n"
+                                + "\n".join(wrong))
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir() -> Path:
     """The builtin tiny Llama, built once (cached across runs by its recipe hash)."""

@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 from trainables import pricing_rule as rule
 from trainables.tiny_llama import RECIPE, price_corpus
 
 from .conftest import EXAMPLES
+
+pytestmark = pytest.mark.fast
 
 STATEMENT = re.compile(r"(\w+) (\w+),? (?:of quality|with quality|rated|quality) (\d)")
 BY_QUALITY = re.compile(r"Price list for (\w+) (\w+)s: (.*)")

@@ -26,6 +26,8 @@ from ray.util.accelerators import accelerators as acc
 from orchestrator.loading import load_config
 from orchestrator.preflight import check_data, data_sources
 
+pytestmark = pytest.mark.fast
+
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_YAML = ROOT / "cluster.yaml"
 KUBE = ROOT / "examples" / "kubernetes"
@@ -387,9 +389,10 @@ def _node_types(where: str) -> dict:
 
 
 def test_readme_example_commands_name_configs_that_validate():
-    """Commands in the README that run a shipped example (examples/...) name a config that
-    exists and validates with their overrides."""
-    commands = [c for c in _run_commands((ROOT / "README.md").read_text())
+    """Commands in the README and the docs that run a shipped example (examples/...) name a
+    config that exists and validates with their overrides."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    commands = [c for page in pages for c in _run_commands(page.read_text())
                 if c[0].startswith("examples/")]
     assert commands
     for config, *overrides in commands:

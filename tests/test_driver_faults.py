@@ -86,7 +86,7 @@ def test_interrupt_and_kill_the_driver_then_resume_loses_nothing(tiny_model_dir,
         time.sleep(1)
         # Whether Ray's own record of the experiment has the first trial's end yet (it is
         # only ever updated towards it): if not, the restored Tuner trains its last interval
-        # again (README: When things fail). Ray copies the trial's progress.csv to the sweep
+        # again (docs/guides/faults-and-resume.md). Ray copies the trial's progress.csv to the sweep
         # dir with that record, so it is read after.
         recorded_end = _recorded_status(sweep, first["trial_id"]) == "TERMINATED"
         time.sleep(1)
@@ -112,7 +112,7 @@ def test_interrupt_and_kill_the_driver_then_resume_loses_nothing(tiny_model_dir,
     assert all(r["status"] in ("completed", "stopped_early") for r in rows), rows
     # The trial finished before the driver was killed was not run again; unless it ended
     # after Ray's last snapshot: then it trained again from that snapshot's checkpoint
-    # (README: When things fail). The rows read above are the sweep dir's copy, which Ray
+    # (docs/guides/faults-and-resume.md). The rows read above are the sweep dir's copy, which Ray
     # updates with its snapshots: the rows trained again either repeat their tail, or follow
     # it where the killed driver's last rows never reached the sweep dir.
     after = (sweep / f"trial_{first['trial_id']}" / "progress.csv").read_text()

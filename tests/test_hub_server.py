@@ -16,6 +16,8 @@ from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, Revi
 
 from tests.hub_server import HubServer
 
+pytestmark = pytest.mark.fast
+
 ROOT = Path(__file__).resolve().parent.parent
 TOKENS = {"hf_write": "write", "hf_read": "read"}
 REPO = "acme/adapter"

@@ -10,6 +10,8 @@ from orchestrator.remote import Mirror
 
 from .s3_server import listing, s3_server
 
+pytestmark = pytest.mark.fast
+
 
 @pytest.fixture(scope="module")
 def s3():

@@ -10,6 +10,8 @@ from orchestrator.verdict import judge, render
 from trainables.scoring import (ScorerError, collapsed, constant_answer, constant_reference,
                                 extract_number, metric_modes, score, score_all)
 
+pytestmark = pytest.mark.fast
+
 PRICE = {"type": "number", "name": "price", "pattern": r"\$\s*([0-9][0-9,]*\.?[0-9]*)",
          "tolerance": "10%"}
 REFS = ["Price is $100.00", "Price is $200.00", "Price is $1,000.00"]

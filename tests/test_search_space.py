@@ -11,6 +11,8 @@ from search_spaces.targets import TargetError, resolve_groups, resolve_target
 from trainables.model import linear_module_names
 from trainables.trial import trial_settings
 
+pytestmark = pytest.mark.fast
+
 
 def test_every_rule_becomes_its_tune_domain():
     space = parse_space({

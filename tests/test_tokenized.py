@@ -7,6 +7,8 @@ import pytest
 
 from orchestrator.tokenized import FOLDER, Unreadable, load, save
 
+pytestmark = pytest.mark.fast
+
 
 def _prepared(seed: int = 7) -> dict:
     table = pa.table({"input_ids": [[1, 2, 3], [4, 5]], "completion_mask": [[0, 1, 1], [0, 1]]})

@@ -18,6 +18,8 @@ from orchestrator.rules import asha_rungs
 from orchestrator.untrusted import check_adapter_weights, download_patterns
 from orchestrator.verdict import fmt, judge as task_judge, render
 
+pytestmark = pytest.mark.fast
+
 
 @pytest.mark.parametrize("value, expected", [
     (0.02, (0.02, "absolute")), ("0.02", (0.02, "absolute")), ("2%", (0.02, "relative")),
@@ -165,3 +167,14 @@ def test_a_pickle_only_adapter_needs_consent():
     opted = download_patterns(True)
     assert "adapter_model.bin" in opted["allow_patterns"] and "*.bin" not in opted["ignore_patterns"]
     assert "*.pkl" in opted["ignore_patterns"]
+
+
+def test_a_benchmark_result_replaces_the_older_one_of_the_same_figure():
+    from benchmarks.report import merge, sections
+
+    page = "# Benchmarks\n\nintro\n\n## Scale (run 1)\n\nold\n\n## Packing\n\np\n"
+    page = merge(page, "Scale (run 2)", "## Scale (run 2)\n\nnew\n")
+    assert [title for title, _ in sections(page)[1]] == ["Scale (run 2)", "Packing"]
+    assert "old" not in page and "new" in page and page.startswith("# Benchmarks\n\nintro")
+    page = merge(page, "Memory", "## Memory\n\nm\n")
+    assert [title for title, _ in sections(page)[1]] == ["Scale (run 2)", "Packing", "Memory"]
