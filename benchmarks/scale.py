@@ -54,7 +54,8 @@ def one_sweep(root: Path, name: str, *, trials: int, seconds: float, cpu: float)
 
     from orchestrator.cluster import max_concurrent
     from orchestrator.loading import load_config
-    from orchestrator.sweep import finish, preflight
+    from orchestrator.preflight import preflight
+    from orchestrator.sweep import finish
     from orchestrator.tuner import build_tuner
 
     config = root / f"{name}.yaml"

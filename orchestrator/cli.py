@@ -153,7 +153,7 @@ def _resume(args) -> int:
 
 def _validate(args) -> int:
     from .loading import load_config
-    from .sweep import preflight
+    from .preflight import preflight
 
     cfg, derived = load_config(args.config, args.overrides)
     settings = preflight(cfg, derived)

@@ -61,12 +61,9 @@ def _describe(resources: dict[str, float]) -> str:
 
 def autoscaler_node_types() -> list[NodeType] | None:
     """The node types the cluster's autoscaler can add, or ``None`` if it has none."""
-    import ray
+    from trainables.compat.ray_private import cluster_config
 
-    try:
-        config = ray._private.state.state.get_cluster_config()
-    except Exception:  # an older GCS, or none: fall back to the launcher's file
-        config = None
+    config = cluster_config()  # None: no GCS config; fall back to the launcher's file
     if config is not None and config.node_group_configs:
         return [NodeType(g.name, dict(g.resources), int(g.max_count))
                 for g in config.node_group_configs]

@@ -6,38 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ray.tune.search.search_generator import SearchGenerator
-from ray.tune.utils.util import _load_newest_checkpoint
-
-
-class ExtendedSearch(SearchGenerator):
-    """Ray's wrapper around the searcher, whose saved state (``search_gen_state-*``) would
-    otherwise bring back the old number of trials and "finished" on restore.
-
-    ``space``: the search space changed and ``searcher`` is a new one (a new study); the old
-    searcher's state is not restored, and the experiment's config becomes the new space."""
-
-    def __init__(self, searcher, *, total: int, space: dict | None = None):
-        super().__init__(searcher)
-        self._extend_to = total
-        self._fresh = space is not None
-        self._space = space
-
-    def set_state(self, state: dict) -> None:
-        super().set_state(state)
-        if self._fresh:  # a restored run adds no configurations: the experiment is the saved one
-            self._experiment.spec["config"] = dict(self._space)
-        if self._extend_to > self._total_samples:
-            self._total_samples = self._extend_to
-            self._finished = False
-
-    def restore_from_dir(self, dirpath: str) -> None:
-        if not self._fresh:
-            return super().restore_from_dir(dirpath)
-        state = _load_newest_checkpoint(dirpath, self.CKPT_FILE_TMPL.format("*"))
-        if state:
-            self.set_state(state)
-
 
 def study_names(sweep_dir: str | Path) -> list[str]:
     """The Optuna studies in the sweep's journal, oldest first (one per search space)."""
@@ -45,8 +13,9 @@ def study_names(sweep_dir: str | Path) -> list[str]:
 
     if not (Path(sweep_dir) / "optuna.journal").is_file():
         return []
-    studies = optuna_storage(str(sweep_dir)).get_all_studies()
-    return [s.study_name for s in sorted(studies, key=lambda s: s._study_id)]
+    storage = optuna_storage(str(sweep_dir))
+    names = [s.study_name for s in storage.get_all_studies()]
+    return sorted(names, key=storage.get_study_id_from_name)  # ids grow with creation
 
 
 def next_study_name(sweep_name: str, existing: list[str]) -> str:
@@ -89,10 +58,20 @@ def carry_over(sweep_dir: str | Path, *, new_study: str, space: dict[str, Any],
 
 
 def _inside(dist, value) -> bool:
-    try:
-        return dist._contains(dist.to_internal_repr(value))
-    except (ValueError, TypeError):
+    """Whether ``value`` is one the distribution can propose (Optuna's own check is private)."""
+    from optuna.distributions import CategoricalDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        return value in dist.choices
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
+    if not dist.low <= value <= dist.high:
+        return False
+    step = getattr(dist, "step", None)
+    if step is None:
+        return True
+    steps = (value - dist.low) / step
+    return abs(steps - round(steps)) < 1e-8
 
 
 def drop_study(sweep_dir: str | Path, name: str) -> None:

@@ -58,8 +58,10 @@ def fail_unfinished_optuna_trials(sweep_dir: Path) -> int:
     failed = 0
     for name in study_names(sweep_dir):
         study = optuna.load_study(study_name=name, storage=storage)
+        study_id = storage.get_study_id_from_name(name)
         for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            storage.set_trial_system_attr(trial._trial_id, "qlora_sweep", LOST_NOTE)
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+            storage.set_trial_system_attr(trial_id, "qlora_sweep", LOST_NOTE)
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
             failed += 1
     return failed

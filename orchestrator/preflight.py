@@ -5,11 +5,14 @@ Each check returns problems rather than raising, so the user sees every one in o
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from search_spaces.targets import TargetError, resolve_groups, resolve_target
 
 from .config import SweepConfig
+from .errors import UserError
 
 
 def data_sources(cfg: SweepConfig, derived: dict[str, Any]) -> dict[str, Any]:
@@ -96,9 +99,7 @@ def check_model(cfg: SweepConfig, derived: dict[str, Any]) -> tuple[dict[str, li
 def check_storage(path: str) -> list[str]:
     """A local ``storage.path`` can hold sweep dirs: the nearest existing folder on the way is
     a folder and a file can be written in it (tried with a temporary file, then removed)."""
-    import os
     import tempfile
-    from pathlib import Path
 
     from trainables.storage import is_uri
 
@@ -192,3 +193,75 @@ def check_chat_template(model: dict[str, Any], fmt: str | None) -> list[str]:
             f"template to render them. Fix: use the model's chat/instruct variant, or write "
             f"the data as prompt/completion (or instruction/output) rows."]
 
+
+def preflight(cfg: SweepConfig, derived: dict[str, Any]) -> dict[str, Any]:
+    """Every check that needs no Ray: data, model config, target groups. Returns trial settings.
+
+    Raises:
+        UserError: with every problem found.
+    """
+    data = data_sources(cfg, derived)
+    fmt, problems = check_data(data)
+    target_groups, model_problems = check_model(cfg, derived)
+    problems += model_problems + check_storage(cfg.storage.path)
+    task, task_problems = task_eval(cfg, derived)
+    problems += task_problems
+    if not model_problems:
+        problems += check_chat_template(cfg.model.model_dump(), fmt)
+        problems += check_max_length(cfg.model.model_dump(), data, fmt)
+    if problems:
+        raise UserError(f"pre-flight found {len(problems)} problem(s)", problems)
+    return {
+        "model": cfg.model.model_dump(),
+        "data": data,
+        "data_format": fmt,
+        "lora": cfg.lora.model_dump(),
+        "training": cfg.training.model_dump(),
+        "target_groups": target_groups,
+        "threads": max(1, int(cfg.resources.cpu)),
+        "warm_start": cfg.resources.warm_start,
+        "early_eval": early_eval(cfg, derived),
+        "task_eval": task,
+    }
+
+
+def task_eval(cfg: SweepConfig, derived: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
+    """What a trial needs to generate and score (``trainables/task_eval.py``), and the
+    problems found importing custom scorers (the driver imports them, as every worker will)."""
+    from trainables.scoring import ScorerError, load_function
+
+    from .rules import asha_rungs
+
+    ev = cfg.evaluation
+    if not ev.scorers:
+        return None, []
+    here = Path(derived["config_path"]).resolve().parent
+    search_path = list(dict.fromkeys(
+        [str((here / Path(p).expanduser()).resolve()) for p in ev.scorer_path]
+        + [str(here), os.getcwd()]))
+    problems = []
+    for i, scorer in enumerate(ev.scorers):
+        if scorer.type == "custom":
+            try:
+                load_function(scorer.function, search_path)
+            except ScorerError as err:
+                problems.append(f"evaluation.scorers[{i}].function = {scorer.function!r}: {err}. "
+                                f"Fix: put the module beside the config file (or on the Python "
+                                f"path) and name a function in it, as 'module:function'.")
+    steps = None
+    if ev.cadence == "rungs":
+        steps = ([] if cfg.scheduler.type != "asha" else
+                 asha_rungs(derived["grace_period"], derived["max_t"],
+                            cfg.scheduler.reduction_factor))
+    return {"scorers": [s.model_dump() for s in ev.scorers], "samples": ev.samples,
+            "seed": cfg.search.seed, "max_new_tokens": ev.max_new_tokens,
+            "batch_size": ev.batch_size, "steps": steps, "examples": ev.examples,
+            "search_path": search_path}, problems
+
+
+def early_eval(cfg: SweepConfig, derived: dict[str, Any]) -> dict[str, Any] | None:
+    """What a trial needs for ``scheduler.early_eval_samples`` (``trainables/early_eval.py``)."""
+    if not derived.get("full_eval_from"):
+        return None
+    return {"samples": cfg.scheduler.early_eval_samples, "full_from": derived["full_eval_from"],
+            "metric": cfg.search.metric, "seed": cfg.search.seed}

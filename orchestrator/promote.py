@@ -101,7 +101,7 @@ def promote(sweep_path: str | Path, *, repo_id: str | None = None, private: bool
     """
     from .bundle import build_bundle
     from .loading import load_config
-    from .sweep import preflight
+    from .preflight import preflight
 
     sweep = open_sweep(sweep_path)
     best = sweep.require_best()

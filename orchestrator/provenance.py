@@ -53,11 +53,12 @@ def data_identity(source: dict[str, Any] | None) -> dict[str, Any] | None:
         path = Path(source["path"])
         rows = sum(1 for line in path.open("rb") if line.strip()) if path.suffix == ".jsonl" else None
         return {"file": path.name, "sha256": file_sha256(path), "rows": rows}
+    from trainables.compat.datasets_private import fingerprint
     from trainables.data import load_source
 
     ds = load_source(source)
     return {"hub_id": source["path"], "subset": source.get("subset"), "split": source["split"],
-            "fingerprint": ds._fingerprint, "rows": len(ds)}
+            "fingerprint": fingerprint(ds), "rows": len(ds)}
 
 
 def base_model_identity(model: dict[str, Any]) -> dict[str, Any]:

@@ -87,8 +87,10 @@ def _record_extension(sweep: SweepDir, cfg) -> None:
 
 
 def _check_resumable(sweep: SweepDir, *, extending: bool) -> None:
+    from ray.tune import Tuner
+
     status = sweep.status()
-    if status is None or not (sweep.path / "tuner.pkl").is_file():
+    if status is None or not Tuner.can_restore(str(sweep.path)):  # tuner.pkl is there
         raise UserError(f"SWEEP_DIR {sweep.where}: no trial was started (no status.json or "
                         f"tuner.pkl), so there is nothing to resume. Fix: start it again with "
                         f"`qlora-sweep run {sweep.path / 'sweep.yaml'}` and another storage.name.")
@@ -107,8 +109,9 @@ def resume_sweep(path: str, overrides: list[str] = (), *, address: str | None = 
                  allow_space_change: bool = False, out=print) -> int:
     """Resume an interrupted sweep, or add trials to one (``search.num_trials=N``); returns
     the exit code as ``run`` does."""
-    from .sweep import (Location, check_cluster, fit_and_finish, init_ray, preflight,
-                        quiet_ray_output, tokenize_once)
+    from .preflight import preflight
+    from .sweep import (Location, check_cluster, fit_and_finish, init_ray, quiet_ray_output,
+                        tokenize_once)
 
     started = time.monotonic()
     sweep = open_sweep(path)

@@ -19,86 +19,10 @@ from .config import SweepConfig
 from .errors import INTERRUPTED_EXIT, RUNTIME_EXIT, UserError
 from .cluster import check_placement, check_shared_storage, max_concurrent
 from .remote import Mirror
-from .preflight import (check_chat_template, check_data, check_max_length, check_model,
-                        check_storage, data_sources)
+from .preflight import preflight
 from .results import best_record, render_table, trial_rows, write_json, write_leaderboard
 
 Out = Callable[[str], None]
-
-
-def preflight(cfg: SweepConfig, derived: dict[str, Any]) -> dict[str, Any]:
-    """Every check that needs no Ray: data, model config, target groups. Returns trial settings.
-
-    Raises:
-        UserError: with every problem found.
-    """
-    data = data_sources(cfg, derived)
-    fmt, problems = check_data(data)
-    target_groups, model_problems = check_model(cfg, derived)
-    problems += model_problems + check_storage(cfg.storage.path)
-    task, task_problems = task_eval(cfg, derived)
-    problems += task_problems
-    if not model_problems:
-        problems += check_chat_template(cfg.model.model_dump(), fmt)
-        problems += check_max_length(cfg.model.model_dump(), data, fmt)
-    if problems:
-        raise UserError(f"pre-flight found {len(problems)} problem(s)", problems)
-    return {
-        "model": cfg.model.model_dump(),
-        "data": data,
-        "data_format": fmt,
-        "lora": cfg.lora.model_dump(),
-        "training": cfg.training.model_dump(),
-        "target_groups": target_groups,
-        "threads": max(1, int(cfg.resources.cpu)),
-        "warm_start": cfg.resources.warm_start,
-        "early_eval": early_eval(cfg, derived),
-        "task_eval": task,
-    }
-
-
-def task_eval(cfg: SweepConfig, derived: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
-    """What a trial needs to generate and score (``trainables/task_eval.py``), and the
-    problems found importing custom scorers (the driver imports them, as every worker will)."""
-    import os
-
-    from trainables.scoring import ScorerError, load_function
-
-    from .rules import asha_rungs
-
-    ev = cfg.evaluation
-    if not ev.scorers:
-        return None, []
-    here = Path(derived["config_path"]).resolve().parent
-    search_path = list(dict.fromkeys(
-        [str((here / Path(p).expanduser()).resolve()) for p in ev.scorer_path]
-        + [str(here), os.getcwd()]))
-    problems = []
-    for i, scorer in enumerate(ev.scorers):
-        if scorer.type == "custom":
-            try:
-                load_function(scorer.function, search_path)
-            except ScorerError as err:
-                problems.append(f"evaluation.scorers[{i}].function = {scorer.function!r}: {err}. "
-                                f"Fix: put the module beside the config file (or on the Python "
-                                f"path) and name a function in it, as 'module:function'.")
-    steps = None
-    if ev.cadence == "rungs":
-        steps = ([] if cfg.scheduler.type != "asha" else
-                 asha_rungs(derived["grace_period"], derived["max_t"],
-                            cfg.scheduler.reduction_factor))
-    return {"scorers": [s.model_dump() for s in ev.scorers], "samples": ev.samples,
-            "seed": cfg.search.seed, "max_new_tokens": ev.max_new_tokens,
-            "batch_size": ev.batch_size, "steps": steps, "examples": ev.examples,
-            "search_path": search_path}, problems
-
-
-def early_eval(cfg: SweepConfig, derived: dict[str, Any]) -> dict[str, Any] | None:
-    """What a trial needs for ``scheduler.early_eval_samples`` (``trainables/early_eval.py``)."""
-    if not derived.get("full_eval_from"):
-        return None
-    return {"samples": cfg.scheduler.early_eval_samples, "full_from": derived["full_eval_from"],
-            "metric": cfg.search.metric, "seed": cfg.search.seed}
 
 
 @dataclass
@@ -168,15 +92,13 @@ def loopback_only() -> None:
     Ray 2.60 has no bind-address setting: each of its servers binds to loopback when the
     node's IP is 127.0.0.1 and to every interface otherwise, and on Linux it replaces a
     loopback node IP with the machine's address unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``
-    is 0 (``ray._private.services.get_node_ip_address``, checked on Ray 2.60). The variable
-    is read when Ray is imported, so this process's copy of it is set too; the processes Ray
-    starts inherit the environment. Ray's token authentication (on by default for a local
-    ``ray.init``) stays on. tests/test_loopback.py lists the sweep's listening sockets.
+    is 0 (:func:`trainables.compat.ray_private.keep_loopback_node_ip`). Ray's token
+    authentication (on by default for a local ``ray.init``) stays on. tests/test_loopback.py
+    lists the sweep's listening sockets.
     """
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    from ray._private import ray_constants
+    from trainables.compat.ray_private import keep_loopback_node_ip
 
-    ray_constants.ENABLE_RAY_CLUSTER = False
+    keep_loopback_node_ip()
 
 
 def init_ray(address: str | None) -> bool:
@@ -191,11 +113,11 @@ def init_ray(address: str | None) -> bool:
         if host in ("127.0.0.1", "localhost", "::1", "[::1]"):
             # A cluster bound to loopback (``ray start --node-ip-address 127.0.0.1``): Ray
             # would otherwise swap 127.0.0.1 for this machine's network address, where
-            # nothing listens, and wait forever. This switch (read when Ray is imported)
-            # makes it keep the loopback address.
-            from ray._private import ray_constants
+            # nothing listens, and wait forever. Only this process's switch: the cluster's
+            # own processes were started by `ray start`.
+            from trainables.compat.ray_private import keep_loopback_node_ip
 
-            ray_constants.ENABLE_RAY_CLUSTER = False
+            keep_loopback_node_ip()
         ray.init(address=address, runtime_env=_runtime_env(), logging_level=logging.WARNING)
     else:
         # "local": a new Ray on this machine, even when a `ray start` cluster runs here

@@ -129,8 +129,10 @@ def replay_asha(asha, histories: list[tuple[str, int, float, float]], *, mode: s
     ``(trial_id, step, value, timestamp)`` is fed to the bracket in the order it happened."""
     from types import SimpleNamespace
 
+    from trainables.compat.ray_private import asha_bracket
+
     sign = -1.0 if mode == "min" else 1.0
-    bracket = asha._brackets[0]  # qlora-sweep's ASHA has one bracket
+    bracket = asha_bracket(asha)  # qlora-sweep's ASHA has one bracket
     for trial_id, step, value, _ in sorted(histories, key=lambda h: h[3]):
         bracket.on_result(SimpleNamespace(trial_id=trial_id), step, sign * value)
 
@@ -152,31 +154,32 @@ def restore_tuner(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str,
                                restart_errored=False)
     # A restored Tuner has no public way to take another scheduler, search wrapper or
     # callbacks than those pickled in tuner.pkl: they are replaced in its config.
-    tune_config = tuner._local_tuner._tune_config
+    from trainables.compat.ray_private import RestoredTuner, extendable_search
+
+    restored = RestoredTuner(tuner)
+    tune_config = restored.tune_config
     asha = scheduler(cfg, derived)
     if asha is not None:
         replay_asha(asha, histories, mode=derived["mode"])  # tuner.pkl's ASHA has empty rungs
         tune_config.scheduler = asha
     if extend_to is not None:
-        from .extend import ExtendedSearch
-
         searcher = tune_config.search_alg
         if new_study is not None:
             # Ray refuses a changed param_space on restore (Tuner.restore(param_space=...)),
             # for the comparability reason the user has just waived.
-            tuner._local_tuner._param_space = param_space(derived)
+            restored.set_param_space(param_space(derived))
             searcher = search_alg(cfg, sweep_dir=sweep_dir, name=new_study,
                                   concurrency=searcher.max_concurrent,
                                   with_initial_points=False, rank_key=derived["rank_key"])
-        tune_config.search_alg = ExtendedSearch(
+        tune_config.search_alg = extendable_search(
             searcher, total=extend_to,
             space=param_space(derived) if new_study is not None else None)
         tune_config.num_samples = extend_to
     if extend_to is not None or remote is not None:
         # status.json's planned trials come from the new config; a cloud sweep's local copy
         # may be in another place than when tuner.pkl was written.
-        tuner._local_tuner._run_config.callbacks = _callbacks(
-            cfg, derived, settings, sweep_dir=sweep_dir, remote=remote)
+        restored.set_callbacks(_callbacks(cfg, derived, settings, sweep_dir=sweep_dir,
+                                          remote=remote))
     return tuner
 
 

@@ -9,7 +9,7 @@ from benchmarks.memory_estimate import configured, long_data, measure
 from orchestrator.errors import UserError
 from orchestrator.loading import load_config
 from orchestrator.auto_resources import CPU_PROCESS_BYTES, largest_trial, resolve_auto
-from orchestrator.sweep import preflight
+from orchestrator.preflight import preflight
 from trainables.memory_estimate import CUDA_CONTEXT_BYTES, FRAGMENTATION, estimate, model_shape
 
 from .conftest import write_config

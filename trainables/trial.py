@@ -229,22 +229,13 @@ def _restore(checkpoint_dir: str, output_dir: str) -> str:
     return dest
 
 
-def _stop_requested() -> bool:
-    """Ray asked this trial to stop (ASHA, or the sweep ended) while its worker is kept for
-    the next trial (actor reuse): training ends at this step, so the worker is free at once
-    instead of at the next report."""
-    from ray.train._internal.session import get_session
-
-    session = get_session()
-    return session is not None and session.stop_event.is_set()
-
-
 def _trial_storage():
     """``(filesystem, trial folder)`` of the running trial in the sweep's storage (local or
-    cloud), as Ray persists its checkpoints there."""
-    from ray.train._internal.session import get_session
+    cloud), as Ray persists its checkpoints there (``TuneContext.get_storage``, a Ray
+    developer API)."""
+    from ray import tune
 
-    storage = get_session().storage
+    storage = tune.get_context().get_storage()
     return storage.storage_filesystem, storage.trial_fs_path
 
 
@@ -256,6 +247,7 @@ def tune_trainable(config: dict[str, Any], *, base: dict[str, Any]) -> None:
     from ray import tune
 
     from .checkpoints import restore_usable
+    from .compat.ray_private import stop_requested
 
     # Ray logs a line per persisted checkpoint; the driver's table already shows progress.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
@@ -297,7 +289,7 @@ def tune_trainable(config: dict[str, Any], *, base: dict[str, Any]) -> None:
         if checkpoint is not None:  # the newest readable one, with a warning if not Ray's
             resume = restore_usable(checkpoint, lambda local: _restore(local, output_dir))
         run_trial(settings, output_dir=output_dir, report=report, resume_from=resume,
-                  started=started, should_stop=_stop_requested)
+                  started=started, should_stop=stop_requested)
     except TrainingDiverged as err:
         write_file(fs, diverged, str(err))
         raise

@@ -1,0 +1,95 @@
+"""The import rules of the layout (docs/contributing.md), checked over the import graph of the
+source: the worker package never imports the driver's, search spaces import neither, no module
+imports another that imports it back (at any depth), and reading a sweep dir never loads Ray
+or torch."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT
+
+pytestmark = pytest.mark.fast
+
+PACKAGES = ("orchestrator", "trainables", "search_spaces")
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            out[name] = path
+    return out
+
+
+def _imports(name: str, path: Path, *, top_only: bool) -> set[str]:
+    """The project modules ``name`` imports (at module level only, with ``top_only``)."""
+    tree = ast.parse(path.read_text())
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    nodes = tree.body if top_only else list(ast.walk(tree))
+    found = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = ".".join(base[:len(base) - node.level + 1])
+                target = f"{base}.{node.module}" if node.module else base
+            else:
+                target = node.module or ""
+            found.add(target)
+            found |= {f"{target}.{alias.name}" for alias in node.names}
+    return {m for m in found if m.split(".")[0] in PACKAGES}
+
+
+def test_trainables_and_search_spaces_never_import_the_driver():
+    wrong = []
+    for name, path in _modules().items():
+        root = name.split(".")[0]
+        allowed = {"trainables": {"trainables", "search_spaces"},
+                   "search_spaces": {"search_spaces"}}.get(root)
+        if allowed is None:
+            continue
+        wrong += [f"{name} imports {m}" for m in _imports(name, path, top_only=False)
+                  if m.split(".")[0] not in allowed]
+    assert not wrong, wrong
+
+
+def test_no_import_cycle_even_through_imports_inside_functions():
+    """A function-level import does not hide a cycle: the graph has every import."""
+    modules = _modules()
+    graph = {name: {m for m in _imports(name, path, top_only=False) if m in modules and m != name}
+             for name, path in modules.items()}
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append(trail[trail.index(nxt):] + [nxt] if nxt in trail else [node, nxt])
+            elif nxt not in state:
+                visit(nxt, trail + [nxt])
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert not cycles, cycles
+
+
+def test_reading_a_sweep_dir_loads_neither_ray_nor_torch():
+    code = ("import sys\n"
+            "import orchestrator.status, orchestrator.report, orchestrator.dashboard, "
+            "orchestrator.sweep_dir, orchestrator.results, orchestrator.verdict, orchestrator.cli\n"
+            "heavy = [m for m in ('ray', 'torch', 'transformers') if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
