@@ -49,7 +49,7 @@ def draw(rng: random.Random, lr: tuple[float, float]) -> dict:
 
 
 def spearman(a: list[float], b: list[float]) -> float:
-    from orchestrator.plots import rank_correlation
+    from orchestrator.observe.plots import rank_correlation
 
     rho = rank_correlation(a, b)
     return float("nan") if rho is None else rho

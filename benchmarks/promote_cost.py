@@ -50,7 +50,7 @@ def _plant_champion(hub: HubServer, repo: str, sweep: Path) -> None:
     """Put the runner-up's adapter in ``repo`` as the adapter to beat."""
     from huggingface_hub import CommitOperationAdd, HfApi
 
-    from orchestrator.sweep_dir import open_sweep
+    from orchestrator.sweepdir.folder import open_sweep
 
     s = open_sweep(sweep)
     best = s.require_best()["trial_id"]

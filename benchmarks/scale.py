@@ -4,7 +4,7 @@
 
 The trials are trivial (each sleeps ``--seconds`` and reports one evaluation with a
 checkpoint), but everything around them is the sweep's own: the Tuner that ``run`` builds
-(``orchestrator/tuner.py``: random search, Ray's CSV and JSON loggers, our TensorBoard runs,
+(``orchestrator/run/tuner.py``: random search, Ray's CSV and JSON loggers, our TensorBoard runs,
 ``status.json``, the disk guard, checkpoint retention, actor reuse), then the leaderboard and
 ``best.json``. With ``--cpu`` per trial, ``cores / --cpu`` trials run at once on this
 machine's Ray (1: one per core, as Ray's release test runs them; 0.25: four per core, where
@@ -52,11 +52,11 @@ def one_sweep(root: Path, name: str, *, trials: int, seconds: float, cpu: float)
     import yaml
     from ray import tune
 
-    from orchestrator.cluster import max_concurrent
-    from orchestrator.loading import load_config
-    from orchestrator.preflight import preflight
-    from orchestrator.sweep import finish
-    from orchestrator.tuner import build_tuner
+    from orchestrator.run.cluster import max_concurrent
+    from orchestrator.config.loading import load_config
+    from orchestrator.config.preflight import preflight
+    from orchestrator.run.sweep import finish
+    from orchestrator.run.tuner import build_tuner
 
     config = root / f"{name}.yaml"
     config.write_text(yaml.safe_dump({
@@ -116,7 +116,7 @@ def main() -> None:
 
     import ray
 
-    from orchestrator.sweep import init_ray, quiet_ray_output
+    from orchestrator.run.sweep import init_ray, quiet_ray_output
 
     quiet_ray_output()
     root = Path(tempfile.mkdtemp(prefix="bench-scale-"))

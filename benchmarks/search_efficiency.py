@@ -252,7 +252,7 @@ def main() -> None:
               ["steps to within 2 %, random / TPE + ASHA", ratio(to_target[rnd], to_target[tpe])]]
     body += "\n\n" + table(["ratio, per seed", "median (min-max)"], ratios)
     if metric != "eval_loss":
-        from orchestrator.plots import rank_correlation
+        from orchestrator.observe.plots import rank_correlation
 
         every_trial = [p for arm in ARMS for seed_pairs in pairs[arm] for p in seed_pairs]
         rho = rank_correlation([a for a, _ in every_trial], [b for _, b in every_trial])

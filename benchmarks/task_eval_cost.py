@@ -33,8 +33,8 @@ def main() -> None:
 
     import torch
 
-    from orchestrator.loading import load_config
-    from orchestrator.preflight import preflight
+    from orchestrator.config.loading import load_config
+    from orchestrator.config.preflight import preflight
     from trainables import tiny_llama
     from trainables.task_eval import TaskEval
     from trainables.trial import build_trainer, run_trial, trial_settings

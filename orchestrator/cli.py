@@ -103,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _promote(args) -> int:
-    from .promote import promote
+    from .promotion.promote import promote
 
     promote(args.sweep_dir, repo_id=args.repo_id, private=args.private,
             min_improvement=args.min_improvement, force=args.force, dry_run=args.dry_run,
@@ -112,7 +112,7 @@ def _promote(args) -> int:
 
 
 def _generate(args) -> int:
-    from .generation import run_generate
+    from .promotion.generation import run_generate
 
     print(run_generate(args.adapter, args.prompt, revision=args.revision,
                        base_model=args.base_model, max_new_tokens=args.max_new_tokens,
@@ -121,21 +121,21 @@ def _generate(args) -> int:
 
 
 def _status(args) -> int:
-    from .status import show_status
+    from .observe.status import show_status
 
     return show_status(args.sweep_dir, fmt=args.format, watch=args.watch, interval=args.interval,
                        out=lambda text: print(text, flush=True))
 
 
 def _tensorboard(args) -> int:
-    from .dashboard import serve
+    from .observe.dashboard import serve
 
     return serve(args.sweep_dir, host=args.host, port=args.port,
                  out=lambda text: print(text, flush=True))
 
 
 def _report(args) -> int:
-    from .report import write_report
+    from .observe.report import write_report
 
     print(f"writing the report of {args.sweep_dir} ...", flush=True)
     path = write_report(args.sweep_dir)
@@ -145,15 +145,15 @@ def _report(args) -> int:
 
 
 def _resume(args) -> int:
-    from .resume import resume_sweep
+    from .run.resume import resume_sweep
 
     return resume_sweep(args.sweep_dir, args.overrides, address=args.address,
                         allow_space_change=args.allow_space_change)
 
 
 def _validate(args) -> int:
-    from .loading import load_config
-    from .preflight import preflight
+    from .config.loading import load_config
+    from .config.preflight import preflight
 
     cfg, derived = load_config(args.config, args.overrides)
     settings = preflight(cfg, derived)
@@ -172,8 +172,8 @@ def _validate(args) -> int:
 
 
 def _run(args) -> int:
-    from .loading import load_config
-    from .sweep import run_sweep
+    from .config.loading import load_config
+    from .run.sweep import run_sweep
 
     cfg, derived = load_config(args.config, args.overrides)
     return run_sweep(cfg, derived, address=args.address)

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .config import SweepConfig
+from .config.schema import SweepConfig
 
 
 def _type(annotation: Any) -> str:
@@ -20,8 +20,9 @@ def _type(annotation: Any) -> str:
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         return " or ".join(_type(a) for a in typing.get_args(annotation))
     text = str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
-    text = text.replace("orchestrator.config.DataSource", "source").replace("NoneType", "None")
-    text = text.replace("orchestrator.config.Scorer", "scorer")
+    text = text.replace("orchestrator.config.schema.DataSource", "source")
+    text = text.replace("NoneType", "None")
+    text = text.replace("orchestrator.config.schema.Scorer", "scorer")
     if text.startswith("Literal["):
         text = "one of " + text.removeprefix("Literal[").removesuffix("]")
     return text.replace(" | ", " or ")

@@ -7,9 +7,9 @@ import pytest
 
 from benchmarks.memory_estimate import configured, long_data, measure
 from orchestrator.errors import UserError
-from orchestrator.loading import load_config
-from orchestrator.auto_resources import CPU_PROCESS_BYTES, largest_trial, resolve_auto
-from orchestrator.preflight import preflight
+from orchestrator.config.loading import load_config
+from orchestrator.run.auto_resources import CPU_PROCESS_BYTES, largest_trial, resolve_auto
+from orchestrator.config.preflight import preflight
 from trainables.memory_estimate import CUDA_CONTEXT_BYTES, FRAGMENTATION, estimate, model_shape
 
 from .conftest import write_config
@@ -70,7 +70,7 @@ def test_gpu_auto_without_gpus_runs_on_cpu_and_reserves_the_estimated_ram(search
     assert resolved.resources.gpu == 0
     assert resolved.resources.memory_gb == round((est.total + CPU_PROCESS_BYTES) / GiB, 2)
 
-    from orchestrator.cluster import max_concurrent, trial_request
+    from orchestrator.run.cluster import max_concurrent, trial_request
 
     request = trial_request(resolved)
     assert request["memory"] == int(resolved.resources.memory_gb * GiB)

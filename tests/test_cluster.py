@@ -75,7 +75,7 @@ def _sweep_config(tmp_path, name: str, **sections):
 
 def _probe(ray_cluster, code: str, env: dict | None = None) -> list:
     """Run ``code`` in a fresh Python joined to the cluster; the values it prints as reprs."""
-    script = (f"from orchestrator.sweep import init_ray\ninit_ray({ray_cluster.address!r})\n"
+    script = (f"from orchestrator.run.sweep import init_ray\ninit_ray({ray_cluster.address!r})\n"
               + textwrap.dedent(code))
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
                           text=True, timeout=300, env=env)
@@ -88,8 +88,8 @@ def test_a_shared_folder_seen_by_every_node_is_accepted(ray_cluster, tmp_path):
     share this machine's disk); a cloud URI needs no probe."""
     config = _sweep_config(tmp_path, "shared", storage={"shared": True})
     [shared, cloud] = _probe(ray_cluster, f"""\
-        from orchestrator.cluster import check_shared_storage
-        from orchestrator.loading import load_config
+        from orchestrator.run.cluster import check_shared_storage
+        from orchestrator.config.loading import load_config
         cfg, _ = load_config({str(config)!r})
         print(repr(check_shared_storage(cfg, {str(tmp_path / "shared")!r})))
         print(repr(check_shared_storage(cfg, "s3://{BUCKET}/x")))
@@ -120,7 +120,7 @@ def test_a_sweep_in_cloud_storage_keeps_everything_in_the_bucket(ray_cluster, s3
     assert any(f.startswith("baseline/events.out.tfevents.") for f in files)
     assert any(f.startswith("experiment_state-") for f in files)
     assert {"tokenized/train.parquet", "tokenized/eval.parquet"} <= set(files)
-    from orchestrator.remote import mirror_dir
+    from orchestrator.sweepdir.remote import mirror_dir
     from trainables.storage import read_text
 
     status = json.loads(read_text(f"{uri}/status.json"))
@@ -146,8 +146,8 @@ def test_a_sweep_in_cloud_storage_keeps_everything_in_the_bucket(ray_cluster, s3
     assert cli("report", uri, timeout=300).returncode == 0
     # Reading commands leave the tokenized data in the bucket; resume asks for it.
     assert not (mirror_dir(uri) / "tokenized").exists()
-    from orchestrator.remote import Mirror
-    from orchestrator.tokenized import FOLDER, load
+    from orchestrator.sweepdir.remote import Mirror
+    from orchestrator.sweepdir.tokenized import FOLDER, load
 
     assert Mirror(uri).pull(under=FOLDER) == 2
     prepared = load(mirror_dir(uri))
@@ -209,8 +209,8 @@ def test_trials_wait_for_node_types_the_autoscaler_can_add(ray_cluster, tmp_path
           gpu_a10g: {resources: {CPU: 8, GPU: 1, "accelerator_type:A10G": 1}, max_workers: 4}
         """))
     results = _probe(ray_cluster, f"""\
-        from orchestrator.cluster import check_placement, max_concurrent
-        from orchestrator.loading import load_config
+        from orchestrator.run.cluster import check_placement, max_concurrent
+        from orchestrator.config.loading import load_config
         for overrides in (["resources.gpu=1"],
                           ["resources.gpu=1", "resources.accelerator_type=A10G"],
                           ["resources.gpu=1", "resources.accelerator_type=H100"]):

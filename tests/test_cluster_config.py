@@ -23,8 +23,8 @@ from ray.autoscaler._private.kuberay.autoscaling_config import (
 from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.util.accelerators import accelerators as acc
 
-from orchestrator.loading import load_config
-from orchestrator.preflight import check_data, data_sources
+from orchestrator.config.loading import load_config
+from orchestrator.config.preflight import check_data, data_sources
 
 pytestmark = pytest.mark.fast
 

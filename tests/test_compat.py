@@ -115,7 +115,7 @@ def test_inside_a_distribution():
     from optuna.distributions import (CategoricalDistribution, FloatDistribution,
                                       IntDistribution)
 
-    from orchestrator.extend import _inside
+    from orchestrator.run.extend import _inside
 
     assert _inside(CategoricalDistribution(["attention", "q_proj+v_proj"]), "attention")
     assert not _inside(CategoricalDistribution([8, 16]), 32)

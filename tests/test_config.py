@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import UserError
-from orchestrator.loading import load_config
+from orchestrator.config.loading import load_config
 from search_spaces import list_presets
 
 from .conftest import EXAMPLES, write_config
@@ -155,7 +155,7 @@ def test_help_and_validation_do_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys; from orchestrator.loading import load_config; "
+    code = ("import sys; from orchestrator.config.loading import load_config; "
             "load_config('examples/demo_cpu.yaml'); "
             "from orchestrator.cli import _parser; "
             "assert 'torch' not in sys.modules and 'ray' not in sys.modules, 'heavy import'")

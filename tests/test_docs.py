@@ -12,7 +12,7 @@ import sys
 import pytest
 import yaml
 
-from orchestrator.loading import load_config
+from orchestrator.config.loading import load_config
 from orchestrator.reference import pages
 
 from .conftest import EXAMPLES, ROOT

@@ -146,10 +146,10 @@ def test_interrupt_and_kill_the_driver_then_resume_loses_nothing(tiny_model_dir,
     assert all(t.state == optuna.trial.TrialState.FAIL for t in study.trials if t not in done)
 
     # ASHA's rungs, which Ray does not save, come back from the trials' results.
-    from orchestrator.loading import load_config
-    from orchestrator.resume import _histories
-    from orchestrator.sweep_dir import open_sweep
-    from orchestrator.tuner import replay_asha, scheduler
+    from orchestrator.config.loading import load_config
+    from orchestrator.run.resume import _histories
+    from orchestrator.sweepdir.folder import open_sweep
+    from orchestrator.run.tuner import replay_asha, scheduler
 
     cfg, derived = load_config(str(sweep / "sweep.yaml"), [])
     asha = scheduler(cfg, derived)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import SweepConfig
-from orchestrator.rules import check_rules
+from orchestrator.config.schema import SweepConfig
+from orchestrator.config.rules import check_rules
 from trainables.early_eval import subset_indices
 from trainables.trial import run_trial
 
@@ -120,8 +120,8 @@ def test_a_sweep_ranks_early_rungs_on_the_subset(tmp_path, tiny_model_dir):
     assert "(subset)" in cli("status", str(sweep)).stdout
 
     # The curves plot the subset evaluations dotted: the stopped trial shows there only.
-    from orchestrator.plots import curve_figure
-    from orchestrator.sweep_dir import open_sweep
+    from orchestrator.observe.plots import curve_figure
+    from orchestrator.sweepdir.folder import open_sweep
 
     fig = curve_figure(open_sweep(sweep))
     dotted = [line for line in fig.axes[0].get_lines()

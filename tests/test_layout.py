@@ -63,6 +63,39 @@ def test_trainables_and_search_spaces_never_import_the_driver():
     assert not wrong, wrong
 
 
+# orchestrator's sub-packages, lowest first: each imports only from its own layer or lower ones.
+LAYERS = ["errors", "config", "sweepdir", "observe", "callbacks", "promotion", "run",
+          "cli", "reference", "__main__"]
+
+
+def _layer(module: str) -> int:
+    parts = module.split(".")
+    return LAYERS.index(parts[1]) if len(parts) > 1 else len(LAYERS)
+
+
+def test_orchestrator_layers_import_downwards_only():
+    wrong = []
+    for name, path in _modules().items():
+        if not name.startswith("orchestrator."):
+            continue
+        wrong += [f"{name} (layer {_layer(name)}) imports {m} (layer {_layer(m)})"
+                  for m in _imports(name, path, top_only=False)
+                  if m.startswith("orchestrator.") and m in _modules() and _layer(m) > _layer(name)]
+    assert not wrong, wrong
+
+
+def test_observing_never_imports_ray():
+    heavy = []
+    for name, path in _modules().items():
+        if name.startswith(("orchestrator.observe", "orchestrator.sweepdir")):
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                         [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                heavy += [f"{name} imports {n}" for n in names if n.split(".")[0] == "ray"]
+    assert not heavy, heavy
+
+
 def test_no_import_cycle_even_through_imports_inside_functions():
     """A function-level import does not hide a cycle: the graph has every import."""
     modules = _modules()
@@ -87,9 +120,11 @@ def test_no_import_cycle_even_through_imports_inside_functions():
 
 
 def test_reading_a_sweep_dir_loads_neither_ray_nor_torch():
+    readers = ["orchestrator.observe.status", "orchestrator.observe.report",
+               "orchestrator.observe.dashboard", "orchestrator.observe.verdict",
+               "orchestrator.sweepdir.folder", "orchestrator.sweepdir.results", "orchestrator.cli"]
     code = ("import sys\n"
-            "import orchestrator.status, orchestrator.report, orchestrator.dashboard, "
-            "orchestrator.sweep_dir, orchestrator.results, orchestrator.verdict, orchestrator.cli\n"
+            f"import {', '.join(readers)}\n"
             "heavy = [m for m in ('ray', 'torch', 'transformers') if m in sys.modules]\n"
             "assert not heavy, heavy\n")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.sweep_dir import open_sweep
+from orchestrator.sweepdir.folder import open_sweep
 
 from .conftest import cli, run_small_sweep
 from .hub_server import HubServer
@@ -103,7 +103,7 @@ def test_bundle_and_model_card_without_a_repo(sweeps, hub_env, tmp_path):
     assert summary["base_model"]["revision"]  # the recipe hash
     assert len(summary["trials"]) == 1 and summary["sweep"]["search_space"]
     assert summary["training"]["seed"] == 42 and summary["sweep"]["search_seed"] == 0
-    from orchestrator.provenance import file_sha256
+    from orchestrator.promotion.provenance import file_sha256
 
     data = Path(__file__).resolve().parent.parent / "examples/data/pricing_train.jsonl"
     assert summary["data"]["train"] == {"file": data.name, "sha256": file_sha256(data), "rows": 1600}

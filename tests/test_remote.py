@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from orchestrator.remote import Mirror
+from orchestrator.sweepdir.remote import Mirror
 
 from .s3_server import listing, s3_server
 

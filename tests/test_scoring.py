@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from orchestrator.verdict import judge, render
+from orchestrator.observe.verdict import judge, render
 from trainables.scoring import (ScorerError, collapsed, constant_answer, constant_reference,
                                 extract_number, metric_modes, score, score_all)
 
@@ -120,7 +120,7 @@ def test_verdict_says_when_the_winner_only_learned_the_format():
 
 
 def test_rank_correlation():
-    from orchestrator.plots import rank_correlation
+    from orchestrator.observe.plots import rank_correlation
 
     assert rank_correlation([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert rank_correlation([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)

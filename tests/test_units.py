@@ -9,14 +9,14 @@ import math
 
 import pytest
 
-from orchestrator.config import parse_improvement
+from orchestrator.config.schema import parse_improvement
 from orchestrator.errors import UserError
-from orchestrator.loading import apply_overrides
-from orchestrator.promote import judge as promotion_judge
-from orchestrator.results import best_first, error_summary, leaderboard_cells, render_table
-from orchestrator.rules import asha_rungs
-from orchestrator.untrusted import check_adapter_weights, download_patterns
-from orchestrator.verdict import fmt, judge as task_judge, render
+from orchestrator.config.loading import apply_overrides
+from orchestrator.promotion.promote import judge as promotion_judge
+from orchestrator.sweepdir.results import best_first, error_summary, leaderboard_cells, render_table
+from orchestrator.config.rules import asha_rungs
+from orchestrator.promotion.untrusted import check_adapter_weights, download_patterns
+from orchestrator.observe.verdict import fmt, judge as task_judge, render
 
 pytestmark = pytest.mark.fast
 

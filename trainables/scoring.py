@@ -1,8 +1,8 @@
 """Task metrics: score generated completions against the references (torch-free).
 
-A scorer is declared in the config's ``evaluation.scorers`` (``orchestrator/config.py``) and
-arrives here as a plain dict. Each scorer turns ``(predictions, references)`` into a few named
-floats, reported by every evaluation as ``task_<name>`` or ``task_<name>_<stat>``:
+A scorer is declared in the config's ``evaluation.scorers`` (``orchestrator/config/schema.py``)
+and arrives here as a plain dict. Each scorer turns ``(predictions, references)`` into a few
+named floats, reported by every evaluation as ``task_<name>`` or ``task_<name>_<stat>``:
 
 * ``exact_match``: the share of predictions equal to the reference after normalising
   whitespace (``task_<name>``);

@@ -7,7 +7,7 @@ from typing import Any
 
 from search_spaces.domains import encode_choice, to_tune
 
-from .config import SweepConfig
+from ..config.schema import SweepConfig
 
 
 def param_space(derived: dict[str, Any], *, grid: bool = False) -> dict[str, Any]:
@@ -80,10 +80,10 @@ def _callbacks(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, An
 
     from trainables.trial import trial_settings
 
-    from .disk_guard import DiskGuard
-    from .tensorboard_log import TensorBoardCallback
-    from .rules import asha_rungs
-    from .trial_status import StatusCallback
+    from ..callbacks.disk_guard import DiskGuard
+    from ..callbacks.tensorboard_log import TensorBoardCallback
+    from ..config.rules import asha_rungs
+    from ..callbacks.trial_status import StatusCallback
 
     searched = list(derived["domains"])
 
@@ -107,7 +107,7 @@ def _callbacks(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, An
                   max_bytes=int(cfg.storage.max_gb * 1e9) if cfg.storage.max_gb else None),
     ]
     if remote is not None:
-        from .mirror_callback import MirrorCallback
+        from ..callbacks.mirror import MirrorCallback
 
         callbacks.append(MirrorCallback(remote))  # last: after the files above are written
     return callbacks
@@ -190,7 +190,7 @@ def build_tuner(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, A
     the QLoRA trial (``benchmarks/scale.py`` drives the orchestration with a trivial one)."""
     from ray import tune
 
-    from .console import progress_reporter
+    from ..callbacks.console import progress_reporter
 
     grid = cfg.search.algorithm == "grid"
     metric, mode = cfg.search.metric, derived["mode"]

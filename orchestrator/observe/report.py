@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from ..errors import UserError
 from .plots import loss_vs_task_figure, pyplot, training_curve
-from .results import leaderboard_cells
+from ..sweepdir.results import leaderboard_cells
 from .status import summary
-from .sweep_dir import SweepDir, open_sweep
+from ..sweepdir.folder import SweepDir, open_sweep
 
 REPORT_DIR = "report"
 

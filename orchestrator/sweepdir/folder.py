@@ -17,7 +17,7 @@ import yaml
 
 from trainables.storage import is_uri
 
-from .errors import UserError
+from ..errors import UserError
 from .results import best_first
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ class SweepDir:
 
     @property
     def mode(self) -> str:
-        from .config import reported_metrics
+        from ..config.schema import reported_metrics
 
         scorers = (self.config.get("evaluation") or {}).get("scorers") or []
         return self.config["search"].get("mode") or reported_metrics(scorers).get(self.metric, "min")

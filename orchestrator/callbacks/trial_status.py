@@ -20,7 +20,7 @@ from ray.tune import Callback
 
 from trainables.metrics import SEARCH_VALUE
 
-from .results import error_summary, task_values, write_json
+from ..sweepdir.results import error_summary, task_values, write_json
 
 WRITE_EVERY_S = 1.0
 

@@ -7,8 +7,8 @@ import socket
 import time
 from collections.abc import Callable
 
-from .errors import UserError
-from .sweep_dir import open_sweep
+from ..errors import UserError
+from ..sweepdir.folder import open_sweep
 
 
 def check_port(host: str, port: int) -> None:

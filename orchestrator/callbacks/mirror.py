@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from .remote import Mirror
+from ..sweepdir.remote import Mirror
 
 PUSH_PERIOD_S = 10.0
 

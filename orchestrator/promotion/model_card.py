@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .sweep_dir import SweepDir
+from ..sweepdir.folder import SweepDir
 
 METRIC_TYPES = {"eval_loss": ("loss", "eval loss"),
                 "eval_perplexity": ("perplexity", "eval perplexity"),
@@ -15,7 +15,7 @@ METRIC_TYPES = {"eval_loss": ("loss", "eval loss"),
 
 def is_hub_id(name: str) -> bool:
     """A base model the Hub can link to (not the builtin model, not a local folder)."""
-    from .config import valid_repo_id
+    from ..config.schema import valid_repo_id
 
     return (not name.startswith("builtin:") and not Path(name).expanduser().exists()
             and valid_repo_id(name))

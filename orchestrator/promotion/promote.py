@@ -17,9 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .config import REPO_ID_RULE, parse_improvement, valid_repo_id
-from .errors import UserError
-from .sweep_dir import SweepDir, open_sweep
+from ..config.schema import REPO_ID_RULE, parse_improvement, valid_repo_id
+from ..errors import UserError
+from ..sweepdir.folder import SweepDir, open_sweep
 
 Out = Callable[[str], None]
 RECORD = "promotions.jsonl"
@@ -100,8 +100,8 @@ def promote(sweep_path: str | Path, *, repo_id: str | None = None, private: bool
         UserError: anything the user can fix; nothing is pushed then.
     """
     from .bundle import build_bundle
-    from .loading import load_config
-    from .preflight import preflight
+    from ..config.loading import load_config
+    from ..config.preflight import preflight
 
     sweep = open_sweep(sweep_path)
     best = sweep.require_best()

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .sweep_dir import SweepDir
+from ..sweepdir.folder import SweepDir
 
 # Training state in a checkpoint that does not belong in a published adapter.
 TRAINING_STATE = ("optimizer.pt", "scheduler.pt", "scaler.pt", "trainer_state.json",
@@ -101,7 +101,7 @@ def build_bundle(sweep: SweepDir, settings: dict[str, Any], derived: dict[str, A
                  repo_id: str | None = None) -> Path:
     """Write ``SWEEP_DIR/promoted`` from the best trial's best checkpoint; returns its path."""
     from .model_card import render_card
-    from .plots import training_curve
+    from ..observe.plots import training_curve
     from .provenance import file_sha256
 
     checkpoint = sweep.best_checkpoint()

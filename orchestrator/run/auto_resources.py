@@ -17,8 +17,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from .config import SweepConfig
-from .errors import UserError
+from ..config.schema import SweepConfig
+from ..errors import UserError
 
 GiB = 2**30
 # Keys of the search space that change a trial's memory.

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .config import ModelSection, valid_repo_id
-from .errors import UserError
+from ..config.schema import ModelSection, valid_repo_id
+from ..errors import UserError
 from .untrusted import check_adapter_weights, download_patterns
 
 

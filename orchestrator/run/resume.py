@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 import time
 
-from .errors import UserError
-from .status import driver_gone
-from .sweep_dir import SweepDir, open_sweep
+from ..errors import UserError
+from ..observe.status import driver_gone
+from ..sweepdir.folder import SweepDir, open_sweep
 
 
 def _histories(sweep: SweepDir, key: str) -> list[tuple[str, int, float, float]]:
@@ -33,7 +33,7 @@ def _extension(sweep: SweepDir, overrides: list[str], *, allow_space_change: boo
     """``(cfg, derived, extend_to, space_changed)``: the sweep's config with ``overrides``,
     which may only raise ``search.num_trials`` (Optuna) and, with ``allow_space_change``,
     change the search space; anything else would make the trials incomparable."""
-    from .loading import load_config
+    from ..config.loading import load_config
 
     config = str(sweep.path / "sweep.yaml")
     cfg, derived = load_config(config, overrides)
@@ -109,7 +109,7 @@ def resume_sweep(path: str, overrides: list[str] = (), *, address: str | None = 
                  allow_space_change: bool = False, out=print) -> int:
     """Resume an interrupted sweep, or add trials to one (``search.num_trials=N``); returns
     the exit code as ``run`` does."""
-    from .preflight import preflight
+    from ..config.preflight import preflight
     from .sweep import (Location, check_cluster, fit_and_finish, init_ray, quiet_ray_output,
                         tokenize_once)
 

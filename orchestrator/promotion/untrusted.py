@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .errors import UserError
+from ..errors import UserError
 
 PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt")
 ADAPTER_PATTERNS = ("adapter_config.json", "adapter_model.safetensors", "*.json", "tokenizer*",

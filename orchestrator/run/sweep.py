@@ -15,12 +15,12 @@ import yaml
 
 from trainables.storage import is_uri, join
 
-from .config import SweepConfig
-from .errors import INTERRUPTED_EXIT, RUNTIME_EXIT, UserError
+from ..config.schema import SweepConfig
+from ..errors import INTERRUPTED_EXIT, RUNTIME_EXIT, UserError
 from .cluster import check_placement, check_shared_storage, max_concurrent
-from .remote import Mirror
-from .preflight import preflight
-from .results import best_record, render_table, trial_rows, write_json, write_leaderboard
+from ..sweepdir.remote import Mirror
+from ..config.preflight import preflight
+from ..sweepdir.results import best_record, render_table, trial_rows, write_json, write_leaderboard
 
 Out = Callable[[str], None]
 
@@ -80,7 +80,7 @@ def quiet_ray_output() -> None:
     # Snapshots after each checkpoint are what keeps a sweep resumable; Ray's warning about
     # their frequency is noise at our checkpoint sizes.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # The Tuner gets its loggers and console table from orchestrator/tuner.py: no automatic
+    # The Tuner gets its loggers and console table from orchestrator/run/tuner.py: no automatic
     # TensorBoard logger beside ours, and the console table that can name columns.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
@@ -172,7 +172,7 @@ def run_sweep(cfg: SweepConfig, derived: dict[str, Any], *, address: str | None 
         settings["disk_budget"] = {"path": loc.where, "max_bytes": int(cfg.storage.max_gb * 1e9)}
     if cfg.promote.repo_id:
         # Hours of training must not end in "no token": check write access first.
-        from .hub import Hub
+        from ..promotion.hub import Hub
 
         user = Hub(cfg.promote.repo_id).check_write_access()
         out(f"the winner will be promoted to {cfg.promote.repo_id} (as {user}) if it beats the "
@@ -189,7 +189,7 @@ def run_sweep(cfg: SweepConfig, derived: dict[str, Any], *, address: str | None 
         check_cluster(cfg, loc.storage_path, out=out)
         from trainables import tiny_llama
 
-        from .tensorboard_log import alpha_hparam, write_baseline_run
+        from ..callbacks.tensorboard_log import alpha_hparam, write_baseline_run
 
         if tiny_llama.is_builtin(cfg.model.name_or_path):
             tiny_llama.resolve(cfg.model.name_or_path, log=out)
@@ -206,7 +206,7 @@ def run_sweep(cfg: SweepConfig, derived: dict[str, Any], *, address: str | None 
         if shares_data(derived):
             # Tokenized once, in the baseline, for every trial (Ray ships it with the
             # trainable), and kept for a resume: the same rows, not tokenized again.
-            from .tokenized import save
+            from ..sweepdir.tokenized import save
 
             settings["prepared_data"] = prepared
             save(sweep_dir, prepared)
@@ -251,8 +251,8 @@ def fit_and_finish(cfg: SweepConfig, derived: dict[str, Any], tuner, *, loc: Loc
     """Run the Tuner; then the leaderboard, ``best.json`` and the promotion, or, when the sweep
     was interrupted (Ctrl-C), how to resume it. A cloud sweep dir gets every file the driver
     wrote, whatever happens."""
-    from .sweep_dir import open_sweep
-    from .trial_status import mark_interrupted
+    from ..sweepdir.folder import open_sweep
+    from ..callbacks.trial_status import mark_interrupted
 
     sweep_dir = loc.sweep_dir
     try:
@@ -284,7 +284,7 @@ def fit_and_finish(cfg: SweepConfig, derived: dict[str, Any], tuner, *, loc: Loc
 
 def _auto_promote(where: str, out: Out) -> None:
     """Promote at the end of ``run``; a failure is reported, and the sweep's exit code stands."""
-    from .promote import promote
+    from ..promotion.promote import promote
 
     out("")
     out("promoting the winner ...")
@@ -329,7 +329,7 @@ def tokenize_once(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str,
 
 def saved_data(sweep_dir: Path, out: Out, *, remote=None) -> dict[str, Any] | None:
     """The run's tokenized data (``tokenized/``); None, with a note when it is damaged."""
-    from .tokenized import FOLDER, Unreadable, load
+    from ..sweepdir.tokenized import FOLDER, Unreadable, load
 
     if remote is not None:
         remote.pull(under=FOLDER)
@@ -380,7 +380,7 @@ def finish(cfg: SweepConfig, derived: dict[str, Any], results, *, sweep_dir: Pat
     if best is None:
         out(f"no trial produced a usable {metric}; see the errors above and in {sweep_dir}")
         return RUNTIME_EXIT
-    from .verdict import judge, render
+    from ..observe.verdict import judge, render
 
     verdict = judge(winner=best.get("task_metrics") or {}, baseline=baseline,
                     scorers=[s.model_dump() for s in cfg.evaluation.scorers])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .sweep_dir import SweepDir
+from ..sweepdir.folder import SweepDir
 
 
 def pyplot():

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from .errors import UserError
-from .results import render_table, task_values
-from .sweep_dir import SweepDir, open_sweep
+from ..errors import UserError
+from ..sweepdir.results import render_table, task_values
+from ..sweepdir.folder import SweepDir, open_sweep
 
 FORMATS = ("table", "json", "csv")
 _ORDER = ("running", "pending", "paused", "completed", "stopped_early", "errored", "interrupted")

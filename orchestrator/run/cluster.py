@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import SweepConfig
+from ..config.schema import SweepConfig
 
 BOOTSTRAP_CONFIG = "ray_bootstrap_config.yaml"
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .results import write_json
+from ..sweepdir.results import write_json
 
 LOST_NOTE = ("lost: the driver was killed before Ray recorded this trial; resume started its "
              "configuration again as a new trial")

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .errors import RUNTIME_EXIT, UserError
+from ..errors import RUNTIME_EXIT, UserError
 from .untrusted import check_adapter_weights, download_patterns
 
 LOGIN_FIX = ("Fix: run `hf auth login` with a token that has write access, or set HF_TOKEN in "
@@ -122,7 +122,7 @@ class Hub:
 
     def download(self, revision: str, files: list[str], *, allow_pickle: bool = False) -> Path:
         """The adapter files at ``revision`` (in the Hugging Face cache): safetensors, JSON and
-        tokenizer files only, unless ``allow_pickle`` (see :mod:`orchestrator.untrusted`).
+        tokenizer files only, unless ``allow_pickle`` (see :mod:`orchestrator.promotion.untrusted`).
 
         Raises:
             UserError: the repo's adapter is pickle-only and ``allow_pickle`` is false.

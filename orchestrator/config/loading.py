@@ -8,8 +8,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from .config import SweepConfig, suggest
-from .errors import UserError
+from .schema import SweepConfig, suggest
+from ..errors import UserError
 from .rules import check_rules
 
 

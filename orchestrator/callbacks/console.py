@@ -7,7 +7,7 @@ from typing import Any
 from search_spaces.domains import short_name
 from trainables.compat.ray_private import sweep_dir_reporter
 
-from .config import SweepConfig
+from ..config.schema import SweepConfig
 
 
 def progress_reporter(cfg: SweepConfig, derived: dict[str, Any], sweep_dir: str):

@@ -13,7 +13,7 @@ from search_spaces.domains import Domain, encode_choice
 
 from trainables.metrics import SEARCH_VALUE
 
-from .config import SEARCHABLE_SECTIONS, SweepConfig, searchable_keys, suggest
+from .schema import SEARCHABLE_SECTIONS, SweepConfig, searchable_keys, suggest
 
 
 def asha_rungs(grace_period: int, max_t: int, reduction_factor: float) -> list[int]:
@@ -92,7 +92,7 @@ def check_evaluation(cfg: SweepConfig) -> list[str]:
 
 
 def _metric_problems(metric: str, scorers: list) -> list[str]:
-    from .config import reported_metrics
+    from .schema import reported_metrics
 
     reported = reported_metrics(scorers)
     if metric in reported:
@@ -107,7 +107,7 @@ def _metric_problems(metric: str, scorers: list) -> list[str]:
 
 def check_metric_only(data: dict[str, Any]) -> list[str]:
     """The metric's problem when the rest of the config failed to parse (its sections alone)."""
-    from .config import EvaluationSection
+    from .schema import EvaluationSection
 
     search = data.get("search") if isinstance(data.get("search"), dict) else {}
     metric = search.get("metric")

@@ -11,8 +11,8 @@ from typing import Any
 
 from search_spaces.targets import TargetError, resolve_groups, resolve_target
 
-from .config import SweepConfig
-from .errors import UserError
+from .schema import SweepConfig
+from ..errors import UserError
 
 
 def data_sources(cfg: SweepConfig, derived: dict[str, Any]) -> dict[str, Any]:

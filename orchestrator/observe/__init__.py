@@ -1,0 +1,1 @@
+"""Watching a sweep from its sweep dir: status, the report and its plots, TensorBoard, the task verdict. Nothing here starts Ray."""

@@ -1,0 +1,1 @@
+"""Running a sweep: Ray, the Tuner, the cluster checks, resume and the Optuna study it continues."""
