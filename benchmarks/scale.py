@@ -4,8 +4,8 @@
 
 The trials are trivial (each sleeps ``--seconds`` and reports one evaluation with a
 checkpoint), but everything around them is the sweep's own: the Tuner that ``run`` builds
-(``orchestrator/run/tuner.py``: random search, Ray's CSV and JSON loggers, our TensorBoard runs,
-``status.json``, the disk guard, checkpoint retention, actor reuse), then the leaderboard and
+(``orchestrator/run/tuner.py``: random search, Ray's CSV and JSON loggers, our TensorBoard
+runs, ``status.json``, the disk guard, checkpoint retention, actor reuse), then the leaderboard and
 ``best.json``. With ``--cpu`` per trial, ``cores / --cpu`` trials run at once on this
 machine's Ray (1: one per core, as Ray's release test runs them; 0.25: four per core, where
 Ray's per-trial work competes with the trials for the cores); the theoretical minimum is
@@ -55,7 +55,7 @@ def one_sweep(root: Path, name: str, *, trials: int, seconds: float, cpu: float)
     from orchestrator.run.cluster import max_concurrent
     from orchestrator.config.loading import load_config
     from orchestrator.config.preflight import preflight
-    from orchestrator.run.sweep import finish
+    from orchestrator.run.runner import finish
     from orchestrator.run.tuner import build_tuner
 
     config = root / f"{name}.yaml"
@@ -116,7 +116,7 @@ def main() -> None:
 
     import ray
 
-    from orchestrator.run.sweep import init_ray, quiet_ray_output
+    from orchestrator.run.ray_session import init_ray, quiet_ray_output
 
     quiet_ray_output()
     root = Path(tempfile.mkdtemp(prefix="bench-scale-"))

@@ -75,8 +75,8 @@ def _sweep_config(tmp_path, name: str, **sections):
 
 def _probe(ray_cluster, code: str, env: dict | None = None) -> list:
     """Run ``code`` in a fresh Python joined to the cluster; the values it prints as reprs."""
-    script = (f"from orchestrator.run.sweep import init_ray\ninit_ray({ray_cluster.address!r})\n"
-              + textwrap.dedent(code))
+    script = (f"from orchestrator.run.ray_session import init_ray\n"
+              f"init_ray({ray_cluster.address!r})\n" + textwrap.dedent(code))
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
                           text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

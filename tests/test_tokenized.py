@@ -33,7 +33,7 @@ def test_a_damaged_file_is_named_not_a_traceback(tmp_path):
 
 
 def test_resume_tokenizes_again_when_the_saved_data_is_damaged(tmp_path):
-    from orchestrator.run.sweep import saved_data
+    from orchestrator.run.resume import saved_data
 
     save(tmp_path, _prepared(seed=3))
     lines = []

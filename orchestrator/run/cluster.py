@@ -16,11 +16,13 @@ head node, where ``ray job submit`` runs the sweep's driver.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..config.schema import SweepConfig
+from ..errors import UserError
 
 BOOTSTRAP_CONFIG = "ray_bootstrap_config.yaml"
 
@@ -206,3 +208,19 @@ def _unseen_by(nodes: list[dict], storage: Path) -> list[str]:
             f"shared with them. Fix: mount the shared file system at {storage} on every node "
             f"(the NFS mount in cluster.yaml's initialization_commands and docker run_options, "
             f"a ReadWriteMany volume on KubeRay)."]
+
+
+def check_cluster(cfg: SweepConfig, storage_path: str, *,
+                  out: Callable[[str], None] = print) -> None:
+    """Trials fit a node (or one the autoscaler can add); storage is shared where it must be.
+
+    Raises:
+        UserError: with every problem found.
+    """
+    nodes, node_types = alive_nodes(), autoscaler_node_types()
+    problems, notes = check_placement(cfg, nodes=nodes, node_types=node_types)
+    problems += check_shared_storage(cfg, storage_path, nodes=nodes, node_types=node_types)
+    if problems:
+        raise UserError("the sweep cannot run on this Ray cluster", problems)
+    for note in notes:
+        out(note)

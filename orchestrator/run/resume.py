@@ -9,11 +9,17 @@ from the trials' results (Ray does not save them); ``status.json`` continues.
 from __future__ import annotations
 
 import math
-import time
+from pathlib import Path
+from typing import Any
 
+from ..config.schema import SweepConfig
 from ..errors import UserError
 from ..observe.status import driver_gone
 from ..sweepdir.folder import SweepDir, open_sweep
+from .lost_trials import mark_lost
+from .ray_session import on_worker
+from .runner import Location, Out, Phase, Start, execute
+from .sweep import shares_data
 
 
 def _histories(sweep: SweepDir, key: str) -> list[tuple[str, int, float, float]]:
@@ -105,82 +111,115 @@ def _check_resumable(sweep: SweepDir, *, extending: bool) -> None:
                         f"stop it (Ctrl-C) before resuming.")
 
 
-def resume_sweep(path: str, overrides: list[str] = (), *, address: str | None = None,
-                 allow_space_change: bool = False, out=print) -> int:
-    """Resume an interrupted sweep, or add trials to one (``search.num_trials=N``); returns
-    the exit code as ``run`` does."""
-    from ..config.preflight import preflight
-    from .sweep import (Location, check_cluster, fit_and_finish, init_ray, quiet_ray_output,
-                        tokenize_once)
+class ResumedSweep(Start):
+    """A sweep that goes on from its sweep dir: the recorded baseline and tokenized data, the
+    restored Tuner; with ``search.num_trials`` more trials, and with a changed space a new
+    study seeded with the earlier trials inside it."""
 
-    started = time.monotonic()
-    sweep = open_sweep(path)
-    cfg, derived, extend_to, space_changed = _extension(
-        sweep, list(overrides), allow_space_change=allow_space_change)
-    _check_resumable(sweep, extending=extend_to is not None)
-    settings = preflight(cfg, derived)
-    if cfg.storage.max_gb:
-        settings["disk_budget"] = {"path": sweep.where,
-                                   "max_bytes": int(cfg.storage.max_gb * 1e9)}
-    quiet_ray_output()
-    started_ray = init_ray(address)
-    import ray
+    def __init__(self, sweep: SweepDir, *, extend_to: int | None, space_changed: bool):
+        self.sweep, self.extend_to, self.space_changed = sweep, extend_to, space_changed
+        self.study: str | None = None
+        self.trials_before = sweep.trial_folders()
+        self.config_before = (sweep.path / "sweep.yaml").read_text()
 
-    try:
-        from .auto_resources import resolve_auto
+    def location(self, cfg, derived) -> Location:
+        sweep = self.sweep
+        return Location(sweep.where.rsplit("/", 1)[0], sweep.name, sweep.path, sweep.remote)
 
-        cfg = resolve_auto(cfg, derived, settings, out=out)
-        check_cluster(cfg, sweep.where.rsplit("/", 1)[0], out=out)
-        from .tuner import restore_tuner
-
-        counts = {}
+    def baseline(self, phase: Phase) -> dict[str, Any]:
+        sweep, out, derived = self.sweep, phase.out, phase.derived
+        counts: dict[str, int] = {}
         for row in sweep.leaderboard():
             counts[row["status"]] = counts.get(row["status"], 0) + 1
         out(f"resuming {sweep.where}: " + ", ".join(f"{n} {s.replace('_', ' ')}"
                                                    for s, n in sorted(counts.items())))
-        from .lost_trials import mark_lost
-
         lost = mark_lost(sweep.path)
         if lost:
             out(f"{len(lost)} trial(s) started after Ray's last record of the sweep were lost "
                 f"with the driver ({', '.join(lost)}): their configurations start again as new "
                 f"trials")
-        study = None
-        trials_before = sweep.trial_folders()
-        config_before = (sweep.path / "sweep.yaml").read_text()
-        if space_changed:
+        if self.space_changed:
             from .extend import carry_over, next_study_name, study_names
             from .tuner import param_space
 
-            study = next_study_name(sweep.name, study_names(sweep.path))
-            carried, finished = carry_over(sweep.path, new_study=study, mode=derived["mode"],
-                                           space=param_space(derived))
-            out(f"search space changed: a new Optuna study ({study}) starts from the "
+            self.study = next_study_name(sweep.name, study_names(sweep.path))
+            carried, finished = carry_over(sweep.path, new_study=self.study,
+                                           mode=derived["mode"], space=param_space(derived))
+            out(f"search space changed: a new Optuna study ({self.study}) starts from the "
                 f"{carried} of {finished} finished trials that lie inside the new space")
-        if extend_to:
-            out(f"adding trials: {extend_to} in all, Optuna's study going on from the "
+        if self.extend_to:
+            out(f"adding trials: {self.extend_to} in all, Optuna's study going on from the "
                 f"{sum(r['status'] != 'lost' for r in sweep.leaderboard())} it has")
-            _record_extension(sweep, cfg)
+            _record_extension(sweep, phase.cfg)
         try:
-            tokenize_once(cfg, derived, settings, sweep.path, out, remote=sweep.remote)
-            tuner = restore_tuner(cfg, derived, settings, sweep_dir=str(sweep.path),
-                                  histories=_histories(sweep, derived["rank_key"]),
-                                  extend_to=extend_to,
-                                  new_study=study, remote=sweep.remote)
-            out(f"watch it:  qlora-sweep status {sweep.where} --watch")
-            loc = Location(sweep.where.rsplit("/", 1)[0], sweep.name, sweep.path, sweep.remote)
-            return fit_and_finish(cfg, derived, tuner, loc=loc,
-                                  baseline=sweep.baseline or {}, started=started, out=out)
-        except Exception:
-            if extend_to and sweep.trial_folders() == trials_before:
-                # Nothing ran: the sweep is left as it was, to be extended again.
-                (sweep.path / "sweep.yaml").write_text(config_before)
-                if study is not None:
-                    from .extend import drop_study
-
-                    drop_study(sweep.path, study)
-                sweep.save()
+            tokenize_once(phase.cfg, derived, phase.settings, sweep.path, out,
+                          remote=sweep.remote)
+        except BaseException:
+            self.failed()
             raise
-    finally:
-        if started_ray:
-            ray.shutdown()
+        return sweep.baseline or {}
+
+    def tuner(self, phase: Phase, baseline: dict[str, Any]):
+        from .tuner import restore_tuner
+
+        sweep = self.sweep
+        tuner = restore_tuner(phase.cfg, phase.derived, phase.settings,
+                              sweep_dir=str(sweep.path),
+                              histories=_histories(sweep, phase.derived["rank_key"]),
+                              extend_to=self.extend_to, new_study=self.study,
+                              remote=sweep.remote)
+        phase.out(f"watch it:  qlora-sweep status {sweep.where} --watch")
+        return tuner
+
+    def failed(self) -> None:
+        sweep = self.sweep
+        if self.extend_to and sweep.trial_folders() == self.trials_before:
+            # Nothing ran: the sweep is left as it was, to be extended again.
+            (sweep.path / "sweep.yaml").write_text(self.config_before)
+            if self.study is not None:
+                from .extend import drop_study
+
+                drop_study(sweep.path, self.study)
+            sweep.save()
+
+
+def resume_sweep(path: str, overrides: list[str] = (), *, address: str | None = None,
+                 allow_space_change: bool = False, out=print) -> int:
+    """Resume an interrupted sweep, or add trials to one (``search.num_trials=N``); returns
+    the exit code as ``run`` does."""
+    sweep = open_sweep(path)
+    cfg, derived, extend_to, space_changed = _extension(
+        sweep, list(overrides), allow_space_change=allow_space_change)
+    _check_resumable(sweep, extending=extend_to is not None)
+    start = ResumedSweep(sweep, extend_to=extend_to, space_changed=space_changed)
+    return execute(start, cfg, derived, address=address, out=out)
+
+
+def tokenize_once(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, Any],
+                  sweep_dir: Path, out: Out, remote=None) -> None:
+    """The tokenized data for the trials of a resumed sweep: the run's (``tokenized/``), or,
+    when the sweep has none (or it cannot be read), tokenized now on a worker. ``remote``:
+    the cloud sweep dir's mirror, ``sweep_dir`` its local copy."""
+    if not shares_data(derived):
+        return
+    prepared = saved_data(sweep_dir, out, remote=remote)
+    if prepared is None:
+        from trainables.trial import prepare_data
+
+        out("tokenizing the data for the trials ...")
+        prepared = on_worker(cfg, prepare_data, settings, "tokenizing the data")
+    settings["prepared_data"] = prepared
+
+
+def saved_data(sweep_dir: Path, out: Out, *, remote=None) -> dict[str, Any] | None:
+    """The run's tokenized data (``tokenized/``); None, with a note when it is damaged."""
+    from ..sweepdir.tokenized import FOLDER, Unreadable, load
+
+    if remote is not None:
+        remote.pull(under=FOLDER)
+    try:
+        return load(sweep_dir)
+    except Unreadable as err:
+        # Nothing is lost: the rows are tokenized again from the data source, as by the run.
+        out(f"note: the sweep's tokenized data cannot be read ({err}); tokenizing it again")
+        return None

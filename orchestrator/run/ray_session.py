@@ -1,0 +1,96 @@
+"""The driver's Ray: started on loopback or joined, with the sweep's environment for its
+workers, and one-off tasks run with a trial's resources."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from ..config.schema import SweepConfig
+from ..errors import RUNTIME_EXIT, UserError
+
+
+def _runtime_env() -> dict:
+    env = {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore",
+           # How long a reused worker may take to end a stopped trial (it stops at the next
+           # training step) before Ray gives up on reusing it and starts a new one.
+           "TUNE_FUNCTION_THREAD_TIMEOUT_S": "300"}
+    if os.environ.get("QLORA_SWEEP_CACHE"):
+        env["QLORA_SWEEP_CACHE"] = os.environ["QLORA_SWEEP_CACHE"]
+    return {"env_vars": env}
+
+
+def quiet_ray_output() -> None:
+    """Ray Tune settings of this process (read when the Tuner runs)."""
+    # Snapshots after each checkpoint are what keeps a sweep resumable; Ray's warning about
+    # their frequency is noise at our checkpoint sizes.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # The Tuner gets its loggers and console table from orchestrator/run/tuner.py: no automatic
+    # TensorBoard logger beside ours, and the console table that can name columns.
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+
+
+def loopback_only() -> None:
+    """Make a local Ray listen on 127.0.0.1 only: its GCS, raylet, workers, driver and agents.
+
+    Ray 2.60 has no bind-address setting: each of its servers binds to loopback when the
+    node's IP is 127.0.0.1 and to every interface otherwise, and on Linux it replaces a
+    loopback node IP with the machine's address unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``
+    is 0 (:func:`trainables.compat.ray_private.keep_loopback_node_ip`). Ray's token
+    authentication (on by default for a local ``ray.init``) stays on. tests/test_loopback.py
+    lists the sweep's listening sockets.
+    """
+    from trainables.compat.ray_private import keep_loopback_node_ip
+
+    keep_loopback_node_ip()
+
+
+def init_ray(address: str | None) -> bool:
+    """Connect to (or start) Ray; returns whether this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        host = address.split("://")[-1].rsplit(":", 1)[0]
+        if host in ("127.0.0.1", "localhost", "::1", "[::1]"):
+            # A cluster bound to loopback (``ray start --node-ip-address 127.0.0.1``): Ray
+            # would otherwise swap 127.0.0.1 for this machine's network address, where
+            # nothing listens, and wait forever. Only this process's switch: the cluster's
+            # own processes were started by `ray start`.
+            from trainables.compat.ray_private import keep_loopback_node_ip
+
+            keep_loopback_node_ip()
+        ray.init(address=address, runtime_env=_runtime_env(), logging_level=logging.WARNING)
+    else:
+        # "local": a new Ray on this machine, even when a `ray start` cluster runs here
+        # (joining one is --address / RAY_ADDRESS), listening on loopback only.
+        loopback_only()
+        ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
+                 runtime_env=_runtime_env(), logging_level=logging.WARNING)
+    return True
+
+
+def on_worker(cfg: SweepConfig, fn, settings: dict[str, Any], doing: str):
+    """``fn(settings)`` as a Ray task with a trial's resources (the model loads there)."""
+    import ray
+
+    from trainables.data import DataError
+
+    from .cluster import trial_request
+
+    request = trial_request(cfg)
+    task = ray.remote(num_cpus=request.pop("CPU"), num_gpus=request.pop("GPU"),
+                      memory=request.pop("memory", None), resources=request or None)(fn)
+    try:
+        return ray.get(task.remote(settings))
+    except ray.exceptions.RayTaskError as err:
+        cause = getattr(err, "cause", None)
+        if isinstance(cause, DataError):
+            raise UserError(f"data: {cause}") from None
+        lines = [ln for ln in str(cause or err).splitlines() if ln.strip()]
+        raise UserError(f"{doing} failed: {lines[-1] if lines else type(err).__name__}",
+                        exit_code=RUNTIME_EXIT) from None

@@ -1,0 +1,203 @@
+"""One runner for ``run`` and ``resume``: the phases every sweep goes through, in order.
+
+    prepare    pre-flight (data, model, storage, custom scorers) and the disk budget, with
+               what the start checks itself first (``Start.prepare``); Ray starts or is joined
+    resources  ``gpu: auto`` resolved, the trials' request checked against the cluster
+    baseline   a new sweep evaluates the base model, tokenizes the data and writes its sweep
+               dir; a resumed one reads them back (``Start.baseline``)
+    tuner      a new Tuner, or the saved one restored (``Start.tuner``)
+    fit        the trials; then the leaderboard, ``best.json``, the verdict, the promotion
+
+``run`` and ``resume`` differ only in their :class:`Start`: :class:`~orchestrator.run.sweep.NewSweep`
+and :class:`~orchestrator.run.resume.ResumedSweep`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config.preflight import preflight
+from ..config.schema import SweepConfig
+from ..errors import INTERRUPTED_EXIT, RUNTIME_EXIT, UserError
+from ..sweepdir.remote import Mirror
+from ..sweepdir.results import best_record, render_table, trial_rows, write_json, write_leaderboard
+from .cluster import check_cluster
+from .ray_session import init_ray, quiet_ray_output
+
+Out = Callable[[str], None]
+
+
+@dataclass
+class Location:
+    """Where a sweep's files go. For a cloud ``storage.path`` Ray writes trials to ``remote``
+    and the driver writes its own files to ``sweep_dir``, a local mirror uploaded to it."""
+
+    storage_path: str  # Ray's storage_path: a folder or a URI
+    name: str
+    sweep_dir: Path  # the folder the driver writes in
+    remote: Mirror | None = None
+
+    @property
+    def where(self) -> str:
+        """The sweep dir as users name it: a path, or the URI."""
+        return self.remote.uri if self.remote else str(self.sweep_dir)
+
+
+@dataclass
+class Phase:
+    """What the phases share: the config (``gpu: auto`` resolved once Ray is up), the trial
+    settings from pre-flight, where the files go."""
+
+    cfg: SweepConfig
+    derived: dict[str, Any]
+    settings: dict[str, Any]
+    loc: Location
+    out: Out
+
+
+class Start:
+    """How a sweep starts: what ``run`` and ``resume`` do differently, phase by phase."""
+
+    def location(self, cfg: SweepConfig, derived: dict[str, Any]) -> Location:
+        raise NotImplementedError
+
+    def prepare(self, phase: Phase) -> None:
+        """Checks of this start before Ray (pre-flight has passed)."""
+
+    def baseline(self, phase: Phase) -> dict[str, Any]:
+        """The base model's metrics; the tokenized data in ``phase.settings``."""
+        raise NotImplementedError
+
+    def tuner(self, phase: Phase, baseline: dict[str, Any]):
+        """The Tuner whose ``fit`` runs the trials."""
+        raise NotImplementedError
+
+    def failed(self) -> None:
+        """A phase after ``baseline`` failed: undo what this start changed, where it can."""
+
+
+def execute(start: Start, cfg: SweepConfig, derived: dict[str, Any], *,
+            address: str | None, out: Out) -> int:
+    """Run the phases; returns the process exit code.
+
+    Raises:
+        UserError: a problem found before the trials (nothing is started then).
+    """
+    started = time.monotonic()
+    settings = preflight(cfg, derived)
+    loc = start.location(cfg, derived)
+    if cfg.storage.max_gb:
+        settings["disk_budget"] = {"path": loc.where, "max_bytes": int(cfg.storage.max_gb * 1e9)}
+    phase = Phase(cfg, derived, settings, loc, out)
+    start.prepare(phase)
+    quiet_ray_output()
+    started_ray = init_ray(address)
+    import ray
+
+    try:
+        from .auto_resources import resolve_auto
+
+        phase.cfg = resolve_auto(cfg, derived, settings, out=out)
+        check_cluster(phase.cfg, loc.storage_path, out=out)
+        baseline = start.baseline(phase)
+        try:
+            tuner = start.tuner(phase, baseline)
+            return fit_and_finish(phase.cfg, derived, tuner, loc=loc, baseline=baseline,
+                                  started=started, out=out)
+        except BaseException:
+            start.failed()
+            raise
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
+def fit_and_finish(cfg: SweepConfig, derived: dict[str, Any], tuner, *, loc: Location,
+                   baseline: dict, started: float, out: Out) -> int:
+    """Run the Tuner; then the leaderboard, ``best.json`` and the promotion, or, when the sweep
+    was interrupted (Ctrl-C), how to resume it. A cloud sweep dir gets every file the driver
+    wrote, whatever happens."""
+    from ..callbacks.trial_status import mark_interrupted
+    from ..sweepdir.folder import open_sweep
+
+    sweep_dir = loc.sweep_dir
+    try:
+        try:
+            results = tuner.fit()
+        finally:
+            mark_interrupted(sweep_dir)  # unless Tune saw the experiment to its end
+        if (open_sweep(sweep_dir).status() or {}).get("state") == "interrupted":
+            out("")
+            out(f"interrupted: finished trials and the checkpoints of unfinished ones are kept "
+                f"in {loc.where}")
+            out(f"resume it with: qlora-sweep resume {loc.where}")
+            return INTERRUPTED_EXIT
+        code = finish(cfg, derived, results, sweep_dir=sweep_dir, baseline=baseline, out=out)
+        from .lost_trials import fail_unfinished_optuna_trials
+
+        fail_unfinished_optuna_trials(sweep_dir)
+        if cfg.promote.repo_id and (sweep_dir / "best.json").is_file():
+            if loc.remote:
+                loc.remote.push()  # promote reads the sweep dir from its storage
+            _auto_promote(loc.where, out)
+        out(f"wall time {time.monotonic() - started:.0f} s (pre-flight, model build if any, "
+            f"baseline and trials)")
+        return code
+    finally:
+        if loc.remote:
+            loc.remote.push()
+
+
+def _auto_promote(where: str, out: Out) -> None:
+    """Promote at the end of ``run``; a failure is reported, and the sweep's exit code stands."""
+    from ..promotion.promote import promote
+
+    out("")
+    out("promoting the winner ...")
+    try:
+        promote(where, out=out)
+    except UserError as err:
+        out(err.render())
+        out(f"the sweep itself is complete; promote again with: qlora-sweep promote {where}")
+
+
+def finish(cfg: SweepConfig, derived: dict[str, Any], results, *, sweep_dir: Path,
+           baseline: dict, out: Out) -> int:
+    """Write ``leaderboard.csv`` and ``best.json``, print the table; the exit code."""
+    metric, mode = cfg.search.metric, derived["mode"]
+    searched = list(derived["domains"])
+    rows = trial_rows(results, metric=metric, mode=mode, max_steps=cfg.training.max_steps,
+                      searched=searched)
+    write_leaderboard(rows, sweep_dir / "leaderboard.csv", metric=metric, searched=searched)
+    best = best_record(rows, metric=metric, mode=mode, searched=searched, baseline=baseline)
+    out("")
+    out(render_table(rows, metric=metric, searched=searched, baseline=baseline))
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("completed", "stopped_early", "errored")}
+    out(f"{len(rows)} trials: {counts['completed']} completed, {counts['stopped_early']} stopped "
+        f"early by ASHA, {counts['errored']} errored")
+    if best is None:
+        out(f"no trial produced a usable {metric}; see the errors above and in {sweep_dir}")
+        return RUNTIME_EXIT
+    from ..observe.verdict import judge, render
+
+    verdict = judge(winner=best.get("task_metrics") or {}, baseline=baseline,
+                    scorers=[s.model_dump() for s in cfg.evaluation.scorers])
+    if verdict is not None:
+        best["verdict"] = verdict
+    write_json(sweep_dir / "best.json", best)
+    out(f"best trial {best['trial_id']}: {metric} {best['value']:.4f} at step {best['step']} "
+        f"(base model {_number(best['baseline_value'])})")
+    if verdict is not None:
+        out("")
+        out("task metrics on the eval prompts (what the models answer):")
+        out(render(verdict))
+    out(f"best adapter: {best['checkpoint_path']}")
+    return 0 if counts["completed"] else RUNTIME_EXIT
+
+
+def _number(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
