@@ -78,7 +78,7 @@ def one_sweep(root: Path, name: str, *, trials: int, seconds: float, cpu: float)
                         trainable=tune.with_parameters(trivial, seconds=seconds))
     start = time.perf_counter()
     results = tuner.fit()
-    code = finish(cfg, derived, results, sweep_dir=sweep_dir, out=lambda _: None,
+    code = finish(cfg, derived, results, sweep_dir=sweep_dir,
                   baseline={cfg.search.metric: float("nan")})  # no baseline evaluation here
     elapsed = time.perf_counter() - start
     assert code == 0 and len(results) == trials and not results.errors

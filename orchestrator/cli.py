@@ -8,6 +8,7 @@ Ray) is imported for ``--help`` or for schema validation.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from .errors import INTERRUPTED_EXIT, UserError
@@ -123,15 +124,13 @@ def _generate(args) -> int:
 def _status(args) -> int:
     from .observe.status import show_status
 
-    return show_status(args.sweep_dir, fmt=args.format, watch=args.watch, interval=args.interval,
-                       out=lambda text: print(text, flush=True))
+    return show_status(args.sweep_dir, fmt=args.format, watch=args.watch, interval=args.interval)
 
 
 def _tensorboard(args) -> int:
     from .observe.dashboard import serve
 
-    return serve(args.sweep_dir, host=args.host, port=args.port,
-                 out=lambda text: print(text, flush=True))
+    return serve(args.sweep_dir, host=args.host, port=args.port)
 
 
 def _report(args) -> int:
@@ -179,10 +178,24 @@ def _run(args) -> int:
     return run_sweep(cfg, derived, address=args.address)
 
 
+def _console() -> None:
+    """What the project's modules log (``orchestrator``, ``trainables``, ``search_spaces``)
+    reaches the console as plain lines on stdout: they log, and only this layer decides where
+    it goes."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for name in ("orchestrator", "trainables", "search_spaces"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # Progress reaches a log file or a pipe line by line, as it does a terminal.
     sys.stdout.reconfigure(line_buffering=True)
+    _console()
     try:
         return {"validate": _validate, "run": _run, "promote": _promote,
                 "generate": _generate, "status": _status,

@@ -45,27 +45,25 @@ def searched(tmp_path):
     return cfg, derived, preflight(cfg, derived)
 
 
-def test_gpu_auto_packs_as_many_trials_as_the_estimate_fits(searched):
+def test_gpu_auto_packs_as_many_trials_as_the_estimate_fits(searched, caplog):
     cfg, derived, settings = searched
     est, values = largest_trial(settings, derived, on_gpu=True)
     assert values == {"lora.r": 64, "training.per_device_train_batch_size": 16}
     per_trial = est.total * (1 + FRAGMENTATION) + CUDA_CONTEXT_BYTES
-    lines = []
+    caplog.set_level("INFO", logger="orchestrator")
     for gpu_bytes, share in ((int(per_trial * 3.5), 0.3333), (int(per_trial * 1.2), 1.0)):
-        resolved = resolve_auto(cfg, derived, settings, out=lines.append, has_gpus=True,
-                                gpu_bytes=gpu_bytes)
+        resolved = resolve_auto(cfg, derived, settings, has_gpus=True, gpu_bytes=gpu_bytes)
         assert resolved.resources.gpu == share and cfg.resources.gpu == "auto"
-    assert "holds 3, so each trial takes 0.3333 GPU" in lines[0]
+    assert "holds 3, so each trial takes 0.3333 GPU" in caplog.messages[0]
     with pytest.raises(UserError) as err:
-        resolve_auto(cfg, derived, settings, out=lines.append, has_gpus=True,
-                     gpu_bytes=int(per_trial * 0.9))
+        resolve_auto(cfg, derived, settings, has_gpus=True, gpu_bytes=int(per_trial * 0.9))
     text = err.value.render()
     assert "resources.gpu = auto" in text and "lora.r=64" in text and "Fix:" in text
 
 
 def test_gpu_auto_without_gpus_runs_on_cpu_and_reserves_the_estimated_ram(searched):
     cfg, derived, settings = searched
-    resolved = resolve_auto(cfg, derived, settings, out=lambda _: None, has_gpus=False)
+    resolved = resolve_auto(cfg, derived, settings, has_gpus=False)
     est, _ = largest_trial(settings, derived, on_gpu=False)
     assert resolved.resources.gpu == 0
     assert resolved.resources.memory_gb == round((est.total + CPU_PROCESS_BYTES) / GiB, 2)

@@ -128,3 +128,17 @@ def test_reading_a_sweep_dir_loads_neither_ray_nor_torch():
             "heavy = [m for m in ('ray', 'torch', 'transformers') if m in sys.modules]\n"
             "assert not heavy, heavy\n")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
+
+
+def test_only_the_command_line_prints():
+    """Modules log (``logging.getLogger(__name__)``); the CLI decides where it goes."""
+    allowed = {"orchestrator.cli", "orchestrator.reference"}  # reference: its __main__ script
+    printing = []
+    for name, path in _modules().items():
+        if name in allowed:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                    and node.func.id == "print"):
+                printing.append(f"{name}:{node.lineno}")
+    assert not printing, printing

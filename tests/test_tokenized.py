@@ -32,12 +32,13 @@ def test_a_damaged_file_is_named_not_a_traceback(tmp_path):
         load(tmp_path)
 
 
-def test_resume_tokenizes_again_when_the_saved_data_is_damaged(tmp_path):
+def test_resume_tokenizes_again_when_the_saved_data_is_damaged(tmp_path, caplog):
     from orchestrator.run.resume import saved_data
 
+    caplog.set_level("INFO", logger="orchestrator")
     save(tmp_path, _prepared(seed=3))
-    lines = []
-    assert saved_data(tmp_path, lines.append)["seed"] == 3 and lines == []
+    assert saved_data(tmp_path)["seed"] == 3 and caplog.messages == []
     (tmp_path / FOLDER / "train.parquet").write_bytes(b"not parquet")
-    assert saved_data(tmp_path, lines.append) is None
+    assert saved_data(tmp_path) is None
+    lines = caplog.messages
     assert len(lines) == 1 and "train.parquet" in lines[0] and "tokenizing it again" in lines[0]

@@ -47,7 +47,7 @@ def quantization_config(quant: dict[str, Any]):
 
 def model_path(model: dict[str, Any]) -> str:
     """What ``from_pretrained`` gets: the builtin model's cache folder, or the name/path as is."""
-    return tiny_llama.resolve(model["name_or_path"], log=lambda _m: None)
+    return tiny_llama.resolve(model["name_or_path"])
 
 
 def load_tokenizer(model: dict[str, Any]):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import math
 import os
 import random
@@ -26,6 +27,8 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 BUILTIN_PREFIX = "builtin:"
 NAME = "tiny-llama"
@@ -257,7 +260,7 @@ def _train_tokenizer(corpus: list[str], vocab_size: int, split_digits: bool = Fa
     return fast
 
 
-def _pretrain(model, tokenizer, corpus: list[str], recipe: dict, log: Callable[[str], None]):
+def _pretrain(model, tokenizer, corpus: list[str], recipe: dict):
     import torch
 
     ids: list[int] = []
@@ -288,7 +291,7 @@ def _pretrain(model, tokenizer, corpus: list[str], recipe: dict, log: Callable[[
         sched.step()
         opt.zero_grad(set_to_none=True)
         if (step + 1) % 100 == 0 or step + 1 == steps:
-            log(
+            log.info(
                 f"  pre-training {step + 1}/{steps}  loss {loss.item():.3f}  "
                 f"({time.monotonic() - started:.0f}s)"
             )
@@ -296,7 +299,7 @@ def _pretrain(model, tokenizer, corpus: list[str], recipe: dict, log: Callable[[
     return float(loss.item())
 
 
-def build(dest: Path, recipe: dict | None = None, log: Callable[[str], None] = print) -> None:
+def build(dest: Path, recipe: dict | None = None) -> None:
     """Build the builtin model from its recipe into ``dest`` (which must not exist)."""
     import torch
     import transformers
@@ -316,12 +319,12 @@ def build(dest: Path, recipe: dict | None = None, log: Callable[[str], None] = p
         corpus += price_corpus(r["price_lines"], r["seed"], r.get("factor_share", 0.1),
                                r.get("list_share", 0.0))
         random.Random(r["seed"]).shuffle(corpus)
-    log(f"building builtin:{NAME} (recipe {recipe_key(r)}): training the tokenizer")
+    log.info(f"building builtin:{NAME} (recipe {recipe_key(r)}): training the tokenizer")
     tokenizer = _train_tokenizer(corpus, r["vocab_size"], bool(r.get("split_digits")))
     model = LlamaForCausalLM(llama_config(r))
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"  {n_params / 1e6:.2f}M parameters; pre-training on {len(corpus)} synthetic lines")
-    final_loss = _pretrain(model, tokenizer, corpus, r, log)
+    log.info(f"  {n_params / 1e6:.2f}M parameters; pre-training on {len(corpus)} synthetic lines")
+    final_loss = _pretrain(model, tokenizer, corpus, r)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(dest)
     tokenizer.save_pretrained(dest)
@@ -331,7 +334,7 @@ def build(dest: Path, recipe: dict | None = None, log: Callable[[str], None] = p
     )
 
 
-def ensure_built(recipe: dict | None = None, log: Callable[[str], None] = print) -> Path:
+def ensure_built(recipe: dict | None = None) -> Path:
     """Return the folder of the builtin model, building it first when it is not cached."""
     dest = model_dir(recipe)
     if (dest / "config.json").exists():
@@ -345,9 +348,9 @@ def ensure_built(recipe: dict | None = None, log: Callable[[str], None] = print)
             tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
             try:
                 started = time.monotonic()
-                build(tmp, recipe, log)
+                build(tmp, recipe)
                 os.replace(tmp, dest)
-                log(f"built builtin:{NAME} in {time.monotonic() - started:.0f}s -> {dest}")
+                log.info(f"built builtin:{NAME} in {time.monotonic() - started:.0f}s -> {dest}")
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         finally:
@@ -355,11 +358,11 @@ def ensure_built(recipe: dict | None = None, log: Callable[[str], None] = print)
     return dest
 
 
-def resolve(name_or_path: str, log: Callable[[str], None] = print) -> str:
+def resolve(name_or_path: str) -> str:
     """Turn a model reference into something ``from_pretrained`` accepts."""
     if not is_builtin(name_or_path):
         return name_or_path
     if name_or_path != BUILTIN_PREFIX + NAME:
         raise ValueError(f"unknown builtin model {name_or_path!r}; the one builtin is "
                          f"'{BUILTIN_PREFIX}{NAME}'")
-    return str(ensure_built(log=log))
+    return str(ensure_built())

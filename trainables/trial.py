@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import logging
 import os
 import posixpath
 import shutil
@@ -22,6 +23,8 @@ from .callbacks import Report, ReportCallback, TrainingDiverged
 from .disk import over_budget
 from .scoring import ScorerError
 from .storage import read_file, write_file
+
+log = logging.getLogger(__name__)
 
 # In a trial's folder: why it diverged (or its scorer failed), so a restarted trial does not
 # train again to find out.
@@ -241,8 +244,6 @@ def _trial_storage():
 
 def tune_trainable(config: dict[str, Any], *, base: dict[str, Any]) -> None:
     """Ray Tune entry point: ``tune.with_parameters(tune_trainable, base=settings)``."""
-    import logging
-
     import ray
     from ray import tune
 
@@ -267,7 +268,7 @@ def tune_trainable(config: dict[str, Any], *, base: dict[str, Any]) -> None:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
         else:  # the metrics still count; the sweep dir gets no new checkpoint
             if not warned:
-                print(f"warning: {full}", flush=True)
+                log.warning(f"warning: {full}")
                 warned.append(full)
             tune.report({**metrics, "checkpoint_skipped": full})
         # Ray has persisted the checkpoint to the sweep's storage; the local copy can go.

@@ -9,23 +9,26 @@
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Callable
 
 from ray.tune import Callback
 
 from trainables.metrics import SEARCH_VALUE
 from trainables.storage import tree_bytes
 
+log = logging.getLogger(__name__)
+
+
 WARN_FRACTION = 0.8
 
 
 class DiskGuard(Callback):
     def __init__(self, *, sweep_dir: str, metric: str, mode: str, max_steps: int,
-                 max_bytes: int | None, out: Callable[[str], None] = print):
+                 max_bytes: int | None):
         self._sweep_dir, self._metric, self._max_steps = sweep_dir, metric, max_steps
         self._better = min if mode == "min" else max
-        self._max_bytes, self._out = max_bytes, out
+        self._max_bytes = max_bytes
         self._reported: dict[str, list[tuple[int, float, str]]] = {}
         self._said: set[str] = set()
 
@@ -67,7 +70,7 @@ class DiskGuard(Callback):
     def _say(self, key: str, text: str) -> None:
         if key not in self._said:
             self._said.add(key)
-            self._out(text)
+            log.info(text)
 
 
 def prune_checkpoints(trial, *, keep: str) -> list[str]:

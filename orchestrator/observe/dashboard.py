@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 import time
-from collections.abc import Callable
 
 from ..errors import UserError
 from ..sweepdir.folder import open_sweep
+
+
+log = logging.getLogger(__name__)
 
 
 def check_port(host: str, port: int) -> None:
@@ -30,8 +33,7 @@ def check_port(host: str, port: int) -> None:
 PULL_PERIOD_S = 30.0
 
 
-def serve(path: str, *, host: str = "127.0.0.1", port: int = 6006,
-          out: Callable[[str], None] = print) -> int:
+def serve(path: str, *, host: str = "127.0.0.1", port: int = 6006) -> int:
     """Start TensorBoard on the sweep dir and serve until interrupted (Ctrl-C)."""
     sweep = open_sweep(path)
     if not any(sweep.path.glob("*/events.out.tfevents.*")):
@@ -48,12 +50,12 @@ def serve(path: str, *, host: str = "127.0.0.1", port: int = 6006,
     except program.TensorBoardServerException as err:
         raise UserError(f"--host {host} --port {port}: TensorBoard could not start its server "
                         f"({err.msg}). Fix: choose another --port, or --port 0.") from None
-    out(f"TensorBoard on {sweep.name}: {url}")
-    out("  Scalars: every trial's curves by training step, the base model as the 'baseline' run")
-    out("  HParams: every trial's searched values and its best and final "
+    log.info(f"TensorBoard on {sweep.name}: {url}")
+    log.info("  Scalars: every trial's curves by training step, the base model as the 'baseline' run")
+    log.info("  HParams: every trial's searched values and its best and final "
         f"{sweep.metric}; press Ctrl-C to stop")
     if sweep.remote:
-        out(f"  (served from the local copy {sweep.path}, downloaded again every "
+        log.info(f"  (served from the local copy {sweep.path}, downloaded again every "
             f"{PULL_PERIOD_S:.0f} s)")
     try:
         while True:

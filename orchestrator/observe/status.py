@@ -9,18 +9,21 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import socket
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
 from ..errors import UserError
 from ..sweepdir.results import render_table, task_values
 from ..sweepdir.folder import SweepDir, open_sweep
+
+log = logging.getLogger(__name__)
+
 
 FORMATS = ("table", "json", "csv")
 _ORDER = ("running", "pending", "paused", "completed", "stopped_early", "errored", "interrupted")
@@ -117,8 +120,8 @@ def _text(sweep: SweepDir, data: dict[str, Any], searched: list[str]) -> str:
     return "\n".join(lines)
 
 
-def show_status(path: str, *, fmt: str = "table", watch: bool = False, interval: float = 10.0,
-                out: Callable[[str], None] = print) -> int:
+def show_status(path: str, *, fmt: str = "table", watch: bool = False,
+                interval: float = 10.0) -> int:
     """Print the status once, or with ``watch`` every ``interval`` seconds until the sweep ends."""
     while True:
         sweep = open_sweep(path, files="top")
@@ -130,11 +133,11 @@ def show_status(path: str, *, fmt: str = "table", watch: bool = False, interval:
             data = None
         if data is not None:
             if watch and sys.stdout.isatty():
-                out("\x1b[2J\x1b[H" + render(sweep, data, fmt))
+                log.info("\x1b[2J\x1b[H" + render(sweep, data, fmt))
             else:
-                out(render(sweep, data, fmt))
+                log.info(render(sweep, data, fmt))
             if not watch or data["state"] != "running":
                 return 0
             if not sys.stdout.isatty():
-                out("")
+                log.info("")
         time.sleep(interval)

@@ -10,10 +10,10 @@ and tag it with the sweep's name. Every attempt is recorded in ``promotions.json
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,9 @@ from ..config.schema import REPO_ID_RULE, parse_improvement, valid_repo_id
 from ..errors import UserError
 from ..sweepdir.folder import SweepDir, open_sweep
 
-Out = Callable[[str], None]
+log = logging.getLogger(__name__)
+
+
 RECORD = "promotions.jsonl"
 
 
@@ -89,8 +91,7 @@ def _record(sweep: SweepDir, entry: dict[str, Any]) -> None:
 
 def promote(sweep_path: str | Path, *, repo_id: str | None = None, private: bool | None = None,
             min_improvement: float | str | None = None, force: bool = False,
-            dry_run: bool = False, allow_pickle: bool = False,
-            out: Out = print) -> dict[str, Any]:
+            dry_run: bool = False, allow_pickle: bool = False) -> dict[str, Any]:
     """Bundle the sweep's winner and, with a repo id, promote it; returns the recorded verdict.
 
     Unset options come from the sweep's ``promote`` section. The adapter already in the repo is
@@ -123,37 +124,35 @@ def promote(sweep_path: str | Path, *, repo_id: str | None = None, private: bool
         hub = Hub(repo_id)
         if not dry_run:
             user = hub.check_write_access()
-            out(f"Hub: {hub.api.endpoint} as {user}")
+            log.info(f"Hub: {hub.api.endpoint} as {user}")
 
     cfg, derived = load_config(sweep.path / "sweep.yaml")
     settings = preflight(cfg, derived)
     bundle = build_bundle(sweep, settings, derived, repo_id=repo_id)
     summary = json.loads((bundle / "sweep_summary.json").read_text())
     size = sum(f.stat().st_size for f in bundle.iterdir())
-    out(f"bundle: {bundle} ({size / 1e6:.2f} MB: adapter, tokenizer, model card, summary)")
+    log.info(f"bundle: {bundle} ({size / 1e6:.2f} MB: adapter, tokenizer, model card, summary)")
     if hub is None:
-        out("no --repo-id (and no promote.repo_id in the sweep), so nothing is pushed. To push "
+        log.info("no --repo-id (and no promote.repo_id in the sweep), so nothing is pushed. To push "
             "it: `hf auth login` (or set HF_TOKEN), then")
-        out(f"  qlora-sweep promote {sweep.where} --repo-id <owner>/<name> [--private]")
+        log.info(f"  qlora-sweep promote {sweep.where} --repo-id <owner>/<name> [--private]")
         entry = {"verdict": "bundled", "bundle": str(bundle), "trial_id": best["trial_id"]}
         _record(sweep, entry)
         return entry
     return _against_champion(sweep, hub, bundle, summary, settings, cfg, private=private,
                              min_improvement=min_improvement, force=force, dry_run=dry_run,
-                             allow_pickle=allow_pickle,
-                             out=out)
+                             allow_pickle=allow_pickle)
 
 
 def _against_champion(sweep, hub, bundle: Path, summary: dict, settings: dict, cfg, *,
                       private: bool, min_improvement, force: bool, dry_run: bool,
-                      allow_pickle: bool,
-                      out: Out) -> dict[str, Any]:
+                      allow_pickle: bool) -> dict[str, Any]:
     from trainables.trial import trial_settings
 
     best = sweep.require_best()
     metric, mode = sweep.metric, sweep.mode
     if not metric.startswith(("eval_", "task_")):
-        out(f"the sweep ranks by {metric}, which has no value on eval data; champion and "
+        log.info(f"the sweep ranks by {metric}, which has no value on eval data; champion and "
             f"challenger are compared by eval_loss")
         metric, mode = "eval_loss", "min"
     entry: dict[str, Any] = {"repo_id": hub.repo_id, "trial_id": best["trial_id"],
@@ -163,24 +162,24 @@ def _against_champion(sweep, hub, bundle: Path, summary: dict, settings: dict, c
     entry["head_before"] = head
     champion_summary = None
     if head is None:
-        out(f"{hub.repo_id} does not exist yet: it will be created "
+        log.info(f"{hub.repo_id} does not exist yet: it will be created "
             f"({'private' if private else 'public'})")
     elif "adapter_config.json" not in files:
-        out(f"{hub.repo_id} holds no adapter yet (head {head[:12]})")
+        log.info(f"{hub.repo_id} holds no adapter yet (head {head[:12]})")
     else:
         if "sweep_summary.json" in files:
             champion_summary = hub.read_json("sweep_summary.json", head)
         ours = summary["winner"]["adapter_sha256"]
         if champion_summary and champion_summary.get("winner", {}).get("adapter_sha256") == ours:
             tag = hub.tag(sweep.name, head, f"qlora-sweep {sweep.name}, trial {best['trial_id']}")
-            out(f"{hub.repo_id} already holds this adapter (trial {best['trial_id']} of "
+            log.info(f"{hub.repo_id} already holds this adapter (trial {best['trial_id']} of "
                 f"{sweep.name}, commit {head[:12]}, tag {tag}): nothing new to push")
             entry.update(verdict="already promoted", commit=head, tag=tag,
                          url=hub.commit_url(head))
             _record(sweep, entry)
             return entry
     if head is not None and private and is_private is False:
-        out(f"note: {hub.repo_id} exists and is public; --private applies only when creating it")
+        log.info(f"note: {hub.repo_id} exists and is public; --private applies only when creating it")
 
     trial = trial_settings(settings, best["config"])
     resources = {"cpu": cfg.resources.cpu, "gpu": _eval_gpu(cfg.resources.gpu)}
@@ -205,10 +204,10 @@ def _against_champion(sweep, hub, bundle: Path, summary: dict, settings: dict, c
                 _record(sweep, entry)
                 raise UserError(f"{text}. Fix: promote to another repo, or pass --force to "
                                 f"replace it anyway (the old adapter stays in the repo's history).")
-            out(f"{text}; --force: replacing it without a comparison")
+            log.info(f"{text}; --force: replacing it without a comparison")
             wins, reason = True, "forced over an adapter for a different base model"
         else:
-            out(f"evaluating the current adapter ({head[:12]}) and trial {best['trial_id']} on "
+            log.info(f"evaluating the current adapter ({head[:12]}) and trial {best['trial_id']} on "
                 f"the sweep's eval data ...")
             champion_value = _evaluate(trial, champion_dir, resources)[metric]
             challenger_value = _evaluate(trial, bundle, resources)[metric]
@@ -218,20 +217,20 @@ def _against_champion(sweep, hub, bundle: Path, summary: dict, settings: dict, c
                          challenger_value=challenger_value)
             wins, reason = judge(challenger_value, champion_value, mode=mode,
                                  min_improvement=min_improvement)
-            out(f"  champion   {metric} {champion_value:.4f}")
-            out(f"  challenger {metric} {challenger_value:.4f} (trial {best['trial_id']})")
+            log.info(f"  champion   {metric} {champion_value:.4f}")
+            log.info(f"  challenger {metric} {challenger_value:.4f} (trial {best['trial_id']})")
     if "challenger_value" not in entry:
         entry["challenger_value"] = best["value"] if metric == sweep.metric else None
     verdict = "promote" if wins else "keep the champion"
     if not wins and force:
         verdict = "promote (forced)"
-    out(f"verdict: {verdict}: {reason}")
+    log.info(f"verdict: {verdict}: {reason}")
     if not (wins or force):
         entry.update(verdict="kept champion", reason=reason)
         _record(sweep, entry)
         return entry
     if dry_run:
-        out(f"--dry-run: nothing pushed. Without it, {bundle} would be committed to "
+        log.info(f"--dry-run: nothing pushed. Without it, {bundle} would be committed to "
             f"{hub.repo_id} and tagged {sweep.name}.")
         entry.update(verdict="would promote (dry run)", reason=reason)
         _record(sweep, entry)
@@ -243,11 +242,11 @@ def _against_champion(sweep, hub, bundle: Path, summary: dict, settings: dict, c
                    f"{best['step']}.\n\n{metric}: challenger {_f(value)}, champion "
                    f"{_f(champion_value)} (previous head {head or 'none'}).\nVerdict: {verdict}: "
                    f"{reason}.")
-    out(f"pushing {len(list(bundle.iterdir()))} files to {hub.repo_id} in one commit ...")
+    log.info(f"pushing {len(list(bundle.iterdir()))} files to {hub.repo_id} in one commit ...")
     info = hub.push(bundle, parent=head, private=private, message=message,
                     description=description)
     tag = hub.tag(sweep.name, info.oid, message)
-    out(f"promoted: {info.commit_url or hub.commit_url(info.oid)} (tag {tag})")
+    log.info(f"promoted: {info.commit_url or hub.commit_url(info.oid)} (tag {tag})")
     entry.update(verdict="promoted", reason=reason, commit=info.oid, tag=tag,
                  url=info.commit_url or hub.commit_url(info.oid))
     _record(sweep, entry)

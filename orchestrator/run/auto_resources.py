@@ -13,12 +13,15 @@ memory holds.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
-from collections.abc import Callable
 from typing import Any
 
 from ..config.schema import SweepConfig
 from ..errors import UserError
+
+log = logging.getLogger(__name__)
+
 
 GiB = 2**30
 # Keys of the search space that change a trial's memory.
@@ -98,8 +101,7 @@ def cluster_has_gpus() -> bool:
 
 
 def resolve_auto(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, Any], *,
-                 out: Callable[[str], None] = print, has_gpus: bool | None = None,
-                 gpu_bytes: int | None = None) -> SweepConfig:
+                 has_gpus: bool | None = None, gpu_bytes: int | None = None) -> SweepConfig:
     """``cfg`` with ``resources.gpu: auto`` replaced by the share of a GPU a trial takes (or
     0 and a RAM reservation on CPU). Any other ``cfg`` is returned as it is.
 
@@ -115,7 +117,7 @@ def resolve_auto(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, 
     if not has_gpus:
         need = est.total + CPU_PROCESS_BYTES
         update = {"gpu": 0.0, "memory_gb": cfg.resources.memory_gb or round(need / GiB, 2)}
-        out(f"resources.gpu = auto: no GPU in the cluster, so trials run on CPU, "
+        log.info(f"resources.gpu = auto: no GPU in the cluster, so trials run on CPU, "
             f"{cfg.resources.cpu:g} core(s) each; the largest trial{which} needs about "
             f"{est.describe()}, {update['memory_gb']:.2f} GiB of RAM reserved per trial")
         return cfg.model_copy(update={"resources": cfg.resources.model_copy(update=update)})
@@ -132,7 +134,7 @@ def resolve_auto(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, 
             f"(with gradient_accumulation_steps to keep the batch), data.max_length or lora.r; "
             f"or set resources.gpu: 1 to try anyway.")
     share = round(1 / per_gpu, 4)
-    out(f"resources.gpu = auto: the largest trial{which} needs about {est.describe()}; a GPU "
+    log.info(f"resources.gpu = auto: the largest trial{which} needs about {est.describe()}; a GPU "
         f"of {gpu_bytes / GiB:.1f} GiB holds {per_gpu}, so each trial takes {share:g} GPU")
     update = {"gpu": share}
     return cfg.model_copy(update={"resources": cfg.resources.model_copy(update=update)})

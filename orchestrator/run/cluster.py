@@ -15,14 +15,17 @@ head node, where ``ray job submit`` runs the sweep's driver.
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..config.schema import SweepConfig
 from ..errors import UserError
+
+log = logging.getLogger(__name__)
+
 
 BOOTSTRAP_CONFIG = "ray_bootstrap_config.yaml"
 
@@ -210,8 +213,7 @@ def _unseen_by(nodes: list[dict], storage: Path) -> list[str]:
             f"a ReadWriteMany volume on KubeRay)."]
 
 
-def check_cluster(cfg: SweepConfig, storage_path: str, *,
-                  out: Callable[[str], None] = print) -> None:
+def check_cluster(cfg: SweepConfig, storage_path: str) -> None:
     """Trials fit a node (or one the autoscaler can add); storage is shared where it must be.
 
     Raises:
@@ -223,4 +225,4 @@ def check_cluster(cfg: SweepConfig, storage_path: str, *,
     if problems:
         raise UserError("the sweep cannot run on this Ray cluster", problems)
     for note in notes:
-        out(note)
+        log.info(note)

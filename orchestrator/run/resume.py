@@ -8,6 +8,7 @@ from the trials' results (Ray does not save them); ``status.json`` continues.
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,10 @@ from ..observe.status import driver_gone
 from ..sweepdir.folder import SweepDir, open_sweep
 from .lost_trials import mark_lost
 from .ray_session import on_worker
-from .runner import Location, Out, Phase, Start, execute
+from .runner import Location, Phase, Start, execute
 from .sweep import shares_data
+
+log = logging.getLogger(__name__)
 
 
 def _histories(sweep: SweepDir, key: str) -> list[tuple[str, int, float, float]]:
@@ -127,15 +130,15 @@ class ResumedSweep(Start):
         return Location(sweep.where.rsplit("/", 1)[0], sweep.name, sweep.path, sweep.remote)
 
     def baseline(self, phase: Phase) -> dict[str, Any]:
-        sweep, out, derived = self.sweep, phase.out, phase.derived
+        sweep, derived = self.sweep, phase.derived
         counts: dict[str, int] = {}
         for row in sweep.leaderboard():
             counts[row["status"]] = counts.get(row["status"], 0) + 1
-        out(f"resuming {sweep.where}: " + ", ".join(f"{n} {s.replace('_', ' ')}"
+        log.info(f"resuming {sweep.where}: " + ", ".join(f"{n} {s.replace('_', ' ')}"
                                                    for s, n in sorted(counts.items())))
         lost = mark_lost(sweep.path)
         if lost:
-            out(f"{len(lost)} trial(s) started after Ray's last record of the sweep were lost "
+            log.info(f"{len(lost)} trial(s) started after Ray's last record of the sweep were lost "
                 f"with the driver ({', '.join(lost)}): their configurations start again as new "
                 f"trials")
         if self.space_changed:
@@ -145,14 +148,14 @@ class ResumedSweep(Start):
             self.study = next_study_name(sweep.name, study_names(sweep.path))
             carried, finished = carry_over(sweep.path, new_study=self.study,
                                            mode=derived["mode"], space=param_space(derived))
-            out(f"search space changed: a new Optuna study ({self.study}) starts from the "
+            log.info(f"search space changed: a new Optuna study ({self.study}) starts from the "
                 f"{carried} of {finished} finished trials that lie inside the new space")
         if self.extend_to:
-            out(f"adding trials: {self.extend_to} in all, Optuna's study going on from the "
+            log.info(f"adding trials: {self.extend_to} in all, Optuna's study going on from the "
                 f"{sum(r['status'] != 'lost' for r in sweep.leaderboard())} it has")
             _record_extension(sweep, phase.cfg)
         try:
-            tokenize_once(phase.cfg, derived, phase.settings, sweep.path, out,
+            tokenize_once(phase.cfg, derived, phase.settings, sweep.path,
                           remote=sweep.remote)
         except BaseException:
             self.failed()
@@ -168,7 +171,7 @@ class ResumedSweep(Start):
                               histories=_histories(sweep, phase.derived["rank_key"]),
                               extend_to=self.extend_to, new_study=self.study,
                               remote=sweep.remote)
-        phase.out(f"watch it:  qlora-sweep status {sweep.where} --watch")
+        log.info(f"watch it:  qlora-sweep status {sweep.where} --watch")
         return tuner
 
     def failed(self) -> None:
@@ -184,7 +187,7 @@ class ResumedSweep(Start):
 
 
 def resume_sweep(path: str, overrides: list[str] = (), *, address: str | None = None,
-                 allow_space_change: bool = False, out=print) -> int:
+                 allow_space_change: bool = False) -> int:
     """Resume an interrupted sweep, or add trials to one (``search.num_trials=N``); returns
     the exit code as ``run`` does."""
     sweep = open_sweep(path)
@@ -192,26 +195,26 @@ def resume_sweep(path: str, overrides: list[str] = (), *, address: str | None = 
         sweep, list(overrides), allow_space_change=allow_space_change)
     _check_resumable(sweep, extending=extend_to is not None)
     start = ResumedSweep(sweep, extend_to=extend_to, space_changed=space_changed)
-    return execute(start, cfg, derived, address=address, out=out)
+    return execute(start, cfg, derived, address=address)
 
 
 def tokenize_once(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, Any],
-                  sweep_dir: Path, out: Out, remote=None) -> None:
+                  sweep_dir: Path, remote=None) -> None:
     """The tokenized data for the trials of a resumed sweep: the run's (``tokenized/``), or,
     when the sweep has none (or it cannot be read), tokenized now on a worker. ``remote``:
     the cloud sweep dir's mirror, ``sweep_dir`` its local copy."""
     if not shares_data(derived):
         return
-    prepared = saved_data(sweep_dir, out, remote=remote)
+    prepared = saved_data(sweep_dir, remote=remote)
     if prepared is None:
         from trainables.trial import prepare_data
 
-        out("tokenizing the data for the trials ...")
+        log.info("tokenizing the data for the trials ...")
         prepared = on_worker(cfg, prepare_data, settings, "tokenizing the data")
     settings["prepared_data"] = prepared
 
 
-def saved_data(sweep_dir: Path, out: Out, *, remote=None) -> dict[str, Any] | None:
+def saved_data(sweep_dir: Path, *, remote=None) -> dict[str, Any] | None:
     """The run's tokenized data (``tokenized/``); None, with a note when it is damaged."""
     from ..sweepdir.tokenized import FOLDER, Unreadable, load
 
@@ -221,5 +224,5 @@ def saved_data(sweep_dir: Path, out: Out, *, remote=None) -> dict[str, Any] | No
         return load(sweep_dir)
     except Unreadable as err:
         # Nothing is lost: the rows are tokenized again from the data source, as by the run.
-        out(f"note: the sweep's tokenized data cannot be read ({err}); tokenizing it again")
+        log.info(f"note: the sweep's tokenized data cannot be read ({err}); tokenizing it again")
         return None

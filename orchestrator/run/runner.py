@@ -14,8 +14,8 @@ and :class:`~orchestrator.run.resume.ResumedSweep`.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from ..sweepdir.results import best_record, render_table, trial_rows, write_json
 from .cluster import check_cluster
 from .ray_session import init_ray, quiet_ray_output
 
-Out = Callable[[str], None]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -56,7 +56,6 @@ class Phase:
     derived: dict[str, Any]
     settings: dict[str, Any]
     loc: Location
-    out: Out
 
 
 class Start:
@@ -81,7 +80,7 @@ class Start:
 
 
 def execute(start: Start, cfg: SweepConfig, derived: dict[str, Any], *,
-            address: str | None, out: Out) -> int:
+            address: str | None) -> int:
     """Run the phases; returns the process exit code.
 
     Raises:
@@ -92,7 +91,7 @@ def execute(start: Start, cfg: SweepConfig, derived: dict[str, Any], *,
     loc = start.location(cfg, derived)
     if cfg.storage.max_gb:
         settings["disk_budget"] = {"path": loc.where, "max_bytes": int(cfg.storage.max_gb * 1e9)}
-    phase = Phase(cfg, derived, settings, loc, out)
+    phase = Phase(cfg, derived, settings, loc)
     start.prepare(phase)
     quiet_ray_output()
     started_ray = init_ray(address)
@@ -101,13 +100,13 @@ def execute(start: Start, cfg: SweepConfig, derived: dict[str, Any], *,
     try:
         from .auto_resources import resolve_auto
 
-        phase.cfg = resolve_auto(cfg, derived, settings, out=out)
-        check_cluster(phase.cfg, loc.storage_path, out=out)
+        phase.cfg = resolve_auto(cfg, derived, settings)
+        check_cluster(phase.cfg, loc.storage_path)
         baseline = start.baseline(phase)
         try:
             tuner = start.tuner(phase, baseline)
             return fit_and_finish(phase.cfg, derived, tuner, loc=loc, baseline=baseline,
-                                  started=started, out=out)
+                                  started=started)
         except BaseException:
             start.failed()
             raise
@@ -117,7 +116,7 @@ def execute(start: Start, cfg: SweepConfig, derived: dict[str, Any], *,
 
 
 def fit_and_finish(cfg: SweepConfig, derived: dict[str, Any], tuner, *, loc: Location,
-                   baseline: dict, started: float, out: Out) -> int:
+                   baseline: dict, started: float) -> int:
     """Run the Tuner; then the leaderboard, ``best.json`` and the promotion, or, when the sweep
     was interrupted (Ctrl-C), how to resume it. A cloud sweep dir gets every file the driver
     wrote, whatever happens."""
@@ -131,20 +130,20 @@ def fit_and_finish(cfg: SweepConfig, derived: dict[str, Any], tuner, *, loc: Loc
         finally:
             mark_interrupted(sweep_dir)  # unless Tune saw the experiment to its end
         if (open_sweep(sweep_dir).status() or {}).get("state") == "interrupted":
-            out("")
-            out(f"interrupted: finished trials and the checkpoints of unfinished ones are kept "
+            log.info("")
+            log.info(f"interrupted: finished trials and the checkpoints of unfinished ones are kept "
                 f"in {loc.where}")
-            out(f"resume it with: qlora-sweep resume {loc.where}")
+            log.info(f"resume it with: qlora-sweep resume {loc.where}")
             return INTERRUPTED_EXIT
-        code = finish(cfg, derived, results, sweep_dir=sweep_dir, baseline=baseline, out=out)
+        code = finish(cfg, derived, results, sweep_dir=sweep_dir, baseline=baseline)
         from .lost_trials import fail_unfinished_optuna_trials
 
         fail_unfinished_optuna_trials(sweep_dir)
         if cfg.promote.repo_id and (sweep_dir / "best.json").is_file():
             if loc.remote:
                 loc.remote.push()  # promote reads the sweep dir from its storage
-            _auto_promote(loc.where, out)
-        out(f"wall time {time.monotonic() - started:.0f} s (pre-flight, model build if any, "
+            _auto_promote(loc.where)
+        log.info(f"wall time {time.monotonic() - started:.0f} s (pre-flight, model build if any, "
             f"baseline and trials)")
         return code
     finally:
@@ -152,21 +151,21 @@ def fit_and_finish(cfg: SweepConfig, derived: dict[str, Any], tuner, *, loc: Loc
             loc.remote.push()
 
 
-def _auto_promote(where: str, out: Out) -> None:
+def _auto_promote(where: str) -> None:
     """Promote at the end of ``run``; a failure is reported, and the sweep's exit code stands."""
     from ..promotion.promote import promote
 
-    out("")
-    out("promoting the winner ...")
+    log.info("")
+    log.info("promoting the winner ...")
     try:
-        promote(where, out=out)
+        promote(where)
     except UserError as err:
-        out(err.render())
-        out(f"the sweep itself is complete; promote again with: qlora-sweep promote {where}")
+        log.info(err.render())
+        log.info(f"the sweep itself is complete; promote again with: qlora-sweep promote {where}")
 
 
 def finish(cfg: SweepConfig, derived: dict[str, Any], results, *, sweep_dir: Path,
-           baseline: dict, out: Out) -> int:
+           baseline: dict) -> int:
     """Write ``leaderboard.csv`` and ``best.json``, print the table; the exit code."""
     metric, mode = cfg.search.metric, derived["mode"]
     searched = list(derived["domains"])
@@ -174,13 +173,13 @@ def finish(cfg: SweepConfig, derived: dict[str, Any], results, *, sweep_dir: Pat
                       searched=searched)
     write_leaderboard(rows, sweep_dir / "leaderboard.csv", metric=metric, searched=searched)
     best = best_record(rows, metric=metric, mode=mode, searched=searched, baseline=baseline)
-    out("")
-    out(render_table(rows, metric=metric, searched=searched, baseline=baseline))
+    log.info("")
+    log.info(render_table(rows, metric=metric, searched=searched, baseline=baseline))
     counts = {s: sum(r["status"] == s for r in rows) for s in ("completed", "stopped_early", "errored")}
-    out(f"{len(rows)} trials: {counts['completed']} completed, {counts['stopped_early']} stopped "
+    log.info(f"{len(rows)} trials: {counts['completed']} completed, {counts['stopped_early']} stopped "
         f"early by ASHA, {counts['errored']} errored")
     if best is None:
-        out(f"no trial produced a usable {metric}; see the errors above and in {sweep_dir}")
+        log.info(f"no trial produced a usable {metric}; see the errors above and in {sweep_dir}")
         return RUNTIME_EXIT
     from ..observe.verdict import judge, render
 
@@ -189,13 +188,13 @@ def finish(cfg: SweepConfig, derived: dict[str, Any], results, *, sweep_dir: Pat
     if verdict is not None:
         best["verdict"] = verdict
     write_json(sweep_dir / "best.json", best)
-    out(f"best trial {best['trial_id']}: {metric} {best['value']:.4f} at step {best['step']} "
+    log.info(f"best trial {best['trial_id']}: {metric} {best['value']:.4f} at step {best['step']} "
         f"(base model {_number(best['baseline_value'])})")
     if verdict is not None:
-        out("")
-        out("task metrics on the eval prompts (what the models answer):")
-        out(render(verdict))
-    out(f"best adapter: {best['checkpoint_path']}")
+        log.info("")
+        log.info("task metrics on the eval prompts (what the models answer):")
+        log.info(render(verdict))
+    log.info(f"best adapter: {best['checkpoint_path']}")
     return 0 if counts["completed"] else RUNTIME_EXIT
 
 

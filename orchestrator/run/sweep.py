@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -18,7 +19,9 @@ from ..sweepdir.remote import Mirror
 from ..sweepdir.results import write_json
 from .cluster import max_concurrent
 from .ray_session import on_worker
-from .runner import Location, Out, Phase, Start, execute
+from .runner import Location, Phase, Start, execute
+
+log = logging.getLogger(__name__)
 
 
 def sweep_location(cfg: SweepConfig, config_path: str) -> Location:
@@ -69,7 +72,7 @@ class NewSweep(Start):
             from ..promotion.hub import Hub
 
             user = Hub(phase.cfg.promote.repo_id).check_write_access()
-            phase.out(f"the winner will be promoted to {phase.cfg.promote.repo_id} (as {user}) "
+            log.info(f"the winner will be promoted to {phase.cfg.promote.repo_id} (as {user}) "
                       f"if it beats the adapter there")
         self.saved = phase.cfg  # sweep.yaml keeps "auto": a resume elsewhere estimates again
 
@@ -78,13 +81,12 @@ class NewSweep(Start):
 
         from ..callbacks.tensorboard_log import alpha_hparam, write_baseline_run
 
-        cfg, derived, settings, loc, out = (phase.cfg, phase.derived, phase.settings,
-                                            phase.loc, phase.out)
+        cfg, derived, settings, loc = phase.cfg, phase.derived, phase.settings, phase.loc
         sweep_dir = loc.sweep_dir
         if tiny_llama.is_builtin(cfg.model.name_or_path):
-            tiny_llama.resolve(cfg.model.name_or_path, log=out)
+            tiny_llama.resolve(cfg.model.name_or_path)
 
-        out("evaluating the base model (baseline) and tokenizing the data ...")
+        log.info("evaluating the base model (baseline) and tokenizing the data ...")
         baseline = _baseline(cfg, settings)
         prepared = baseline.pop("prepared_data")
         # The sweep dir appears only once everything that can be checked has passed, so a
@@ -107,17 +109,17 @@ class NewSweep(Start):
                                alpha_ratio=cfg.lora.alpha_ratio)])
         if loc.remote:
             loc.remote.push()
-        out(f"sweep dir: {loc.where}")
+        log.info(f"sweep dir: {loc.where}")
         if loc.remote:
-            out(f"           (the driver's files are written to {sweep_dir} and uploaded)")
-        out(f"watch it:  qlora-sweep tensorboard {loc.where}")
-        out(f"           qlora-sweep status {loc.where} --watch")
+            log.info(f"           (the driver's files are written to {sweep_dir} and uploaded)")
+        log.info(f"watch it:  qlora-sweep tensorboard {loc.where}")
+        log.info(f"           qlora-sweep status {loc.where} --watch")
         judged = baseline.get("task_samples") if cfg.search.metric.startswith("task_") else None
-        out(f"baseline {cfg.search.metric}: {baseline[cfg.search.metric]:.4f} "
+        log.info(f"baseline {cfg.search.metric}: {baseline[cfg.search.metric]:.4f} "
             f"on {judged or baseline['eval_samples']} eval examples")
         constant = (baseline.get("constant_reference") or {}).get("metrics")
         if constant and cfg.search.metric in constant:
-            out(f"constant-answer reference {cfg.search.metric}: "
+            log.info(f"constant-answer reference {cfg.search.metric}: "
                 f"{constant[cfg.search.metric]:.4f} (every prompt answered "
                 f"{next(iter(baseline['constant_reference']['answers'].values()))!r})")
         return baseline
@@ -130,19 +132,19 @@ class NewSweep(Start):
         tuner = build_tuner(cfg, phase.derived, phase.settings, storage_path=loc.storage_path,
                             name=loc.name, sweep_dir=str(loc.sweep_dir), remote=loc.remote,
                             concurrency=concurrency)
-        phase.out(f"starting {cfg.search.num_trials if cfg.search.algorithm != 'grid' else 'grid'} "
+        log.info(f"starting {cfg.search.num_trials if cfg.search.algorithm != 'grid' else 'grid'} "
                   f"trials ({cfg.search.algorithm}, {cfg.scheduler.type}), {concurrency} at a time")
         return tuner
 
 
-def run_sweep(cfg: SweepConfig, derived: dict[str, Any], *, address: str | None = None,
-              out: Out = print) -> int:
+def run_sweep(cfg: SweepConfig, derived: dict[str, Any], *,
+              address: str | None = None) -> int:
     """Run a new sweep and write its sweep dir; returns the process exit code.
 
     Raises:
         UserError: a pre-flight problem (nothing is started or written then).
     """
-    return execute(NewSweep(), cfg, derived, address=address, out=out)
+    return execute(NewSweep(), cfg, derived, address=address)
 
 
 def _baseline(cfg: SweepConfig, settings: dict[str, Any]) -> dict[str, Any]:
