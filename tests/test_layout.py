@@ -142,3 +142,17 @@ def test_only_the_command_line_prints():
                     and node.func.id == "print"):
                 printing.append(f"{name}:{node.lineno}")
     assert not printing, printing
+
+
+def test_sweep_dir_file_names_live_in_one_module():
+    from orchestrator.sweepdir import names
+
+    files = {v for k, v in vars(names).items() if k.isupper() and "." in v}
+    written = []
+    for name, path in _modules().items():
+        if not name.startswith("orchestrator.") or name == "orchestrator.sweepdir.names":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in files:
+                written.append(f"{name}:{node.lineno} {node.value!r}")
+    assert not written, written

@@ -27,7 +27,8 @@ from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from search_spaces.domains import Domain, encode_choice, short_name
 from trainables.metrics import tensorboard_tag
 
-BASELINE_RUN = "baseline"
+from ..sweepdir.names import BASELINE_RUN
+
 CONSTANT_RUN = "constant_answer"  # the constant-answer reference's task metrics
 
 

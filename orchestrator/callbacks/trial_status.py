@@ -21,10 +21,11 @@ from ray.tune import Callback
 from trainables.metrics import SEARCH_VALUE
 
 from ..sweepdir.results import error_summary, task_values, write_json
+from ..sweepdir.names import STATUS
 
 WRITE_EVERY_S = 1.0
 
-STATUS_FILE = "status.json"
+STATUS_FILE = STATUS
 _RAY_STATES = {"PENDING": "pending", "RUNNING": "running", "PAUSED": "paused"}
 
 

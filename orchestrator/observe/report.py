@@ -24,8 +24,8 @@ from .plots import loss_vs_task_figure, pyplot, training_curve
 from ..sweepdir.results import leaderboard_cells
 from .status import summary
 from ..sweepdir.folder import SweepDir, open_sweep
+from ..sweepdir.names import JOURNAL, REPORT as REPORT_DIR
 
-REPORT_DIR = "report"
 
 
 @dataclass
@@ -42,7 +42,7 @@ def load_study(sweep: SweepDir):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    journal = sweep.path / "optuna.journal"
+    journal = sweep.path / JOURNAL
     if journal.is_file():
         from optuna.storages.journal import JournalFileBackend
 

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from ..sweepdir.folder import SweepDir
+from ..sweepdir.names import PROMOTED as BUNDLE_DIR
 
 # Training state in a checkpoint that does not belong in a published adapter.
 TRAINING_STATE = ("optimizer.pt", "scheduler.pt", "scaler.pt", "trainer_state.json",
                   "training_args.bin", "README.md")
-BUNDLE_DIR = "promoted"
 
 
 def _publishable(name: str) -> bool:

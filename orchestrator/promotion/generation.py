@@ -9,6 +9,7 @@ from typing import Any
 from ..config.schema import ModelSection, valid_repo_id
 from ..errors import UserError
 from .untrusted import check_adapter_weights, download_patterns
+from ..sweepdir.names import PROMOTED, SWEEP_YAML
 
 
 def locate_adapter(adapter: str, *, revision: str | None = None,
@@ -23,8 +24,8 @@ def locate_adapter(adapter: str, *, revision: str | None = None,
     """
     local = Path(adapter).expanduser()
     if local.exists():
-        if (local / "sweep.yaml").is_file() and (local / "promoted").is_dir():
-            local = local / "promoted"
+        if (local / SWEEP_YAML).is_file() and (local / PROMOTED).is_dir():
+            local = local / PROMOTED
         if not (local / "adapter_config.json").is_file():
             raise UserError(f"ADAPTER {adapter}: not an adapter (no adapter_config.json in it). "
                             f"Fix: give a promoted bundle (SWEEP_DIR/promoted, written by "

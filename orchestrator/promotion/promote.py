@@ -20,11 +20,12 @@ from typing import Any
 from ..config.schema import REPO_ID_RULE, parse_improvement, valid_repo_id
 from ..errors import UserError
 from ..sweepdir.folder import SweepDir, open_sweep
+from ..sweepdir.names import PROMOTIONS, SWEEP_YAML
 
 log = logging.getLogger(__name__)
 
 
-RECORD = "promotions.jsonl"
+RECORD = PROMOTIONS
 
 
 def _evaluate(settings: dict[str, Any], adapter_dir: Path, resources: dict[str, float]) -> dict:
@@ -126,7 +127,7 @@ def promote(sweep_path: str | Path, *, repo_id: str | None = None, private: bool
             user = hub.check_write_access()
             log.info(f"Hub: {hub.api.endpoint} as {user}")
 
-    cfg, derived = load_config(sweep.path / "sweep.yaml")
+    cfg, derived = load_config(sweep.path / SWEEP_YAML)
     settings = preflight(cfg, derived)
     bundle = build_bundle(sweep, settings, derived, repo_id=repo_id)
     summary = json.loads((bundle / "sweep_summary.json").read_text())

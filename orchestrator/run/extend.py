@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from ..sweepdir.names import JOURNAL
 
 
 def study_names(sweep_dir: str | Path) -> list[str]:
     """The Optuna studies in the sweep's journal, oldest first (one per search space)."""
     from .tuner import optuna_storage
 
-    if not (Path(sweep_dir) / "optuna.journal").is_file():
+    if not (Path(sweep_dir) / JOURNAL).is_file():
         return []
     storage = optuna_storage(str(sweep_dir))
     names = [s.study_name for s in storage.get_all_studies()]

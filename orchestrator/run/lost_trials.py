@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from ..sweepdir.results import write_json
+from ..sweepdir.names import JOURNAL, STATUS
 
 LOST_NOTE = ("lost: the driver was killed before Ray recorded this trial; resume started its "
              "configuration again as a new trial")
@@ -30,7 +31,7 @@ def recorded_trials(sweep_dir: Path) -> set[str] | None:
 
 def mark_lost(sweep_dir: Path) -> list[str]:
     """Mark the trials of ``status.json`` that Ray did not record as ``lost``; their ids."""
-    path = sweep_dir / "status.json"
+    path = sweep_dir / STATUS
     known = recorded_trials(sweep_dir)
     if known is None or not path.is_file():
         return []
@@ -46,7 +47,7 @@ def mark_lost(sweep_dir: Path) -> list[str]:
 def fail_unfinished_optuna_trials(sweep_dir: Path) -> int:
     """After a sweep has ended: Optuna trials still RUNNING were asked for trials Ray lost;
     mark them FAIL. Returns how many."""
-    journal = sweep_dir / "optuna.journal"
+    journal = sweep_dir / JOURNAL
     if not journal.is_file():
         return 0
     import optuna

@@ -21,6 +21,7 @@ from .lost_trials import mark_lost
 from .ray_session import on_worker
 from .runner import Location, Phase, Start, execute
 from .sweep import shares_data
+from ..sweepdir.names import SWEEP_YAML
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def _extension(sweep: SweepDir, overrides: list[str], *, allow_space_change: boo
     change the search space; anything else would make the trials incomparable."""
     from ..config.loading import load_config
 
-    config = str(sweep.path / "sweep.yaml")
+    config = str(sweep.path / SWEEP_YAML)
     cfg, derived = load_config(config, overrides)
     if not overrides:
         return cfg, derived, None, False
@@ -86,7 +87,7 @@ def _record_extension(sweep: SweepDir, cfg) -> None:
     config stays the one source of truth for ``resume``, ``status`` and ``promote``)."""
     import yaml
 
-    path = sweep.path / "sweep.yaml"
+    path = sweep.path / SWEEP_YAML
     resolved = yaml.safe_load(path.read_text())
     resolved["search"]["num_trials"] = cfg.search.num_trials
     resolved["search_space"] = cfg.model_dump(mode="json", exclude_none=True)["search_space"]
@@ -102,7 +103,7 @@ def _check_resumable(sweep: SweepDir, *, extending: bool) -> None:
     if status is None or not Tuner.can_restore(str(sweep.path)):  # tuner.pkl is there
         raise UserError(f"SWEEP_DIR {sweep.where}: no trial was started (no status.json or "
                         f"tuner.pkl), so there is nothing to resume. Fix: start it again with "
-                        f"`qlora-sweep run {sweep.path / 'sweep.yaml'}` and another storage.name.")
+                        f"`qlora-sweep run {sweep.path / SWEEP_YAML}` and another storage.name.")
     if status.get("state") == "finished" and not extending:
         raise UserError(f"SWEEP_DIR {sweep.where}: the sweep is finished; every trial has ended. "
                         f"Fix: nothing to resume; to add trials: qlora-sweep resume "
@@ -123,7 +124,7 @@ class ResumedSweep(Start):
         self.sweep, self.extend_to, self.space_changed = sweep, extend_to, space_changed
         self.study: str | None = None
         self.trials_before = sweep.trial_folders()
-        self.config_before = (sweep.path / "sweep.yaml").read_text()
+        self.config_before = (sweep.path / SWEEP_YAML).read_text()
 
     def location(self, cfg, derived) -> Location:
         sweep = self.sweep
@@ -178,7 +179,7 @@ class ResumedSweep(Start):
         sweep = self.sweep
         if self.extend_to and sweep.trial_folders() == self.trials_before:
             # Nothing ran: the sweep is left as it was, to be extended again.
-            (sweep.path / "sweep.yaml").write_text(self.config_before)
+            (sweep.path / SWEEP_YAML).write_text(self.config_before)
             if self.study is not None:
                 from .extend import drop_study
 

@@ -27,6 +27,7 @@ from ..sweepdir.remote import Mirror
 from ..sweepdir.results import best_record, render_table, trial_rows, write_json, write_leaderboard
 from .cluster import check_cluster
 from .ray_session import init_ray, quiet_ray_output
+from ..sweepdir.names import BEST, LEADERBOARD
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ def fit_and_finish(cfg: SweepConfig, derived: dict[str, Any], tuner, *, loc: Loc
         from .lost_trials import fail_unfinished_optuna_trials
 
         fail_unfinished_optuna_trials(sweep_dir)
-        if cfg.promote.repo_id and (sweep_dir / "best.json").is_file():
+        if cfg.promote.repo_id and (sweep_dir / BEST).is_file():
             if loc.remote:
                 loc.remote.push()  # promote reads the sweep dir from its storage
             _auto_promote(loc.where)
@@ -171,7 +172,7 @@ def finish(cfg: SweepConfig, derived: dict[str, Any], results, *, sweep_dir: Pat
     searched = list(derived["domains"])
     rows = trial_rows(results, metric=metric, mode=mode, max_steps=cfg.training.max_steps,
                       searched=searched)
-    write_leaderboard(rows, sweep_dir / "leaderboard.csv", metric=metric, searched=searched)
+    write_leaderboard(rows, sweep_dir / LEADERBOARD, metric=metric, searched=searched)
     best = best_record(rows, metric=metric, mode=mode, searched=searched, baseline=baseline)
     log.info("")
     log.info(render_table(rows, metric=metric, searched=searched, baseline=baseline))
@@ -187,7 +188,7 @@ def finish(cfg: SweepConfig, derived: dict[str, Any], results, *, sweep_dir: Pat
                     scorers=[s.model_dump() for s in cfg.evaluation.scorers])
     if verdict is not None:
         best["verdict"] = verdict
-    write_json(sweep_dir / "best.json", best)
+    write_json(sweep_dir / BEST, best)
     log.info(f"best trial {best['trial_id']}: {metric} {best['value']:.4f} at step {best['step']} "
         f"(base model {_number(best['baseline_value'])})")
     if verdict is not None:

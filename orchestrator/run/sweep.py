@@ -20,6 +20,7 @@ from ..sweepdir.results import write_json
 from .cluster import max_concurrent
 from .ray_session import on_worker
 from .runner import Location, Phase, Start, execute
+from ..sweepdir.names import BASELINE, SWEEP_YAML
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +93,9 @@ class NewSweep(Start):
         # The sweep dir appears only once everything that can be checked has passed, so a
         # failed start leaves nothing behind that a later run would trip over.
         sweep_dir.mkdir(parents=True)
-        (sweep_dir / "sweep.yaml").write_text(
+        (sweep_dir / SWEEP_YAML).write_text(
             yaml.safe_dump(_resolved_config(self.saved, settings, loc.name), sort_keys=False))
-        write_json(sweep_dir / "baseline.json", baseline)
+        write_json(sweep_dir / BASELINE, baseline)
         if shares_data(derived):
             # Tokenized once, in the baseline, for every trial (Ray ships it with the
             # trainable), and kept for a resume: the same rows, not tokenized again.

@@ -8,6 +8,7 @@ from typing import Any
 from search_spaces.domains import encode_choice, to_tune
 
 from ..config.schema import SweepConfig
+from ..sweepdir.names import JOURNAL
 
 
 def param_space(derived: dict[str, Any], *, grid: bool = False) -> dict[str, Any]:
@@ -24,7 +25,7 @@ def optuna_storage(sweep_dir: str):
     import optuna
     from optuna.storages.journal import JournalFileBackend
 
-    return optuna.storages.JournalStorage(JournalFileBackend(str(Path(sweep_dir) / "optuna.journal")))
+    return optuna.storages.JournalStorage(JournalFileBackend(str(Path(sweep_dir) / JOURNAL)))
 
 
 def search_alg(cfg: SweepConfig, *, sweep_dir: str, concurrency: int, name: str,

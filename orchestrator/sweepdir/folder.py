@@ -19,6 +19,7 @@ from trainables.storage import is_uri
 
 from ..errors import UserError
 from .results import best_first
+from .names import BASELINE, BEST, LEADERBOARD, PROGRESS, STATUS, SWEEP_YAML
 
 if TYPE_CHECKING:
     from .remote import Mirror
@@ -90,7 +91,7 @@ class SweepDir:
 
     def status(self) -> dict[str, Any] | None:
         """``status.json``, written by the driver on every trial event (None before trials start)."""
-        return _json(self.path / "status.json")
+        return _json(self.path / STATUS)
 
     def leaderboard(self) -> list[dict[str, Any]]:
         """One row per trial, best first: live from ``status.json`` (also while the sweep runs),
@@ -99,8 +100,8 @@ class SweepDir:
             status = self.status()
             if status is not None:
                 self._rows = self._status_rows(status)
-            elif (self.path / "leaderboard.csv").is_file():
-                with open(self.path / "leaderboard.csv", newline="") as f:
+            elif (self.path / LEADERBOARD).is_file():
+                with open(self.path / LEADERBOARD, newline="") as f:
                     self._rows = [{k: v if k in _TEXT_COLUMNS else _number(v)
                                    for k, v in row.items()} for row in csv.DictReader(f)]
             else:
@@ -124,7 +125,7 @@ class SweepDir:
 
     def history(self, trial_id: str) -> list[dict[str, Any]]:
         """A trial's reports (``progress.csv``), one dict per evaluation, in step order."""
-        path = self.path / f"trial_{trial_id}" / "progress.csv"
+        path = self.path / f"trial_{trial_id}" / PROGRESS
         if not path.is_file():
             return []
         with open(path, newline="") as f:
@@ -191,9 +192,9 @@ def open_sweep(path: str | Path, *, files: str = "all") -> SweepDir:
     if not p.exists():
         raise UserError(f"SWEEP_DIR {path}: does not exist. Fix: give the folder that "
                         f"`qlora-sweep run` printed as 'sweep dir' (under storage.path).")
-    if not (p / "sweep.yaml").is_file():
+    if not (p / SWEEP_YAML).is_file():
         raise UserError(f"SWEEP_DIR {path}: not a sweep dir (it has no sweep.yaml). Fix: give "
                         f"the folder that `qlora-sweep run` printed as 'sweep dir'.")
-    config = yaml.safe_load((p / "sweep.yaml").read_text())
-    return SweepDir(path=p.resolve(), config=config, baseline=_json(p / "baseline.json"),
-                    best=_json(p / "best.json"), remote=remote)
+    config = yaml.safe_load((p / SWEEP_YAML).read_text())
+    return SweepDir(path=p.resolve(), config=config, baseline=_json(p / BASELINE),
+                    best=_json(p / BEST), remote=remote)

@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-FOLDER = "tokenized"
+from .names import TOKENIZED as FOLDER
+
 _SEED = b"qlora_sweep.seed"  # the seed that drew the train/eval split (schema metadata)
 _SPLITS = ("train", "eval")
 
