@@ -156,12 +156,12 @@ def _validate(args) -> int:
 
     cfg, derived = load_config(args.config, args.overrides)
     settings = preflight(cfg, derived)
-    space = derived["domains"]
+    space = derived.domains
     print(f"{args.config}: valid")
     print(f"  model:   {cfg.model.name_or_path} ({cfg.model.quantization.mode})")
     print(f"  data:    {settings['data']['train']['path']} (format: {settings['data_format']})")
     print(f"  search:  {cfg.search.algorithm}, {cfg.search.num_trials} trials, "
-          f"{cfg.search.metric} ({derived['mode']}); scheduler: {cfg.scheduler.type}")
+          f"{cfg.search.metric} ({derived.mode}); scheduler: {cfg.scheduler.type}")
     print(f"  metrics: {', '.join(cfg.reported_metrics)}")
     for name, dom in space.items():
         print(f"  {name}: {dom.describe()}")

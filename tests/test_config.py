@@ -122,7 +122,7 @@ def test_overrides_are_typed_by_the_schema(tmp_path):
     assert cfg.search.num_trials == 32
     assert cfg.training.learning_rate == pytest.approx(3e-4)
     assert cfg.lora.target_modules == ["q_proj", "v_proj"]
-    assert derived["domains"]["lora.dropout"].values == (0.0, 0.1)
+    assert derived.domains["lora.dropout"].values == (0.0, 0.1)
     with pytest.raises(UserError) as err:
         load_config(path, ["search.num_trials=lots"])
     assert "search.num_trials = 'lots'" in str(err.value)
@@ -130,15 +130,15 @@ def test_overrides_are_typed_by_the_schema(tmp_path):
 
 def test_mode_follows_the_metric(tmp_path):
     path = write_config(tmp_path / "s.yaml", search={"metric": "eval_mean_token_accuracy"})
-    assert load_config(path)[1]["mode"] == "max"
+    assert load_config(path)[1].mode == "max"
     path = write_config(tmp_path / "s.yaml", search={"metric": "eval_perplexity"})
-    assert load_config(path)[1]["mode"] == "min"
+    assert load_config(path)[1].mode == "min"
 
 
 @pytest.mark.parametrize("config", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_example_validates(config):
     cfg, derived = load_config(config)
-    assert derived["domains"], "every example searches something"
+    assert derived.domains, "every example searches something"
 
 
 @pytest.mark.parametrize("preset", list_presets())
@@ -148,7 +148,7 @@ def test_every_preset_validates(tmp_path, preset):
 
 def test_relative_data_paths_resolve_from_the_config_folder():
     cfg, derived = load_config(EXAMPLES / "demo_cpu.yaml")
-    assert derived["train_path"] == str(EXAMPLES / "data" / "pricing_train.jsonl")
+    assert derived.train_path == str(EXAMPLES / "data" / "pricing_train.jsonl")
 
 
 def test_help_and_validation_do_not_import_torch():

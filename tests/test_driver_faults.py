@@ -153,7 +153,7 @@ def test_interrupt_and_kill_the_driver_then_resume_loses_nothing(tiny_model_dir,
 
     cfg, derived = load_config(str(sweep / "sweep.yaml"), [])
     asha = scheduler(cfg, derived)
-    replay_asha(asha, _histories(open_sweep(sweep), derived["rank_key"]), mode="min")
+    replay_asha(asha, _histories(open_sweep(sweep), derived.rank_key), mode="min")
     rung20 = dict(asha._brackets[0]._rungs)[20]
     for row in rows:
         first_at_20 = next(float(r["eval_loss"]) for r in csv.DictReader(

@@ -59,10 +59,10 @@ def _derive(**scheduler):
 def test_full_evaluations_start_at_the_last_stopping_rung():
     derived, problems = _derive(early_eval_samples=16)
     assert not problems
-    assert derived["full_eval_from"] == 80  # rungs 20, 40, 80 stop trials; 160 ends them
-    assert derived["rank_key"] == "search_value"
+    assert derived.full_eval_from == 80  # rungs 20, 40, 80 stop trials; 160 ends them
+    assert derived.rank_key == "search_value"
     plain, _ = _derive()
-    assert plain["full_eval_from"] is None and plain["rank_key"] == "eval_loss"
+    assert plain.full_eval_from is None and plain.rank_key == "eval_loss"
 
 
 @pytest.mark.parametrize("scheduler, expected", [

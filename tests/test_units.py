@@ -178,3 +178,23 @@ def test_a_benchmark_result_replaces_the_older_one_of_the_same_figure():
     assert "old" not in page and "new" in page and page.startswith("# Benchmarks\n\nintro")
     page = merge(page, "Memory", "## Memory\n\nm\n")
     assert [title for title, _ in sections(page)[1]] == ["Scale (run 2)", "Packing", "Memory"]
+
+
+def test_lora_alpha_is_given_or_ratio_times_r():
+    from trainables.lora import lora_alpha
+
+    assert lora_alpha({"alpha": 32, "alpha_ratio": 2.0, "r": 8}) == 32.0
+    assert lora_alpha({"alpha": None, "alpha_ratio": 2.0, "r": 8}) == 16.0
+    assert lora_alpha({"alpha_ratio": 0.5, "r": 16}) == 8.0
+
+
+def test_the_sweep_plan_is_built_once_and_frozen(tmp_path):
+    import dataclasses
+
+    from orchestrator.config.loading import load_config
+    from tests.conftest import write_config
+
+    cfg, plan = load_config(write_config(tmp_path / "s.yaml"))
+    assert plan.config_path == str((tmp_path / "s.yaml").resolve()) and plan.mode == "min"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.mode = "max"

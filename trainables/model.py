@@ -106,10 +106,11 @@ def _keep_cpu_weights_as_loaded(base) -> None:
 def lora_config(lora: dict[str, Any], target_modules: list[str]):
     from peft import LoraConfig
 
-    alpha = lora.get("alpha") or lora["alpha_ratio"] * lora["r"]
+    from .lora import lora_alpha
+
     return LoraConfig(
         r=int(lora["r"]),
-        lora_alpha=float(alpha),
+        lora_alpha=lora_alpha(lora),
         lora_dropout=float(lora["dropout"]),
         target_modules=list(target_modules),
         bias=lora["bias"],

@@ -21,6 +21,7 @@ from typing import Any
 
 from .callbacks import Report, ReportCallback, TrainingDiverged
 from .disk import over_budget
+from .lora import lora_alpha
 from .scoring import ScorerError
 from .storage import read_file, write_file
 
@@ -42,8 +43,7 @@ def trial_settings(base: dict[str, Any], searched: dict[str, Any]) -> dict[str, 
         section, field = key.split(".", 1)
         settings[section][field] = value
     lora = settings["lora"]
-    if "lora.alpha_ratio" in searched or lora.get("alpha") is None:
-        lora["alpha"] = float(lora["alpha_ratio"]) * int(lora["r"])
+    lora["alpha"] = lora_alpha(lora)
     target = lora["target_modules"]
     key = "+".join(target) if isinstance(target, list) else target
     groups = settings.get("target_groups", {})

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from .schema import SweepConfig, suggest
 from ..errors import UserError
+from .plan import SweepPlan
 from .rules import check_rules
+from .schema import SweepConfig, suggest
 
 
 def _line_map(text: str) -> dict[tuple, int]:
@@ -134,12 +136,13 @@ def format_validation_errors(err: ValidationError, lines: dict[tuple, int],
     return problems
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> tuple[SweepConfig, dict]:
+def load_config(path: str | Path, overrides: list[str] | None = None
+                ) -> tuple[SweepConfig, SweepPlan]:
     """Read, override and validate a sweep config, reporting every problem together.
 
     Returns:
-        The validated config and a dict of derived facts (the config's folder, the parsed
-        search space) used by pre-flight and the orchestrator.
+        The validated config and its :class:`SweepPlan` (the parsed search space, ASHA's
+        bounds, the mode, absolute data paths, the config file).
 
     Raises:
         UserError: with every problem found.
@@ -164,5 +167,4 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> tuple[S
     derived, problems = check_rules(cfg, base_dir=path.resolve().parent)
     if problems:
         raise UserError(f"{path}: {len(problems)} problem(s) in the config", problems)
-    derived["config_path"] = str(path.resolve())
-    return cfg, derived
+    return cfg, dataclasses.replace(derived, config_path=str(path.resolve()))

@@ -11,11 +11,12 @@ from typing import Any
 
 from search_spaces.targets import TargetError, resolve_groups, resolve_target
 
+from .plan import SweepPlan
 from .schema import SweepConfig
 from ..errors import UserError
 
 
-def data_sources(cfg: SweepConfig, derived: dict[str, Any]) -> dict[str, Any]:
+def data_sources(cfg: SweepConfig, derived: SweepPlan) -> dict[str, Any]:
     """The resolved data settings the trials receive (absolute local paths)."""
 
     def source(src, local_path):
@@ -25,8 +26,8 @@ def data_sources(cfg: SweepConfig, derived: dict[str, Any]) -> dict[str, Any]:
                 "local": local_path is not None}
 
     return {
-        "train": source(cfg.data.train, derived["train_path"]),
-        "eval": source(cfg.data.eval, derived["eval_path"]),
+        "train": source(cfg.data.train, derived.train_path),
+        "eval": source(cfg.data.eval, derived.eval_path),
         "format": cfg.data.format,
         "eval_fraction": cfg.data.eval_fraction,
         "max_length": cfg.data.max_length,
@@ -56,16 +57,16 @@ def check_data(data: dict[str, Any]) -> tuple[str | None, list[str]]:
     return fmt, problems
 
 
-def target_candidates(cfg: SweepConfig, derived: dict[str, Any]) -> list[str | list[str]]:
+def target_candidates(cfg: SweepConfig, derived: SweepPlan) -> list[str | list[str]]:
     """Every ``lora.target_modules`` value a trial may use: the fixed one and each choice."""
     values: list = [cfg.lora.target_modules]
-    dom = derived["domains"].get("lora.target_modules")
+    dom = derived.domains.get("lora.target_modules")
     if dom is not None:
         values += list(dom.meta.get("raw", dom.values))
     return values
 
 
-def check_model(cfg: SweepConfig, derived: dict[str, Any]) -> tuple[dict[str, list[str]], list[str]]:
+def check_model(cfg: SweepConfig, derived: SweepPlan) -> tuple[dict[str, list[str]], list[str]]:
     """Resolve the target-module groups from the model's config (meta device, no weights).
 
     Returns:
@@ -194,7 +195,7 @@ def check_chat_template(model: dict[str, Any], fmt: str | None) -> list[str]:
             f"the data as prompt/completion (or instruction/output) rows."]
 
 
-def preflight(cfg: SweepConfig, derived: dict[str, Any]) -> dict[str, Any]:
+def preflight(cfg: SweepConfig, derived: SweepPlan) -> dict[str, Any]:
     """Every check that needs no Ray: data, model config, target groups. Returns trial settings.
 
     Raises:
@@ -225,7 +226,7 @@ def preflight(cfg: SweepConfig, derived: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def task_eval(cfg: SweepConfig, derived: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
+def task_eval(cfg: SweepConfig, derived: SweepPlan) -> tuple[dict[str, Any] | None, list[str]]:
     """What a trial needs to generate and score (``trainables/task_eval.py``), and the
     problems found importing custom scorers (the driver imports them, as every worker will)."""
     from trainables.scoring import ScorerError, load_function
@@ -235,7 +236,7 @@ def task_eval(cfg: SweepConfig, derived: dict[str, Any]) -> tuple[dict[str, Any]
     ev = cfg.evaluation
     if not ev.scorers:
         return None, []
-    here = Path(derived["config_path"]).resolve().parent
+    here = Path(derived.config_path).resolve().parent
     search_path = list(dict.fromkeys(
         [str((here / Path(p).expanduser()).resolve()) for p in ev.scorer_path]
         + [str(here), os.getcwd()]))
@@ -251,7 +252,7 @@ def task_eval(cfg: SweepConfig, derived: dict[str, Any]) -> tuple[dict[str, Any]
     steps = None
     if ev.cadence == "rungs":
         steps = ([] if cfg.scheduler.type != "asha" else
-                 asha_rungs(derived["grace_period"], derived["max_t"],
+                 asha_rungs(derived.grace_period, derived.max_t,
                             cfg.scheduler.reduction_factor))
     return {"scorers": [s.model_dump() for s in ev.scorers], "samples": ev.samples,
             "seed": cfg.search.seed, "max_new_tokens": ev.max_new_tokens,
@@ -259,9 +260,9 @@ def task_eval(cfg: SweepConfig, derived: dict[str, Any]) -> tuple[dict[str, Any]
             "search_path": search_path}, problems
 
 
-def early_eval(cfg: SweepConfig, derived: dict[str, Any]) -> dict[str, Any] | None:
+def early_eval(cfg: SweepConfig, derived: SweepPlan) -> dict[str, Any] | None:
     """What a trial needs for ``scheduler.early_eval_samples`` (``trainables/early_eval.py``)."""
-    if not derived.get("full_eval_from"):
+    if not derived.full_eval_from:
         return None
-    return {"samples": cfg.scheduler.early_eval_samples, "full_from": derived["full_eval_from"],
+    return {"samples": cfg.scheduler.early_eval_samples, "full_from": derived.full_eval_from,
             "metric": cfg.search.metric, "seed": cfg.search.seed}

@@ -13,6 +13,7 @@ from search_spaces.domains import Domain, encode_choice
 
 from trainables.metrics import SEARCH_VALUE
 
+from .plan import SweepPlan
 from .schema import SEARCHABLE_SECTIONS, SweepConfig, searchable_keys, suggest
 
 
@@ -160,11 +161,11 @@ def check_space_only(raw: dict | str) -> list[str]:
     return problems + _check_domains(domains)
 
 
-def check_rules(cfg: SweepConfig, *, base_dir: Path) -> tuple[dict[str, Any], list[str]]:
+def check_rules(cfg: SweepConfig, *, base_dir: Path) -> tuple[SweepPlan, list[str]]:
     """Check the rules between fields and derive what the orchestrator needs.
 
     Returns:
-        ``(derived, problems)``; ``derived`` holds the parsed search space (``domains``), the
+        ``(plan, problems)``; the plan holds the parsed search space (``domains``), the
         resolved ASHA bounds, the mode, and absolute data paths.
     """
     domains, problems = _parse(cfg.search_space)
@@ -241,17 +242,11 @@ def check_rules(cfg: SweepConfig, *, base_dir: Path) -> tuple[dict[str, Any], li
         p = Path(path).expanduser()
         return str(p if p.is_absolute() else (base_dir / p).resolve())
 
-    derived = {
-        "domains": domains,
-        "mode": cfg.mode,
-        "max_t": max_t,
-        "grace_period": grace,
-        # scheduler.early_eval_samples: evaluations before this step use the subset, and
-        # ASHA and the searcher rank on SEARCH_VALUE instead of the metric.
-        "full_eval_from": full_eval_from,
-        "rank_key": SEARCH_VALUE if full_eval_from else cfg.search.metric,
-        "train_path": local(cfg.data.train.path) if cfg.data.train.is_local else None,
-        "eval_path": (local(cfg.data.eval.path) if cfg.data.eval and cfg.data.eval.is_local
-                      else None),
-    }
-    return derived, problems
+    plan = SweepPlan(
+        domains=domains, mode=cfg.mode, max_t=max_t, grace_period=grace,
+        full_eval_from=full_eval_from,
+        rank_key=SEARCH_VALUE if full_eval_from else cfg.search.metric,
+        train_path=local(cfg.data.train.path) if cfg.data.train.is_local else None,
+        eval_path=(local(cfg.data.eval.path) if cfg.data.eval and cfg.data.eval.is_local
+                   else None))
+    return plan, problems

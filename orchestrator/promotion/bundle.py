@@ -24,6 +24,7 @@ from typing import Any
 
 from ..sweepdir.folder import SweepDir
 from ..sweepdir.names import PROMOTED as BUNDLE_DIR
+from ..config.plan import SweepPlan
 
 # Training state in a checkpoint that does not belong in a published adapter.
 TRAINING_STATE = ("optimizer.pt", "scheduler.pt", "scaler.pt", "trainer_state.json",
@@ -40,7 +41,7 @@ def prompt_suffix(prompts: list[str]) -> str:
     return tails.pop() if len(tails) == 1 else ""
 
 
-def summary(sweep: SweepDir, settings: dict[str, Any], derived: dict[str, Any],
+def summary(sweep: SweepDir, settings: dict[str, Any], derived: SweepPlan,
             adapter_sha256: str) -> dict[str, Any]:
     """Everything a reader needs to trust (or repeat) the result; no paths of this machine."""
     from trainables.data import load_source
@@ -64,7 +65,7 @@ def summary(sweep: SweepDir, settings: dict[str, Any], derived: dict[str, Any],
             "scheduler": cfg["scheduler"],
             "num_trials": len(sweep.leaderboard()),
             "search_seed": cfg["search"]["seed"],
-            "search_space": {k: d.describe() for k, d in derived["domains"].items()},
+            "search_space": {k: d.describe() for k, d in derived.domains.items()},
         },
         "winner": {
             "trial_id": best["trial_id"],
@@ -97,7 +98,7 @@ def summary(sweep: SweepDir, settings: dict[str, Any], derived: dict[str, Any],
     }
 
 
-def build_bundle(sweep: SweepDir, settings: dict[str, Any], derived: dict[str, Any], *,
+def build_bundle(sweep: SweepDir, settings: dict[str, Any], derived: SweepPlan, *,
                  repo_id: str | None = None) -> Path:
     """Write ``SWEEP_DIR/promoted`` from the best trial's best checkpoint; returns its path."""
     from .model_card import render_card

@@ -6,6 +6,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from trainables.lora import lora_alpha
+
 from ..sweepdir.folder import SweepDir
 
 METRIC_TYPES = {"eval_loss": ("loss", "eval loss"),
@@ -117,7 +119,8 @@ def render_card(facts: dict[str, Any], *, repo_id: str | None, curve: bool) -> s
     lora, training = facts["lora"], facts["training"]
     settings = {**{f"lora.{k}": v for k, v in lora.items()},
                 **{f"training.{k}": v for k, v in training.items()}, **searched}
-    alpha = settings["lora.alpha"] or float(settings["lora.alpha_ratio"]) * int(settings["lora.r"])
+    alpha = lora_alpha({k.removeprefix("lora."): v for k, v in settings.items()
+                        if k.startswith("lora.")})
     hyper = {**{f"lora.{k}": lora[k] for k in ("r", "alpha_ratio", "dropout", "target_modules",
                                                 "use_rslora", "use_dora")},
              **{f"training.{k}": training[k] for k in ("learning_rate", "max_steps",

@@ -17,6 +17,7 @@ import logging
 import math
 from typing import Any
 
+from ..config.plan import SweepPlan
 from ..config.schema import SweepConfig
 from ..errors import UserError
 
@@ -34,7 +35,7 @@ CPU_PROCESS_BYTES = 1 * GiB
 GPU_PROBE_TIMEOUT_S = 300
 
 
-def largest_trial(settings: dict[str, Any], derived: dict[str, Any], *, on_gpu: bool,
+def largest_trial(settings: dict[str, Any], derived: SweepPlan, *, on_gpu: bool,
                   exhaustive_limit: int = 4096):
     """``(estimate, searched values)`` of the search space's most memory-hungry trial.
 
@@ -48,7 +49,7 @@ def largest_trial(settings: dict[str, Any], derived: dict[str, Any], *, on_gpu: 
     from trainables.trial import trial_settings
 
     shape = model_shape(settings["model"])
-    candidates = {k: d.candidates() for k, d in derived["domains"].items() if k in MEMORY_KEYS}
+    candidates = {k: d.candidates() for k, d in derived.domains.items() if k in MEMORY_KEYS}
 
     def sized(searched: dict[str, Any]):
         return estimate(shape, trial_settings(settings, searched), on_gpu=on_gpu), searched
@@ -100,7 +101,7 @@ def cluster_has_gpus() -> bool:
                    for t in autoscaler_node_types() or []))
 
 
-def resolve_auto(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, Any], *,
+def resolve_auto(cfg: SweepConfig, derived: SweepPlan, settings: dict[str, Any], *,
                  has_gpus: bool | None = None, gpu_bytes: int | None = None) -> SweepConfig:
     """``cfg`` with ``resources.gpu: auto`` replaced by the share of a GPU a trial takes (or
     0 and a RAM reservation on CPU). Any other ``cfg`` is returned as it is.

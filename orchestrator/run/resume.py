@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..config.plan import SweepPlan
 from ..config.schema import SweepConfig
 from ..errors import UserError
 from ..observe.status import driver_gone
@@ -53,8 +54,8 @@ def _extension(sweep: SweepDir, overrides: list[str], *, allow_space_change: boo
     old, new = before.model_dump(), cfg.model_dump()
     old["search"].pop("num_trials")
     new["search"].pop("num_trials")
-    space = {k: d.describe() for k, d in derived["domains"].items()}
-    space_changed = space != {k: d.describe() for k, d in before_derived["domains"].items()}
+    space = {k: d.describe() for k, d in derived.domains.items()}
+    space_changed = space != {k: d.describe() for k, d in before_derived.domains.items()}
     if space_changed and not allow_space_change:
         raise UserError(f"search_space: changed on resume ({' '.join(overrides)}). Trials "
                         f"searched in different spaces are not comparable, and the study "
@@ -148,7 +149,7 @@ class ResumedSweep(Start):
 
             self.study = next_study_name(sweep.name, study_names(sweep.path))
             carried, finished = carry_over(sweep.path, new_study=self.study,
-                                           mode=derived["mode"], space=param_space(derived))
+                                           mode=derived.mode, space=param_space(derived))
             log.info(f"search space changed: a new Optuna study ({self.study}) starts from the "
                 f"{carried} of {finished} finished trials that lie inside the new space")
         if self.extend_to:
@@ -169,7 +170,7 @@ class ResumedSweep(Start):
         sweep = self.sweep
         tuner = restore_tuner(phase.cfg, phase.derived, phase.settings,
                               sweep_dir=str(sweep.path),
-                              histories=_histories(sweep, phase.derived["rank_key"]),
+                              histories=_histories(sweep, phase.derived.rank_key),
                               extend_to=self.extend_to, new_study=self.study,
                               remote=sweep.remote)
         log.info(f"watch it:  qlora-sweep status {sweep.where} --watch")
@@ -199,7 +200,7 @@ def resume_sweep(path: str, overrides: list[str] = (), *, address: str | None = 
     return execute(start, cfg, derived, address=address)
 
 
-def tokenize_once(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, Any],
+def tokenize_once(cfg: SweepConfig, derived: SweepPlan, settings: dict[str, Any],
                   sweep_dir: Path, remote=None) -> None:
     """The tokenized data for the trials of a resumed sweep: the run's (``tokenized/``), or,
     when the sweep has none (or it cannot be read), tokenized now on a worker. ``remote``:

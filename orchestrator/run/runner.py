@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config.preflight import preflight
+from ..config.plan import SweepPlan
 from ..config.schema import SweepConfig
 from ..errors import INTERRUPTED_EXIT, RUNTIME_EXIT, UserError
 from ..sweepdir.remote import Mirror
@@ -54,7 +55,7 @@ class Phase:
     settings from pre-flight, where the files go."""
 
     cfg: SweepConfig
-    derived: dict[str, Any]
+    derived: SweepPlan
     settings: dict[str, Any]
     loc: Location
 
@@ -62,7 +63,7 @@ class Phase:
 class Start:
     """How a sweep starts: what ``run`` and ``resume`` do differently, phase by phase."""
 
-    def location(self, cfg: SweepConfig, derived: dict[str, Any]) -> Location:
+    def location(self, cfg: SweepConfig, derived: SweepPlan) -> Location:
         raise NotImplementedError
 
     def prepare(self, phase: Phase) -> None:
@@ -80,7 +81,7 @@ class Start:
         """A phase after ``baseline`` failed: undo what this start changed, where it can."""
 
 
-def execute(start: Start, cfg: SweepConfig, derived: dict[str, Any], *,
+def execute(start: Start, cfg: SweepConfig, derived: SweepPlan, *,
             address: str | None) -> int:
     """Run the phases; returns the process exit code.
 
@@ -116,7 +117,7 @@ def execute(start: Start, cfg: SweepConfig, derived: dict[str, Any], *,
             ray.shutdown()
 
 
-def fit_and_finish(cfg: SweepConfig, derived: dict[str, Any], tuner, *, loc: Location,
+def fit_and_finish(cfg: SweepConfig, derived: SweepPlan, tuner, *, loc: Location,
                    baseline: dict, started: float) -> int:
     """Run the Tuner; then the leaderboard, ``best.json`` and the promotion, or, when the sweep
     was interrupted (Ctrl-C), how to resume it. A cloud sweep dir gets every file the driver
@@ -165,11 +166,11 @@ def _auto_promote(where: str) -> None:
         log.info(f"the sweep itself is complete; promote again with: qlora-sweep promote {where}")
 
 
-def finish(cfg: SweepConfig, derived: dict[str, Any], results, *, sweep_dir: Path,
+def finish(cfg: SweepConfig, derived: SweepPlan, results, *, sweep_dir: Path,
            baseline: dict) -> int:
     """Write ``leaderboard.csv`` and ``best.json``, print the table; the exit code."""
-    metric, mode = cfg.search.metric, derived["mode"]
-    searched = list(derived["domains"])
+    metric, mode = cfg.search.metric, derived.mode
+    searched = list(derived.domains)
     rows = trial_rows(results, metric=metric, mode=mode, max_steps=cfg.training.max_steps,
                       searched=searched)
     write_leaderboard(rows, sweep_dir / LEADERBOARD, metric=metric, searched=searched)

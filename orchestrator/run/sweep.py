@@ -13,6 +13,7 @@ import yaml
 
 from trainables.storage import is_uri, join
 
+from ..config.plan import SweepPlan
 from ..config.schema import SweepConfig
 from ..errors import UserError
 from ..sweepdir.remote import Mirror
@@ -64,8 +65,8 @@ def _resolved_config(cfg: SweepConfig, settings: dict[str, Any], name: str) -> d
 class NewSweep(Start):
     """A sweep that starts from nothing: its sweep dir appears once the baseline has passed."""
 
-    def location(self, cfg: SweepConfig, derived: dict[str, Any]) -> Location:
-        return sweep_location(cfg, derived["config_path"])
+    def location(self, cfg: SweepConfig, derived: SweepPlan) -> Location:
+        return sweep_location(cfg, derived.config_path)
 
     def prepare(self, phase: Phase) -> None:
         if phase.cfg.promote.repo_id:
@@ -103,10 +104,10 @@ class NewSweep(Start):
 
             settings["prepared_data"] = prepared
             save(sweep_dir, prepared)
-        write_baseline_run(sweep_dir, baseline=baseline, domains=derived["domains"],
+        write_baseline_run(sweep_dir, baseline=baseline, domains=derived.domains,
                            metric=cfg.search.metric, max_steps=cfg.training.max_steps,
-                           derived=[] if "lora.alpha" in derived["domains"] else [alpha_hparam(
-                               derived["domains"], r=cfg.lora.r, alpha=cfg.lora.alpha,
+                           derived=[] if "lora.alpha" in derived.domains else [alpha_hparam(
+                               derived.domains, r=cfg.lora.r, alpha=cfg.lora.alpha,
                                alpha_ratio=cfg.lora.alpha_ratio)])
         if loc.remote:
             loc.remote.push()
@@ -138,7 +139,7 @@ class NewSweep(Start):
         return tuner
 
 
-def run_sweep(cfg: SweepConfig, derived: dict[str, Any], *,
+def run_sweep(cfg: SweepConfig, derived: SweepPlan, *,
               address: str | None = None) -> int:
     """Run a new sweep and write its sweep dir; returns the process exit code.
 
@@ -158,7 +159,7 @@ def _baseline(cfg: SweepConfig, settings: dict[str, Any]) -> dict[str, Any]:
     return baseline
 
 
-def shares_data(derived: dict[str, Any]) -> bool:
+def shares_data(derived: SweepPlan) -> bool:
     """Whether the trials share one tokenized copy of the data. A searched seed changes the
     held-out eval split, so then each trial tokenizes its own."""
-    return "training.seed" not in derived["domains"]
+    return "training.seed" not in derived.domains

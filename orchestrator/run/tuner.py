@@ -7,13 +7,14 @@ from typing import Any
 
 from search_spaces.domains import encode_choice, to_tune
 
+from ..config.plan import SweepPlan
 from ..config.schema import SweepConfig
 from ..sweepdir.names import JOURNAL
 
 
-def param_space(derived: dict[str, Any], *, grid: bool = False) -> dict[str, Any]:
+def param_space(derived: SweepPlan, *, grid: bool = False) -> dict[str, Any]:
     """Flat dotted names -> Tune domains (what Optuna and params.json see)."""
-    return {name: to_tune(dom, grid=grid) for name, dom in derived["domains"].items()}
+    return {name: to_tune(dom, grid=grid) for name, dom in derived.domains.items()}
 
 
 def initial_points(cfg: SweepConfig) -> list[dict[str, Any]]:
@@ -54,25 +55,25 @@ def search_alg(cfg: SweepConfig, *, sweep_dir: str, concurrency: int, name: str,
                                  random_state=cfg.search.seed)
 
 
-def scheduler(cfg: SweepConfig, derived: dict[str, Any]):
+def scheduler(cfg: SweepConfig, derived: SweepPlan):
     if cfg.scheduler.type == "none":
         return None
     from ray.tune.schedulers import ASHAScheduler
 
     # Ranking on search_value (scheduler.early_eval_samples) names it here, and the Tuner is
     # given no metric: Ray takes the metric from one place or the other, not both.
-    ranked = ({"metric": derived["rank_key"], "mode": derived["mode"]}
+    ranked = ({"metric": derived.rank_key, "mode": derived.mode}
               if _own_rank_key(cfg, derived) else {})
-    return ASHAScheduler(time_attr="step", max_t=derived["max_t"],
-                         grace_period=derived["grace_period"],
+    return ASHAScheduler(time_attr="step", max_t=derived.max_t,
+                         grace_period=derived.grace_period,
                          reduction_factor=cfg.scheduler.reduction_factor, **ranked)
 
 
-def _own_rank_key(cfg: SweepConfig, derived: dict[str, Any]) -> bool:
+def _own_rank_key(cfg: SweepConfig, derived: SweepPlan) -> bool:
     return derived.get("rank_key", cfg.search.metric) != cfg.search.metric
 
 
-def _callbacks(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, Any], *,
+def _callbacks(cfg: SweepConfig, derived: SweepPlan, settings: dict[str, Any], *,
                sweep_dir: str, remote=None) -> list:
     """Ray's CSV and JSON loggers (``progress.csv``, ``result.json``), our TensorBoard runs in
     place of Ray's, ``status.json``, the disk guard, and for a cloud sweep dir (``remote``) the
@@ -86,7 +87,7 @@ def _callbacks(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, An
     from ..config.rules import asha_rungs
     from ..callbacks.trial_status import StatusCallback
 
-    searched = list(derived["domains"])
+    searched = list(derived.domains)
 
     def hparams_of(config: dict[str, Any]) -> dict[str, Any]:
         values = {k: config.get(k) for k in searched}
@@ -94,17 +95,17 @@ def _callbacks(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, An
         return values
 
     rungs = ([] if cfg.scheduler.type == "none" else
-             asha_rungs(derived["grace_period"], derived["max_t"], cfg.scheduler.reduction_factor))
+             asha_rungs(derived.grace_period, derived.max_t, cfg.scheduler.reduction_factor))
     callbacks = [
         CSVLoggerCallback(),
         JsonLoggerCallback(),
-        TensorBoardCallback(metric=cfg.search.metric, mode=derived["mode"], hparams_of=hparams_of),
-        StatusCallback(Path(sweep_dir), metric=cfg.search.metric, mode=derived["mode"],
+        TensorBoardCallback(metric=cfg.search.metric, mode=derived.mode, hparams_of=hparams_of),
+        StatusCallback(Path(sweep_dir), metric=cfg.search.metric, mode=derived.mode,
                        searched=searched, max_steps=cfg.training.max_steps,
                        planned=None if cfg.search.algorithm == "grid" else cfg.search.num_trials,
                        rungs=rungs),
         DiskGuard(sweep_dir=remote.uri if remote else sweep_dir, metric=cfg.search.metric,
-                  mode=derived["mode"], max_steps=cfg.training.max_steps,
+                  mode=derived.mode, max_steps=cfg.training.max_steps,
                   max_bytes=int(cfg.storage.max_gb * 1e9) if cfg.storage.max_gb else None),
     ]
     if remote is not None:
@@ -138,7 +139,7 @@ def replay_asha(asha, histories: list[tuple[str, int, float, float]], *, mode: s
         bracket.on_result(SimpleNamespace(trial_id=trial_id), step, sign * value)
 
 
-def restore_tuner(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, Any], *,
+def restore_tuner(cfg: SweepConfig, derived: SweepPlan, settings: dict[str, Any], *,
                   sweep_dir: str, histories: list[tuple[str, int, float, float]],
                   extend_to: int | None = None, new_study: str | None = None, remote=None):
     """The interrupted sweep's Tuner: finished trials stay as they are, unfinished ones go on
@@ -161,7 +162,7 @@ def restore_tuner(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str,
     tune_config = restored.tune_config
     asha = scheduler(cfg, derived)
     if asha is not None:
-        replay_asha(asha, histories, mode=derived["mode"])  # tuner.pkl's ASHA has empty rungs
+        replay_asha(asha, histories, mode=derived.mode)  # tuner.pkl's ASHA has empty rungs
         tune_config.scheduler = asha
     if extend_to is not None:
         searcher = tune_config.search_alg
@@ -171,7 +172,7 @@ def restore_tuner(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str,
             restored.set_param_space(param_space(derived))
             searcher = search_alg(cfg, sweep_dir=sweep_dir, name=new_study,
                                   concurrency=searcher.max_concurrent,
-                                  with_initial_points=False, rank_key=derived["rank_key"])
+                                  with_initial_points=False, rank_key=derived.rank_key)
         tune_config.search_alg = extendable_search(
             searcher, total=extend_to,
             space=param_space(derived) if new_study is not None else None)
@@ -184,7 +185,7 @@ def restore_tuner(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str,
     return tuner
 
 
-def build_tuner(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, Any], *,
+def build_tuner(cfg: SweepConfig, derived: SweepPlan, settings: dict[str, Any], *,
                 storage_path: str, name: str, sweep_dir: str, concurrency: int, remote=None,
                 trainable=None):
     """The Tuner for the sweep (not yet started). ``trainable``: another function in place of
@@ -194,7 +195,7 @@ def build_tuner(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, A
     from ..callbacks.console import progress_reporter
 
     grid = cfg.search.algorithm == "grid"
-    metric, mode = cfg.search.metric, derived["mode"]
+    metric, mode = cfg.search.metric, derived.mode
     own = _own_rank_key(cfg, derived)  # scheduler and searcher name their key themselves
     if trainable is not None:
         from .cluster import trial_request
@@ -207,7 +208,7 @@ def build_tuner(cfg: SweepConfig, derived: dict[str, Any], settings: dict[str, A
             metric=None if own else metric,
             mode=None if own else mode,
             search_alg=search_alg(cfg, sweep_dir=sweep_dir, concurrency=concurrency,
-                                  name=name, rank_key=derived["rank_key"]),
+                                  name=name, rank_key=derived.rank_key),
             scheduler=scheduler(cfg, derived),
             num_samples=1 if grid else cfg.search.num_trials,
             trial_name_creator=lambda t: f"trial_{t.trial_id}",
