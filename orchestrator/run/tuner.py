@@ -70,7 +70,7 @@ def scheduler(cfg: SweepConfig, derived: SweepPlan):
 
 
 def _own_rank_key(cfg: SweepConfig, derived: SweepPlan) -> bool:
-    return derived.get("rank_key", cfg.search.metric) != cfg.search.metric
+    return derived.rank_key != cfg.search.metric
 
 
 def _callbacks(cfg: SweepConfig, derived: SweepPlan, settings: dict[str, Any], *,
