@@ -9,9 +9,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from .errors import INTERRUPTED_EXIT, UserError
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("qlora-sweep")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown (not installed)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -19,14 +29,17 @@ def _parser() -> argparse.ArgumentParser:
         prog="qlora-sweep",
         description="Ray-distributed QLoRA hyperparameter sweeps: Optuna TPE proposes, ASHA "
                     "stops the weak, the best adapter is named.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"qlora-sweep {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, text in (("validate", "check a sweep config and its data and model; Ray never "
                                     "starts"),
                        ("run", "run a sweep (local Ray unless --address / RAY_ADDRESS)")):
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("config", help="sweep YAML file, e.g. examples/demo_cpu.yaml")
-        p.add_argument("overrides", nargs="*", metavar="key=value",
-                       help="dotted overrides, e.g. search.num_trials=16 training.max_steps=300")
+        p.add_argument("overrides", nargs="*", default=[], metavar="key=value",
+                       help="dotted overrides, e.g. search.num_trials=16 training.max_steps=300 "
+                            "(quote values with spaces or braces: 'search_space.lora.r={choice: "
+                            "[8, 16]}')")
         if name == "run":
             p.add_argument("--address", default=None,
                            help="Ray cluster to join ('auto', or ray://host:port); default: "
@@ -40,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
         f"only sweep dirs you or someone you trust wrote. status, report, tensorboard, promote "
         f"and generate never load them."))
     p.add_argument("sweep_dir", help="the sweep dir printed by `qlora-sweep run`")
-    p.add_argument("overrides", nargs="*", metavar="search.num_trials=N",
+    p.add_argument("overrides", nargs="*", default=[], metavar="search.num_trials=N",
                    help="add trials to the sweep (Optuna): its study goes on from the trials "
                         "it has; nothing else may change (the search space with "
                         "--allow-space-change)")
@@ -71,8 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true",
                    help="load the repo's current adapter even if it is stored only as a pickle "
                         "(adapter_model.bin), which can run code; only for repos you trust")
-    p = sub.add_parser("generate", help="complete a prompt with an adapter (local bundle or Hub "
+    text = ("complete a prompt with an adapter (local bundle or Hub "
                        "repo) on its base model, in its training prompt format")
+    p = sub.add_parser("generate", help=text, description=text)
     p.add_argument("adapter", help="SWEEP_DIR/promoted, a checkpoint folder, or a Hub repo id")
     p.add_argument("prompt", help="the prompt, as a user would write it")
     p.add_argument("--revision", default=None, help="Hub revision: branch, tag or commit")
@@ -83,22 +97,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true",
                    help="load an adapter stored only as a pickle (adapter_model.bin), which can "
                         "run code; only for adapters you trust")
-    p = sub.add_parser("status", help="leaderboard of a running or finished sweep, read from "
+    text = ("leaderboard of a running or finished sweep, read from "
                        "its sweep dir (works from any terminal or machine that sees it)")
+    p = sub.add_parser("status", help=text, description=text)
     p.add_argument("sweep_dir", help="the sweep dir printed by `qlora-sweep run`")
     p.add_argument("--watch", action="store_true", help="refresh until the sweep ends")
     p.add_argument("--interval", type=float, default=10.0, metavar="SECONDS",
                    help="seconds between refreshes with --watch (default 10)")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table",
                    help="table for people (default); json or csv for scripts")
-    p = sub.add_parser("tensorboard", help="start TensorBoard on a sweep and print its URL")
+    text = ("start TensorBoard on a sweep and print its URL")
+    p = sub.add_parser("tensorboard", help=text, description=text)
     p.add_argument("sweep_dir", help="the sweep dir printed by `qlora-sweep run`")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
     p.add_argument("--port", type=int, default=6006, help="port (default 6006; 0: any free one)")
-    p = sub.add_parser("report", help="write SWEEP_DIR/report/report.html (opens offline) and "
+    text = ("write SWEEP_DIR/report/report.html (opens offline) and "
                        "its PNGs: curves, Optuna history, importances, parallel coordinates, "
                        "slices, leaderboard")
+    p = sub.add_parser("report", help=text, description=text)
     p.add_argument("sweep_dir", help="the sweep dir printed by `qlora-sweep run`")
     return parser
 
@@ -207,6 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return INTERRUPTED_EXIT
+    except BrokenPipeError:
+        # The reader went away (`status --format csv | head`): stop quietly. Python's own
+        # flush at exit would fail again, so stdout is pointed at nothing first.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

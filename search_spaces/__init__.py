@@ -34,7 +34,8 @@ def load_preset(name: str) -> dict:
         close = difflib.get_close_matches(name, list_presets(), n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         raise SpaceError([f"search_space.preset: no preset named '{name}'; presets: "
-                          f"{', '.join(list_presets())}.{hint}"])
+                          f"{', '.join(list_presets())}.{hint} Fix: use one of them, or list "
+                          f"the searched settings under search_space yourself."])
     return yaml.safe_load(path.read_text()) or {}
 
 

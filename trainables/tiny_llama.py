@@ -292,8 +292,8 @@ def _pretrain(model, tokenizer, corpus: list[str], recipe: dict):
         opt.zero_grad(set_to_none=True)
         if (step + 1) % 100 == 0 or step + 1 == steps:
             log.info(
-                f"  pre-training {step + 1}/{steps}  loss {loss.item():.3f}  "
-                f"({time.monotonic() - started:.0f}s)"
+                     f"  pre-training {step + 1}/{steps}  loss {loss.item():.3f}  "
+                     f"({time.monotonic() - started:.0f}s)"
             )
     model.eval()
     return float(loss.item())

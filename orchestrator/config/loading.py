@@ -15,15 +15,24 @@ from .rules import check_rules
 from .schema import SweepConfig, suggest
 
 
-def _line_map(text: str) -> dict[tuple, int]:
-    """Map each key path in the YAML document to its 1-based line number."""
+def _line_map(text: str) -> tuple[dict[tuple, int], list[str]]:
+    """Map each key path in the YAML document to its 1-based line number; and the keys given
+    twice in one mapping (YAML keeps the last silently)."""
     lines: dict[tuple, int] = {}
+    twice: list[str] = []
 
     def walk(node, path: tuple):
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 k = key.value
-                lines[path + (k,)] = key.start_mark.line + 1
+                line = key.start_mark.line + 1
+                if path + (k,) in lines:
+                    dotted = ".".join(str(p) for p in path + (k,))
+                    twice.append(f"line {line}: {dotted} is given a second time (first on line "
+                                 f"{lines[path + (k,)]}); YAML would keep only the second and "
+                                 f"drop the first without a word. Fix: merge the two into one.")
+                    continue  # what it holds is not a problem of its own
+                lines[path + (k,)] = line
                 walk(value, path + (k,))
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
@@ -34,7 +43,7 @@ def _line_map(text: str) -> dict[tuple, int]:
         walk(yaml.compose(text), ())
     except yaml.YAMLError:
         pass
-    return lines
+    return lines, twice
 
 
 def read_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:
@@ -49,6 +58,10 @@ def read_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        line = text.splitlines()[mark.line] if mark and mark.line < len(text.splitlines()) else ""
+        if "\t" in line[:len(line) - len(line.lstrip())] or "'\\t'" in problem:
+            raise UserError(f"{path}{where}: a tab in the indentation; YAML indents with spaces "
+                            f"only. Fix: replace the tab(s) on that line with spaces.") from None
         raise UserError(f"{path}{where}: not valid YAML ({problem}). Fix: check the indentation "
                         f"and quoting on that line.") from None
     if data is None:
@@ -57,7 +70,10 @@ def read_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:
         raise UserError(f"{path}: the top level must be a mapping of sections (model, data, "
                         f"lora, ...), got a {type(data).__name__}. Fix: start from "
                         f"examples/demo_cpu.yaml, with each section a key at the left margin.")
-    return data, _line_map(text)
+    lines, twice = _line_map(text)
+    if twice:
+        raise UserError(f"{path}: {len(twice)} key(s) given twice", twice)
+    return data, lines
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
@@ -128,8 +144,15 @@ def format_validation_errors(err: ValidationError, lines: dict[tuple, int],
             problems.append(f"{at}{dotted}: unknown key.{hint} Known keys here: "
                             f"{', '.join(known)}.")
             continue
-        value = e.get("input")
         desc = _describe(loc)
+        if e["type"] == "missing":
+            examples = {"data": "data: {train: data/train.jsonl}",
+                        "data.train": "train: data/train.jsonl under data:"}
+            what = f" ({desc.rstrip('.')})" if desc else ""
+            problems.append(f"{source}: {dotted} is required and not given{what}. Fix: add "
+                            f"{examples.get(dotted, dotted + ': <value>')}.")
+            continue
+        value = e.get("input")
         fix = f" Fix: {dotted} is: {desc}" if desc else ""
         msg = e["msg"].removeprefix("Value error, ")
         problems.append(f"{at}{dotted} = {value!r}: {msg}.{fix}")

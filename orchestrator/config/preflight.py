@@ -66,6 +66,12 @@ def target_candidates(cfg: SweepConfig, derived: SweepPlan) -> list[str | list[s
     return values
 
 
+def looks_like_a_path(name: str) -> bool:
+    """A model or dataset name that can only be a local path: a Hub id is ``name`` or
+    ``owner/name``, never starting with ``/``, ``.`` or ``~`` and with one slash at most."""
+    return name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1
+
+
 def check_model(cfg: SweepConfig, derived: SweepPlan) -> tuple[dict[str, list[str]], list[str]]:
     """Resolve the target-module groups from the model's config (meta device, no weights).
 
@@ -76,6 +82,11 @@ def check_model(cfg: SweepConfig, derived: SweepPlan) -> tuple[dict[str, list[st
     from trainables.model import linear_module_names
 
     model = cfg.model.model_dump()
+    name = cfg.model.name_or_path
+    if looks_like_a_path(name) and not Path(name).expanduser().exists():
+        return {}, [f"model.name_or_path = {name!r}: no such folder (a path, not a Hub id). Fix: "
+                    f"give the folder of a local model (the one holding config.json), or a Hub "
+                    f"id such as 'Qwen/Qwen2.5-0.5B-Instruct'."]
     try:
         names = linear_module_names(model)
     except Exception as err:  # transformers raises OSError/ValueError/KeyError for bad models

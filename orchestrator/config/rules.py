@@ -14,7 +14,7 @@ from search_spaces.domains import Domain, encode_choice
 from trainables.metrics import SEARCH_VALUE
 
 from .plan import SweepPlan
-from .schema import SEARCHABLE_SECTIONS, SweepConfig, searchable_keys, suggest
+from .schema import DATA_SUFFIXES, SEARCHABLE_SECTIONS, SweepConfig, searchable_keys, suggest
 
 
 def asha_rungs(grace_period: int, max_t: int, reduction_factor: float) -> list[int]:
@@ -170,6 +170,9 @@ def check_rules(cfg: SweepConfig, *, base_dir: Path) -> tuple[SweepPlan, list[st
     """
     domains, problems = _parse(cfg.search_space)
     problems += _check_domains(domains)
+    # While the space has a problem, what is checked against it (initial points, an empty
+    # space) would only repeat that problem in other words.
+    space_ok = not problems
 
     if "lora.alpha" in domains and "lora.alpha_ratio" in domains:
         problems.append("search_space: lora.alpha and lora.alpha_ratio are both searched, but "
@@ -178,6 +181,11 @@ def check_rules(cfg: SweepConfig, *, base_dir: Path) -> tuple[SweepPlan, list[st
         problems.append(f"lora.alpha = {cfg.lora.alpha}: a fixed alpha overrides the searched "
                         f"lora.alpha_ratio. Fix: remove lora.alpha, or search lora.alpha instead.")
 
+    if space_ok and not domains and cfg.search.algorithm != "grid" and cfg.search.num_trials > 1:
+        problems.append(f"search_space is empty: each of the {cfg.search.num_trials} trials would "
+                        f"train exactly the same settings. Fix: search something (e.g. "
+                        f"search_space: {{lora.r: {{choice: [8, 16]}}}}, or preset: cpu-demo), "
+                        f"or set search.num_trials: 1 for a single training.")
     if cfg.search.algorithm == "grid":
         ranged = [n for n, d in domains.items() if d.kind != "choice"]
         if ranged:
@@ -188,7 +196,7 @@ def check_rules(cfg: SweepConfig, *, base_dir: Path) -> tuple[SweepPlan, list[st
             problems.append("search.algorithm = 'grid' with an empty search_space has nothing "
                             "to combine. Fix: add choice entries to search_space.")
 
-    for i, point in enumerate(cfg.search.initial_points):
+    for i, point in enumerate(cfg.search.initial_points if space_ok else []):
         missing = [k for k in domains if k not in point]
         if missing:
             problems.append(f"search.initial_points[{i}] gives no value for {', '.join(missing)}; "
@@ -241,6 +249,18 @@ def check_rules(cfg: SweepConfig, *, base_dir: Path) -> tuple[SweepPlan, list[st
     def local(path: str) -> str:
         p = Path(path).expanduser()
         return str(p if p.is_absolute() else (base_dir / p).resolve())
+
+    for key, src in (("data.train", cfg.data.train), ("data.eval", cfg.data.eval)):
+        if src is None:
+            continue
+        on_disk = Path(local(src.path))
+        if on_disk.is_dir():
+            problems.append(f"{key} = {src.path!r}: {on_disk} is a folder, not a data file. "
+                            f"Fix: name the file in it ({', '.join(DATA_SUFFIXES)}).")
+        elif src.is_local and not src.path.lower().endswith(DATA_SUFFIXES):
+            problems.append(f"{key} = {src.path!r}: not a file type qlora-sweep reads "
+                            f"({', '.join(DATA_SUFFIXES)}). Fix: convert it to JSONL, one "
+                            f'{{"prompt": ..., "completion": ...}} object per line.')
 
     plan = SweepPlan(
         domains=domains, mode=cfg.mode, max_t=max_t, grace_period=grace,

@@ -7,6 +7,7 @@ collects every problem rather than stopping at the first. Nothing here imports t
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -51,8 +52,13 @@ class DataSource(Section):
 
     @property
     def is_local(self) -> bool:
+        """A file, not a Hub dataset: a Hub name is ``name`` or ``owner/name``, without a
+        file suffix (``data/train.txt`` is a file, if an unsupported one)."""
+        last = self.path.rsplit("/", 1)[-1]
         return (self.path.lower().endswith(DATA_SUFFIXES)
-                or self.path.startswith(("/", "./", "../", "~")))
+                or self.path.startswith(("/", "./", "../", "~"))
+                or self.path.count("/") > 1
+                or re.fullmatch(r"[^.]+\.[A-Za-z0-9]{1,8}", last) is not None)
 
 
 def _source(value: Any) -> Any:
@@ -61,8 +67,7 @@ def _source(value: Any) -> Any:
 
 class DataSection(Section):
     train: DataSource = Field(
-        default_factory=lambda: DataSource(path="examples/data/pricing_train.jsonl"),
-        description="Training data (a path string is shorthand for {path: ...}).")
+        ..., description="Training data (a path string is shorthand for {path: ...}).")
     eval: DataSource | None = Field(
         None, description="Held-out eval data; when absent, eval_fraction of train is held out.")
     format: Literal["auto", "prompt_completion", "messages", "instruction"] = Field(
@@ -353,7 +358,7 @@ class EvaluationSection(Section):
 
 class SweepConfig(Section):
     model: ModelSection = Field(default_factory=ModelSection, description="The base model.")
-    data: DataSection = Field(default_factory=DataSection, description="Training and eval data.")
+    data: DataSection = Field(..., description="Training and eval data.")
     lora: LoraSection = Field(default_factory=LoraSection,
                               description="Fixed LoRA settings (used where not searched).")
     training: TrainingSection = Field(default_factory=TrainingSection,

@@ -51,12 +51,13 @@ def serve(path: str, *, host: str = "127.0.0.1", port: int = 6006) -> int:
         raise UserError(f"--host {host} --port {port}: TensorBoard could not start its server "
                         f"({err.msg}). Fix: choose another --port, or --port 0.") from None
     log.info(f"TensorBoard on {sweep.name}: {url}")
-    log.info("  Scalars: every trial's curves by training step, the base model as the 'baseline' run")
+    log.info("  Scalars: every trial's curves by training step, the base model as the "
+             "'baseline' run")
     log.info("  HParams: every trial's searched values and its best and final "
-        f"{sweep.metric}; press Ctrl-C to stop")
+             f"{sweep.metric}; press Ctrl-C to stop")
     if sweep.remote:
         log.info(f"  (served from the local copy {sweep.path}, downloaded again every "
-            f"{PULL_PERIOD_S:.0f} s)")
+                 f"{PULL_PERIOD_S:.0f} s)")
     try:
         while True:
             time.sleep(PULL_PERIOD_S if sweep.remote else 3600)

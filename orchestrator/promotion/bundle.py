@@ -108,6 +108,10 @@ def build_bundle(sweep: SweepDir, settings: dict[str, Any], derived: SweepPlan, 
     checkpoint = sweep.best_checkpoint()
     dest = sweep.path / BUNDLE_DIR
     tmp = Path(tempfile.mkdtemp(prefix=".promoted-", dir=sweep.path))
+    # mkdtemp makes it private (0700); the bundle is output like any other of the sweep dir
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)
     try:
         for item in sorted(checkpoint.iterdir()):
             if item.is_file() and _publishable(item.name):

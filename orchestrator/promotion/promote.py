@@ -134,8 +134,9 @@ def promote(sweep_path: str | Path, *, repo_id: str | None = None, private: bool
     size = sum(f.stat().st_size for f in bundle.iterdir())
     log.info(f"bundle: {bundle} ({size / 1e6:.2f} MB: adapter, tokenizer, model card, summary)")
     if hub is None:
-        log.info("no --repo-id (and no promote.repo_id in the sweep), so nothing is pushed. To push "
-            "it: `hf auth login` (or set HF_TOKEN), then")
+        log.info(f"no --repo-id (and no promote.repo_id in the sweep), so nothing is "
+                 f"{'compared or ' if dry_run else ''}pushed: the bundle is all. To push it: "
+                 f"`hf auth login` (or set HF_TOKEN), then")
         log.info(f"  qlora-sweep promote {sweep.where} --repo-id <owner>/<name> [--private]")
         entry = {"verdict": "bundled", "bundle": str(bundle), "trial_id": best["trial_id"]}
         _record(sweep, entry)
@@ -154,7 +155,7 @@ def _against_champion(sweep, hub, bundle: Path, summary: dict, settings: dict, c
     metric, mode = sweep.metric, sweep.mode
     if not metric.startswith(("eval_", "task_")):
         log.info(f"the sweep ranks by {metric}, which has no value on eval data; champion and "
-            f"challenger are compared by eval_loss")
+                 f"challenger are compared by eval_loss")
         metric, mode = "eval_loss", "min"
     entry: dict[str, Any] = {"repo_id": hub.repo_id, "trial_id": best["trial_id"],
                              "metric": metric, "mode": mode,
@@ -164,7 +165,7 @@ def _against_champion(sweep, hub, bundle: Path, summary: dict, settings: dict, c
     champion_summary = None
     if head is None:
         log.info(f"{hub.repo_id} does not exist yet: it will be created "
-            f"({'private' if private else 'public'})")
+                 f"({'private' if private else 'public'})")
     elif "adapter_config.json" not in files:
         log.info(f"{hub.repo_id} holds no adapter yet (head {head[:12]})")
     else:
@@ -174,13 +175,14 @@ def _against_champion(sweep, hub, bundle: Path, summary: dict, settings: dict, c
         if champion_summary and champion_summary.get("winner", {}).get("adapter_sha256") == ours:
             tag = hub.tag(sweep.name, head, f"qlora-sweep {sweep.name}, trial {best['trial_id']}")
             log.info(f"{hub.repo_id} already holds this adapter (trial {best['trial_id']} of "
-                f"{sweep.name}, commit {head[:12]}, tag {tag}): nothing new to push")
+                     f"{sweep.name}, commit {head[:12]}, tag {tag}): nothing new to push")
             entry.update(verdict="already promoted", commit=head, tag=tag,
                          url=hub.commit_url(head))
             _record(sweep, entry)
             return entry
     if head is not None and private and is_private is False:
-        log.info(f"note: {hub.repo_id} exists and is public; --private applies only when creating it")
+        log.info(f"note: {hub.repo_id} exists and is public; --private applies only when "
+                 f"creating it")
 
     trial = trial_settings(settings, best["config"])
     resources = {"cpu": cfg.resources.cpu, "gpu": _eval_gpu(cfg.resources.gpu)}
@@ -208,8 +210,8 @@ def _against_champion(sweep, hub, bundle: Path, summary: dict, settings: dict, c
             log.info(f"{text}; --force: replacing it without a comparison")
             wins, reason = True, "forced over an adapter for a different base model"
         else:
-            log.info(f"evaluating the current adapter ({head[:12]}) and trial {best['trial_id']} on "
-                f"the sweep's eval data ...")
+            log.info(f"evaluating the current adapter ({head[:12]}) and trial "
+                     f"{best['trial_id']} on the sweep's eval data ...")
             champion_value = _evaluate(trial, champion_dir, resources)[metric]
             challenger_value = _evaluate(trial, bundle, resources)[metric]
             entry.update(champion={"commit": head, "value": champion_value,
@@ -232,7 +234,7 @@ def _against_champion(sweep, hub, bundle: Path, summary: dict, settings: dict, c
         return entry
     if dry_run:
         log.info(f"--dry-run: nothing pushed. Without it, {bundle} would be committed to "
-            f"{hub.repo_id} and tagged {sweep.name}.")
+                 f"{hub.repo_id} and tagged {sweep.name}.")
         entry.update(verdict="would promote (dry run)", reason=reason)
         _record(sweep, entry)
         return entry

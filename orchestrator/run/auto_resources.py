@@ -119,8 +119,8 @@ def resolve_auto(cfg: SweepConfig, derived: SweepPlan, settings: dict[str, Any],
         need = est.total + CPU_PROCESS_BYTES
         update = {"gpu": 0.0, "memory_gb": cfg.resources.memory_gb or round(need / GiB, 2)}
         log.info(f"resources.gpu = auto: no GPU in the cluster, so trials run on CPU, "
-            f"{cfg.resources.cpu:g} core(s) each; the largest trial{which} needs about "
-            f"{est.describe()}, {update['memory_gb']:.2f} GiB of RAM reserved per trial")
+                 f"{cfg.resources.cpu:g} core(s) each; the largest trial{which} needs about "
+                 f"{est.describe()}, {update['memory_gb']:.2f} GiB of RAM reserved per trial")
         return cfg.model_copy(update={"resources": cfg.resources.model_copy(update=update)})
 
     from trainables.memory_estimate import trials_per_gpu
@@ -136,6 +136,6 @@ def resolve_auto(cfg: SweepConfig, derived: SweepPlan, settings: dict[str, Any],
             f"or set resources.gpu: 1 to try anyway.")
     share = round(1 / per_gpu, 4)
     log.info(f"resources.gpu = auto: the largest trial{which} needs about {est.describe()}; a GPU "
-        f"of {gpu_bytes / GiB:.1f} GiB holds {per_gpu}, so each trial takes {share:g} GPU")
+             f"of {gpu_bytes / GiB:.1f} GiB holds {per_gpu}, so each trial takes {share:g} GPU")
     update = {"gpu": share}
     return cfg.model_copy(update={"resources": cfg.resources.model_copy(update=update)})

@@ -141,8 +141,8 @@ class ResumedSweep(Start):
         lost = mark_lost(sweep.path)
         if lost:
             log.info(f"{len(lost)} trial(s) started after Ray's last record of the sweep were lost "
-                f"with the driver ({', '.join(lost)}): their configurations start again as new "
-                f"trials")
+                     f"with the driver ({', '.join(lost)}): their configurations start again as "
+                     f"new trials")
         if self.space_changed:
             from .extend import carry_over, next_study_name, study_names
             from .tuner import param_space
@@ -151,10 +151,10 @@ class ResumedSweep(Start):
             carried, finished = carry_over(sweep.path, new_study=self.study,
                                            mode=derived.mode, space=param_space(derived))
             log.info(f"search space changed: a new Optuna study ({self.study}) starts from the "
-                f"{carried} of {finished} finished trials that lie inside the new space")
+                     f"{carried} of {finished} finished trials that lie inside the new space")
         if self.extend_to:
             log.info(f"adding trials: {self.extend_to} in all, Optuna's study going on from the "
-                f"{sum(r['status'] != 'lost' for r in sweep.leaderboard())} it has")
+                     f"{sum(r['status'] != 'lost' for r in sweep.leaderboard())} it has")
             _record_extension(sweep, phase.cfg)
         try:
             tokenize_once(phase.cfg, derived, phase.settings, sweep.path,

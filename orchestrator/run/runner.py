@@ -8,8 +8,8 @@
     tuner      a new Tuner, or the saved one restored (``Start.tuner``)
     fit        the trials; then the leaderboard, ``best.json``, the verdict, the promotion
 
-``run`` and ``resume`` differ only in their :class:`Start`: :class:`~orchestrator.run.sweep.NewSweep`
-and :class:`~orchestrator.run.resume.ResumedSweep`.
+``run`` and ``resume`` differ only in their :class:`Start`:
+:class:`~orchestrator.run.sweep.NewSweep` and :class:`~orchestrator.run.resume.ResumedSweep`.
 """
 
 from __future__ import annotations
@@ -133,8 +133,8 @@ def fit_and_finish(cfg: SweepConfig, derived: SweepPlan, tuner, *, loc: Location
             mark_interrupted(sweep_dir)  # unless Tune saw the experiment to its end
         if (open_sweep(sweep_dir).status() or {}).get("state") == "interrupted":
             log.info("")
-            log.info(f"interrupted: finished trials and the checkpoints of unfinished ones are kept "
-                f"in {loc.where}")
+            log.info(f"interrupted: finished trials and the checkpoints of unfinished ones are "
+                     f"kept in {loc.where}")
             log.info(f"resume it with: qlora-sweep resume {loc.where}")
             return INTERRUPTED_EXIT
         code = finish(cfg, derived, results, sweep_dir=sweep_dir, baseline=baseline)
@@ -146,7 +146,7 @@ def fit_and_finish(cfg: SweepConfig, derived: SweepPlan, tuner, *, loc: Location
                 loc.remote.push()  # promote reads the sweep dir from its storage
             _auto_promote(loc.where)
         log.info(f"wall time {time.monotonic() - started:.0f} s (pre-flight, model build if any, "
-            f"baseline and trials)")
+                 f"baseline and trials)")
         return code
     finally:
         if loc.remote:
@@ -178,8 +178,8 @@ def finish(cfg: SweepConfig, derived: SweepPlan, results, *, sweep_dir: Path,
     log.info("")
     log.info(render_table(rows, metric=metric, searched=searched, baseline=baseline))
     counts = {s: sum(r["status"] == s for r in rows) for s in ("completed", "stopped_early", "errored")}
-    log.info(f"{len(rows)} trials: {counts['completed']} completed, {counts['stopped_early']} stopped "
-        f"early by ASHA, {counts['errored']} errored")
+    log.info(f"{len(rows)} trials: {counts['completed']} completed, {counts['stopped_early']} "
+             f"stopped early by ASHA, {counts['errored']} errored")
     if best is None:
         log.info(f"no trial produced a usable {metric}; see the errors above and in {sweep_dir}")
         return RUNTIME_EXIT
@@ -191,7 +191,7 @@ def finish(cfg: SweepConfig, derived: SweepPlan, results, *, sweep_dir: Path,
         best["verdict"] = verdict
     write_json(sweep_dir / BEST, best)
     log.info(f"best trial {best['trial_id']}: {metric} {best['value']:.4f} at step {best['step']} "
-        f"(base model {_number(best['baseline_value'])})")
+             f"(base model {_number(best['baseline_value'])})")
     if verdict is not None:
         log.info("")
         log.info("task metrics on the eval prompts (what the models answer):")

@@ -75,7 +75,7 @@ class NewSweep(Start):
 
             user = Hub(phase.cfg.promote.repo_id).check_write_access()
             log.info(f"the winner will be promoted to {phase.cfg.promote.repo_id} (as {user}) "
-                      f"if it beats the adapter there")
+                     f"if it beats the adapter there")
         self.saved = phase.cfg  # sweep.yaml keeps "auto": a resume elsewhere estimates again
 
     def baseline(self, phase: Phase) -> dict[str, Any]:
@@ -118,12 +118,12 @@ class NewSweep(Start):
         log.info(f"           qlora-sweep status {loc.where} --watch")
         judged = baseline.get("task_samples") if cfg.search.metric.startswith("task_") else None
         log.info(f"baseline {cfg.search.metric}: {baseline[cfg.search.metric]:.4f} "
-            f"on {judged or baseline['eval_samples']} eval examples")
+                 f"on {judged or baseline['eval_samples']} eval examples")
         constant = (baseline.get("constant_reference") or {}).get("metrics")
         if constant and cfg.search.metric in constant:
             log.info(f"constant-answer reference {cfg.search.metric}: "
-                f"{constant[cfg.search.metric]:.4f} (every prompt answered "
-                f"{next(iter(baseline['constant_reference']['answers'].values()))!r})")
+                     f"{constant[cfg.search.metric]:.4f} (every prompt answered "
+                     f"{next(iter(baseline['constant_reference']['answers'].values()))!r})")
         return baseline
 
     def tuner(self, phase: Phase, baseline: dict[str, Any]):
@@ -135,7 +135,7 @@ class NewSweep(Start):
                             name=loc.name, sweep_dir=str(loc.sweep_dir), remote=loc.remote,
                             concurrency=concurrency)
         log.info(f"starting {cfg.search.num_trials if cfg.search.algorithm != 'grid' else 'grid'} "
-                  f"trials ({cfg.search.algorithm}, {cfg.scheduler.type}), {concurrency} at a time")
+                 f"trials ({cfg.search.algorithm}, {cfg.scheduler.type}), {concurrency} at a time")
         return tuner
 
 

@@ -1,0 +1,114 @@
+"""What a new user gets wrong in the first hour is caught by ``validate`` with one message at
+its cause (exit 2, no traceback), and the command line follows conventions."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from orchestrator.cli import _parser, main
+
+from .conftest import EXAMPLES, ROOT, cli, write_config
+
+pytestmark = pytest.mark.fast
+
+
+def validate(capsys, config, *overrides) -> tuple[int, str]:
+    code = main(["validate", str(config), *overrides])
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
+    assert "Traceback" not in out
+    return code, out
+
+
+def test_a_section_written_twice_is_an_error_at_the_second(capsys, tmp_path):
+    config = tmp_path / "s.yaml"
+    config.write_text(write_config(tmp_path / "base.yaml").read_text()
+                      + "training:\n  max_steps: 50\n")
+    code, out = validate(capsys, config)
+    assert code == 2 and "training is given a second time (first on line" in out
+    assert out.count("given a second time") == 1  # not once more per key inside it
+
+
+def test_a_tab_in_the_indentation_is_called_a_tab(capsys, tmp_path):
+    config = tmp_path / "s.yaml"
+    config.write_text("model:\n\tname_or_path: builtin:tiny-llama\n")
+    code, out = validate(capsys, config)
+    assert code == 2 and "a tab in the indentation" in out and "line 2" in out
+
+
+def test_training_data_is_required(capsys, tmp_path):
+    config = tmp_path / "s.yaml"
+    config.write_text("model:\n  name_or_path: builtin:tiny-llama\ndata:\n  max_length: 64\n")
+    code, out = validate(capsys, config)
+    assert code == 2 and "data.train is required and not given" in out and "Fix: add" in out
+
+
+@pytest.mark.parametrize("path", ["/models/llama-3-8b", "./my-model"])
+def test_a_missing_local_model_is_no_such_folder(capsys, tmp_path, path):
+    code, out = validate(capsys, write_config(tmp_path / "s.yaml"),
+                         f"model.name_or_path={path}")
+    assert code == 2 and f"{path!r}: no such folder" in out
+    assert "Repo id must be" not in out
+
+
+def test_data_paths_are_files_of_a_known_type(capsys, tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.txt").write_text("a line\n")
+    config = write_config(tmp_path / "s.yaml")
+    code, out = validate(capsys, config, "data.train=data/train.txt")
+    assert code == 2 and "not a file type qlora-sweep reads" in out and ".jsonl" in out
+    code, out = validate(capsys, config, "data.train=data")
+    assert code == 2 and "is a folder, not a data file" in out
+    assert "Hub dataset" not in out
+
+
+def test_an_empty_search_space_is_an_error_unless_one_trial(capsys, tmp_path):
+    config = write_config(tmp_path / "s.yaml", search_space={}, search={"num_trials": 4})
+    code, out = validate(capsys, config)
+    assert code == 2 and "search_space is empty: each of the 4 trials" in out
+    code, _ = validate(capsys, config, "search.num_trials=1")
+    assert code == 0
+
+
+def test_a_bad_space_is_reported_once_not_again_through_initial_points(capsys):
+    for override in ("search_space.preset=nope", "search_space.lora.r={choice: []}"):
+        code, out = validate(capsys, EXAMPLES / "demo_cpu.yaml", override)
+        assert code == 2 and "1 problem(s)" in out and "initial_points" not in out, out
+        assert "Fix:" in out
+
+
+def test_every_subcommand_and_flag_has_help():
+    import argparse
+
+    parser = _parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = []
+    for name, sub in commands.choices.items():
+        if not sub.description:
+            missing.append(f"{name}: no description")
+        missing += [f"{name} {a.dest}: no help" for a in sub._actions
+                    if not a.help and not isinstance(a, argparse._HelpAction)]
+    assert not missing, missing
+
+
+def test_version_and_run_without_a_config():
+    version = cli("--version", timeout=60)
+    assert version.returncode == 0 and version.stdout.startswith("qlora-sweep ")
+    bare = cli("run", timeout=60)
+    assert bare.returncode == 2 and "required: config" in bare.stderr
+    assert "key=value" not in bare.stderr.splitlines()[-1]  # overrides are optional
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    """``qlora-sweep ... | head -1``: no BrokenPipeError traceback when the reader goes away.
+    The output (a 30,000-value choice, printed by validate) is larger than a pipe's buffer, so
+    the writer is still writing when ``head`` exits."""
+    config = write_config(tmp_path / "big.yaml",
+                          search_space={"training.seed": {"choice": list(range(30000))}})
+    proc = subprocess.run(f"{sys.executable} -m orchestrator validate {config} | head -1",
+                          shell=True, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.stdout == f"{config}: valid\n"
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
