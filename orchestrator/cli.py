@@ -40,10 +40,11 @@ def _parser() -> argparse.ArgumentParser:
                        help="dotted overrides, e.g. search.num_trials=16 training.max_steps=300 "
                             "(quote values with spaces or braces: 'search_space.lora.r={choice: "
                             "[8, 16]}')")
-        if name == "run":
-            p.add_argument("--address", default=None,
-                           help="Ray cluster to join ('auto', or ray://host:port); default: "
-                                "RAY_ADDRESS, else a local Ray bound to 127.0.0.1")
+        p.add_argument("--address", default=None,
+                       help=("Ray cluster to join ('auto', or ray://host:port); default: "
+                             "RAY_ADDRESS, else a local Ray bound to 127.0.0.1" if name == "run"
+                             else "the Ray cluster the sweep will run on; without it (and "
+                             "without RAY_ADDRESS) a trial's resources must fit this machine"))
     text = ("finish a sweep whose driver was stopped (Ctrl-C) or died: finished trials are "
             "kept, unfinished ones go on from their checkpoints, the Optuna study and ASHA's "
             "rungs carry over")
@@ -169,9 +170,13 @@ def _resume(args) -> int:
 
 def _validate(args) -> int:
     from .config.loading import load_config
-    from .config.preflight import preflight
+    from .config.preflight import check_local_resources, preflight
 
     cfg, derived = load_config(args.config, args.overrides)
+    if not (args.address or os.environ.get("RAY_ADDRESS")):
+        problems = check_local_resources(cfg)
+        if problems:
+            raise UserError("the sweep cannot run on this machine", problems)
     settings = preflight(cfg, derived)
     space = derived.domains
     print(f"{args.config}: valid")

@@ -112,3 +112,18 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
                           shell=True, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.stdout == f"{config}: valid\n"
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+
+
+def test_local_resources_that_can_never_fit_are_caught_by_validate(capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # this machine, as if it had no GPU
+    config = write_config(tmp_path / "s.yaml")
+    cores = __import__("os").cpu_count()
+    code, out = validate(capsys, config, f"resources.cpu={cores + 6}", "resources.gpu=2")
+    assert code == 2 and "the sweep cannot run on this machine" in out
+    assert f"more cores than this machine has ({cores})" in out and "no GPU" in out
+    assert out.count("pass --address") == 2
+    # for a cluster (--address) the request is checked against the cluster by run, not here
+    code, out = validate(capsys, config, f"resources.cpu={cores + 6}", "resources.gpu=2",
+                         "--address", "auto")
+    assert code == 0 and "cannot run on this machine" not in out

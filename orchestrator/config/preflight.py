@@ -206,6 +206,55 @@ def check_chat_template(model: dict[str, Any], fmt: str | None) -> list[str]:
             f"the data as prompt/completion (or instruction/output) rows."]
 
 
+def local_gpus() -> int:
+    """The NVIDIA GPUs of this machine, as Ray would count them (``CUDA_VISIBLE_DEVICES``
+    narrows them), without importing torch."""
+    import os
+    import shutil
+    import subprocess
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return 0
+    gpus = Path("/proc/driver/nvidia/gpus")
+    if gpus.is_dir():
+        count = len(list(gpus.iterdir()))
+    elif shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+            count = sum(line.startswith("GPU ") for line in out.stdout.splitlines())
+        except (OSError, subprocess.SubprocessError):
+            count = 0
+    else:
+        count = 0
+    if visible is not None:
+        count = min(count, len([d for d in visible.split(",") if d.strip()]))
+    return count
+
+
+def check_local_resources(cfg: SweepConfig) -> list[str]:
+    """A local sweep (no ``--address``, no ``RAY_ADDRESS``) runs on this machine: one trial's
+    request must fit it, or every trial would wait forever."""
+    import os
+
+    problems = []
+    cores = os.cpu_count() or 1
+    if cfg.resources.cpu > cores:
+        problems.append(f"resources.cpu = {cfg.resources.cpu:g}: a trial asks for more cores than "
+                        f"this machine has ({cores}), and a local sweep runs here. Fix: set "
+                        f"resources.cpu to {cores} or less, or pass --address to run on a Ray "
+                        f"cluster with bigger nodes.")
+    gpu = cfg.resources.gpu
+    if gpu != "auto" and gpu > 0:
+        have = local_gpus()
+        if gpu > max(have, 1) or have == 0:
+            what = "no GPU" if have == 0 else f"{have} GPU(s)"
+            problems.append(f"resources.gpu = {gpu:g}: this machine has {what}, and a local sweep "
+                            f"runs here. Fix: set resources.gpu: 0 (train on CPU) or auto, or "
+                            f"pass --address to run on a Ray cluster with GPUs.")
+    return problems
+
+
 def preflight(cfg: SweepConfig, derived: SweepPlan) -> dict[str, Any]:
     """Every check that needs no Ray: data, model config, target groups. Returns trial settings.
 
