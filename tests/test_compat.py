@@ -78,12 +78,6 @@ def test_the_search_generator_state_an_extension_changes():
         assert name in source, name
 
 
-def test_the_console_reporter_prints_through_one_method():
-    from ray.tune import CLIReporter
-
-    assert "self._print(" in inspect.getsource(CLIReporter)
-
-
 def test_a_datasets_fingerprint():
     from datasets import Dataset
 

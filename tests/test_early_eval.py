@@ -15,7 +15,7 @@ from orchestrator.config.rules import check_rules
 from trainables.early_eval import subset_indices
 from trainables.trial import run_trial
 
-from .conftest import cli, write_config
+from .conftest import EXAMPLES, cli, write_config
 from .test_trainable import settings
 
 
@@ -51,7 +51,8 @@ def _derive(**scheduler):
     cfg = SweepConfig.model_validate({
         "training": {"max_steps": 160, "eval_steps": 20},
         "scheduler": {"grace_period": 20, "reduction_factor": 2, **scheduler},
-        "data": {"max_eval_samples": 64},
+        "data": {"train": str(EXAMPLES / "data/pricing_train.jsonl"), "max_eval_samples": 64},
+        "search_space": {"lora.r": {"choice": [8, 16]}},
     })
     return check_rules(cfg, base_dir=Path("."))
 

@@ -1,1 +1,2 @@
-"""The Ray Tune callbacks of a run: trial status, TensorBoard runs, the cloud mirror, the disk guard, the console table."""
+"""The Ray Tune callbacks of a run: trial status and progress lines, TensorBoard runs, the
+cloud mirror, the disk guard."""

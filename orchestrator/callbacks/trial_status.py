@@ -1,14 +1,18 @@
-"""``status.json`` in the sweep dir: every trial's state, kept current while the sweep runs.
+"""``status.json`` in the sweep dir: every trial's state, kept current while the sweep runs;
+and the console's progress lines, in the same words.
 
-The driver rewrites it (atomically) after trial events, at most every second, so ``qlora-sweep status`` can read a
-running sweep from another terminal or machine, and after the driver is gone. Statuses:
-``pending``, ``running``, ``paused``, ``completed``, ``stopped_early`` (with the ASHA rung it
-was stopped at), ``errored`` (with the first line of its error).
+The driver rewrites the file (atomically) after trial events, at most every second, so
+``qlora-sweep status`` can read a running sweep from another terminal or machine, and after the
+driver is gone. Statuses: ``pending``, ``running``, ``paused``, ``completed``,
+``stopped_early`` (with the ASHA rung it was stopped at), ``errored`` (with the first line of
+its error). The console gets a line when a trial starts and ends, and a summary at most every
+``PROGRESS_EVERY_S`` while trials run.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import socket
@@ -18,12 +22,16 @@ from typing import Any
 
 from ray.tune import Callback
 
+from search_spaces.domains import short_name
 from trainables.metrics import SEARCH_VALUE
 
 from ..sweepdir.results import error_summary, task_values, write_json
 from ..sweepdir.names import STATUS
 
+log = logging.getLogger(__name__)
+
 WRITE_EVERY_S = 1.0
+PROGRESS_EVERY_S = 30.0
 
 STATUS_FILE = STATUS
 _RAY_STATES = {"PENDING": "pending", "RUNNING": "running", "PAUSED": "paused"}
@@ -31,6 +39,19 @@ _RAY_STATES = {"PENDING": "pending", "RUNNING": "running", "PAUSED": "paused"}
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _value(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _clock(callback) -> str:
+    """Time since the callback's sweep started, as h:mm:ss."""
+    started = getattr(callback, "_started_at", None)
+    if started is None:
+        started = callback._started_at = time.monotonic()
+    seconds = int(time.monotonic() - started)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def sweep_interrupted(trial_states: list[str], planned: int | None) -> bool:
@@ -82,6 +103,7 @@ class StatusCallback(Callback):
         # Here, not in __init__: the Tuner pickles its callbacks, and a resumed sweep must
         # continue the file as it is now.
         self._staging_cleared = False
+        self._started_at = time.monotonic()
         previous = json.loads(self._path.read_text()) if self._path.is_file() else {}
         self._trials = {t["trial_id"]: t for t in previous.get("trials", [])}
         self._data = {
@@ -129,7 +151,35 @@ class StatusCallback(Callback):
         if staging:
             Path(staging, STATUS_FILE).unlink(missing_ok=True)
 
+    def _best(self) -> dict[str, Any] | None:
+        scored = [t for t in self._trials.values() if t.get("best_value") is not None]
+        if not scored:
+            return None
+        return self._better(scored, key=lambda t: t["best_value"])
+
+    def _progress(self) -> None:
+        """One line: how many trials run and have ended, and the best value so far."""
+        now = time.monotonic()
+        if now - getattr(self, "_progress_at", 0.0) < PROGRESS_EVERY_S:
+            return
+        self._progress_at = now
+        counts: dict[str, int] = {}
+        for entry in self._trials.values():
+            counts[entry["status"]] = counts.get(entry["status"], 0) + 1
+        if not counts.get("running"):
+            return
+        done = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in sorted(counts.items())
+                         if s != "running")
+        best = self._best()
+        line = f"[{_clock(self)}] {counts['running']} running"
+        line += f"; {done}" if done else ""
+        if best is not None:
+            line += (f"; best {self._metric} {best['best_value']:.4g} (trial "
+                     f"{best['trial_id']}, step {best['best_step']})")
+        log.info(line)
+
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
+        self._progress()
         # Trials the searcher has created but Ray has not started are listed as pending.
         signature = tuple((t.trial_id, t.status) for t in trials)
         if signature == self._signature:
@@ -145,8 +195,14 @@ class StatusCallback(Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
         entry = self._entry(trial)
+        again = entry["started_at"] is not None
         entry.update(status="running", started_at=entry["started_at"] or _now(), ended_at=None,
                      error="")
+        values = ", ".join(f"{short_name(k)}={_value(v)}" for k, v in entry["config"].items())
+        if again:  # after its worker failed, or on resume: from its newest checkpoint
+            log.info(f"trial {trial.trial_id} restarted from its newest checkpoint")
+        else:
+            log.info(f"trial {trial.trial_id} started{': ' + values if values else ''}")
         self._write()
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
@@ -193,11 +249,17 @@ class StatusCallback(Callback):
             passed = [r for r in self._rungs if r <= entry["steps_run"]]
             entry["rung"] = passed[-1] if passed else None
         entry["ended_at"] = _now()
+        how = ("completed" if entry["status"] == "completed" else
+               f"stopped early by ASHA at step {entry['steps_run']}")
+        best = (f"best {self._metric} {entry['best_value']:.4g} at step {entry['best_step']}"
+                if entry["best_value"] is not None else f"no {self._metric}")
+        log.info(f"trial {trial.trial_id} {how}: {best}")
         self._write()
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         entry = self._entry(trial)
         entry.update(status="errored", ended_at=_now(), error=error_summary(_error_text(trial)))
+        log.info(f"trial {trial.trial_id} errored: {entry['error']}")
         self._write()
 
     def on_experiment_end(self, trials: list, **info) -> None:

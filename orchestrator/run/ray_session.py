@@ -26,10 +26,19 @@ def quiet_ray_output() -> None:
     # Snapshots after each checkpoint are what keeps a sweep resumable; Ray's warning about
     # their frequency is noise at our checkpoint sizes.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # The Tuner gets its loggers and console table from orchestrator/run/tuner.py: no automatic
-    # TensorBoard logger beside ours, and the console table that can name columns.
+    # The Tuner gets its loggers from orchestrator/run/tuner.py (no automatic TensorBoard
+    # logger beside ours) and prints no status table of its own (verbose=0 in the old output
+    # path; the newer one ignores it): the progress lines are the sweep's.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    # Tune logs each failed trial's whole traceback; the sweep logs "trial X errored: <the
+    # error's last line>", status and the leaderboard keep it, and the trial's folder holds
+    # the traceback (error.txt).
+    logging.getLogger("ray.tune.execution.tune_controller").setLevel(logging.CRITICAL)
+    logging.getLogger("ray.tune.tune").setLevel(logging.CRITICAL)  # "Trials did not complete"
+    import optuna  # its "A new study created" line is not news either
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def loopback_only() -> None:
@@ -69,6 +78,9 @@ def init_ray(address: str | None) -> bool:
         # "local": a new Ray on this machine, even when a `ray start` cluster runs here
         # (joining one is --address / RAY_ADDRESS), listening on loopback only.
         loopback_only()
+        # Token authentication stays on; its banner is not news on a machine's own loopback.
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+            logging.ERROR)
         ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
                  runtime_env=_runtime_env(), logging_level=logging.WARNING)
     return True

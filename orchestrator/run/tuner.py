@@ -192,8 +192,6 @@ def build_tuner(cfg: SweepConfig, derived: SweepPlan, settings: dict[str, Any], 
     the QLoRA trial (``benchmarks/scale.py`` drives the orchestration with a trivial one)."""
     from ray import tune
 
-    from ..callbacks.console import progress_reporter
-
     grid = cfg.search.algorithm == "grid"
     metric, mode = cfg.search.metric, derived.mode
     own = _own_rank_key(cfg, derived)  # scheduler and searcher name their key themselves
@@ -226,7 +224,7 @@ def build_tuner(cfg: SweepConfig, derived: SweepPlan, settings: dict[str, Any], 
             ),
             failure_config=tune.FailureConfig(max_failures=cfg.failure.max_retries),
             callbacks=_callbacks(cfg, derived, settings, sweep_dir=sweep_dir, remote=remote),
-            progress_reporter=progress_reporter(cfg, derived, sweep_dir),
-            verbose=1,
+            # No Ray status table: the StatusCallback logs the progress in the sweep's words.
+            verbose=0,
         ),
     )

@@ -168,23 +168,3 @@ def extendable_search(searcher, *, total: int, space: dict | None = None):
                     self.set_state(cloudpickle.load(f))
 
     return ExtendedSearch()
-
-
-def sweep_dir_reporter(sweep_dir: str, **kwargs):
-    """Ray's ``CLIReporter`` naming the sweep dir where Ray names its driver-side staging
-    folder (``Result logdir: /tmp/ray/...``), which is not where the results end up.
-
-    Relies on: ``CLIReporter._print(msg)``, through which every table is printed (2.60).
-    """
-    from ray.tune import CLIReporter
-
-    if not callable(getattr(CLIReporter, "_print", None)):
-        raise ChangedAPI("CLIReporter._print", AttributeError("_print"))
-
-    class SweepReporter(CLIReporter):
-        def _print(self, msg: str) -> None:
-            lines = [f"Sweep dir: {sweep_dir}" if line.startswith("Result logdir: ") else line
-                     for line in msg.splitlines()]
-            super()._print("\n".join(lines))
-
-    return SweepReporter(**kwargs)
