@@ -85,11 +85,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true",
                    help="load the repo's current adapter even if it is stored only as a pickle "
                         "(adapter_model.bin), which can run code; only for repos you trust")
-    text = ("complete a prompt with an adapter (local bundle or Hub "
-                       "repo) on its base model, in its training prompt format")
+    text = ("complete prompts with an adapter (a promoted bundle, a sweep's checkpoint folder or "
+            "a Hub repo) on its base model, in its training prompt format; the model is loaded "
+            "once. One prompt: the completion is printed; several (or --file): one JSON line "
+            "{prompt, completion} each")
     p = sub.add_parser("generate", help=text, description=text)
     p.add_argument("adapter", help="SWEEP_DIR/promoted, a checkpoint folder, or a Hub repo id")
-    p.add_argument("prompt", help="the prompt, as a user would write it")
+    p.add_argument("prompts", nargs="*", default=[], metavar="prompt",
+                   help="prompts, as a user would write them")
+    p.add_argument("--file", default=None, metavar="PROMPTS.jsonl",
+                   help='more prompts: a JSONL file, one {"prompt": ...} per line')
     p.add_argument("--revision", default=None, help="Hub revision: branch, tag or commit")
     p.add_argument("--base-model", default=None,
                    help="load the adapter on this base model instead of the one it names")
@@ -133,9 +138,19 @@ def _promote(args) -> int:
 def _generate(args) -> int:
     from .promotion.generation import run_generate
 
-    print(run_generate(args.adapter, args.prompt, revision=args.revision,
-                       base_model=args.base_model, max_new_tokens=args.max_new_tokens,
-                       allow_pickle=args.allow_pickle))
+    import json
+
+    from .promotion.generation import read_prompts
+
+    prompts = read_prompts(args.prompts, args.file)
+    answers = run_generate(args.adapter, prompts, revision=args.revision,
+                           base_model=args.base_model, max_new_tokens=args.max_new_tokens,
+                           allow_pickle=args.allow_pickle)
+    if len(prompts) == 1 and not args.file:
+        print(answers[0])
+    else:
+        for prompt, answer in zip(prompts, answers):
+            print(json.dumps({"prompt": prompt, "completion": answer}))
     return 0
 
 

@@ -358,7 +358,7 @@ def test_cluster_sweep_configs_validate(where, command):
     assert config.is_file(), f"{where}: {command[0]} does not exist"
     cfg, derived = load_config(config, overrides)
     assert cfg.storage.shared is True and cfg.storage.path.startswith(SHARED + "/")
-    fmt, problems = check_data(data_sources(cfg, derived))
+    fmt, problems, _ = check_data(data_sources(cfg, derived))
     assert problems == [] and fmt
     assert cfg.resources.gpu > 0, f"{where}: the cluster's workers are GPU nodes"
     accel = cfg.resources.accelerator_type

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from .conftest import SMOKE_LR
+from .conftest import SMOKE_LR, cli
 
 
 def test_real_sweep_writes_the_contract(smoke_sweep, tiny_model_dir):
@@ -92,3 +92,26 @@ def test_real_sweep_writes_the_contract(smoke_sweep, tiny_model_dir):
 
     # The printed leaderboard shows the baseline row and the best adapter's path.
     assert "base model" in out and f"best adapter: {ckpt}" in out and "wall time" in out
+
+
+def test_generate_answers_from_a_checkpoint_in_its_training_prompt_format(smoke_sweep, tmp_path):
+    """Every checkpoint carries the prompt format it was trained with (the demo's prompts end
+    in a newline), so ``generate`` on a checkpoint folder asks as training did: with several
+    prompts and a JSONL file, the model loaded once, one JSON line per answer."""
+    best = json.loads((smoke_sweep.path / "best.json").read_text())
+    checkpoint = Path(best["checkpoint_path"])
+    fmt = json.loads((checkpoint / "prompt_format.json").read_text())
+    assert fmt == {"data_format": "prompt_completion", "prompt_suffix": "\n"}
+    asked = ["How much does this cost? A steel chair, quality 2 of 5.",
+             "What is the price of this item? A pine table, quality 3 of 5.",
+             "How much does this cost? An oak desk, quality 4 of 5."]
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": asked[2]}) + "\n")
+    proc = cli("generate", str(checkpoint), asked[0], asked[1], "--file", str(prompts),
+               "--max-new-tokens", "10", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["prompt"] for r in rows] == asked
+    assert all(r["completion"].strip() for r in rows), rows
+    one = cli("generate", str(checkpoint), asked[0], "--max-new-tokens", "10", timeout=600)
+    assert one.returncode == 0 and one.stdout.strip() == rows[0]["completion"].strip()

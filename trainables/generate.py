@@ -10,6 +10,14 @@ from pathlib import Path
 from typing import Any
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+# In every checkpoint: how its training prompts looked, so ``generate`` asks the same way.
+PROMPT_FORMAT = "prompt_format.json"
+
+
+def prompt_suffix(prompts: list[str]) -> str:
+    """The trailing whitespace every training prompt ends with (``generate`` adds it too)."""
+    tails = {p[len(p.rstrip()):] for p in prompts if isinstance(p, str)}
+    return tails.pop() if len(tails) == 1 else ""
 
 
 def format_prompt(tokenizer, prompt: str, *, data_format: str, prompt_suffix: str = "") -> str:
@@ -27,10 +35,11 @@ def format_prompt(tokenizer, prompt: str, *, data_format: str, prompt_suffix: st
     return prompt if prompt.endswith(prompt_suffix) else prompt + prompt_suffix
 
 
-def generate(model_settings: dict[str, Any], adapter_dir: str | os.PathLike, prompt: str, *,
-             data_format: str = "prompt_completion", prompt_suffix: str = "",
-             max_new_tokens: int = 64) -> str:
-    """Load the base model and the adapter, complete ``prompt`` greedily, return the new text."""
+def generate(model_settings: dict[str, Any], adapter_dir: str | os.PathLike,
+             prompts: list[str], *, data_format: str = "prompt_completion",
+             prompt_suffix: str = "", max_new_tokens: int = 64) -> list[str]:
+    """Load the base model and the adapter once, complete each prompt greedily, return the new
+    texts in order."""
     import torch
     from peft import PeftModel
     from transformers import AutoTokenizer
@@ -48,11 +57,16 @@ def generate(model_settings: dict[str, Any], adapter_dir: str | os.PathLike, pro
     base = load_base_model(model_settings, for_training=False)
     model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
     model.eval()
-    text = format_prompt(tokenizer, prompt, data_format=data_format, prompt_suffix=prompt_suffix)
-    inputs = tokenizer(text, return_tensors="pt",
-                       add_special_tokens=data_format != "messages").to(model.device)
-    with torch.no_grad():
-        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                pad_token_id=tokenizer.pad_token_id,
-                                eos_token_id=tokenizer.eos_token_id)
-    return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    answers = []
+    for prompt in prompts:
+        text = format_prompt(tokenizer, prompt, data_format=data_format,
+                             prompt_suffix=prompt_suffix)
+        inputs = tokenizer(text, return_tensors="pt",
+                           add_special_tokens=data_format != "messages").to(model.device)
+        with torch.no_grad():
+            output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                    pad_token_id=tokenizer.pad_token_id,
+                                    eos_token_id=tokenizer.eos_token_id)
+        answers.append(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:],
+                                        skip_special_tokens=True))
+    return answers

@@ -249,6 +249,7 @@ def tune_trainable(config: dict[str, Any], *, base: dict[str, Any]) -> None:
 
     from .checkpoints import restore_usable
     from .compat.ray_private import stop_requested
+    from .generate import PROMPT_FORMAT
 
     # Ray logs a line per persisted checkpoint; the driver's table already shows progress.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
@@ -265,6 +266,9 @@ def tune_trainable(config: dict[str, Any], *, base: dict[str, Any]) -> None:
         metrics = {**metrics, "node_id": node_id}
         full = over_budget(settings.get("disk_budget"))
         if full is None:
+            if settings.get("prompt_format"):  # the format travels with the checkpoint
+                Path(checkpoint_dir, PROMPT_FORMAT).write_text(
+                    json.dumps(settings["prompt_format"]))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
         else:  # the metrics still count; the sweep dir gets no new checkpoint
             if not warned:

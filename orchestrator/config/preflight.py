@@ -36,13 +36,15 @@ def data_sources(cfg: SweepConfig, derived: SweepPlan) -> dict[str, Any]:
     }
 
 
-def check_data(data: dict[str, Any]) -> tuple[str | None, list[str]]:
+def check_data(data: dict[str, Any]) -> tuple[str | None, list[str], str]:
     """Load each source once: it exists, is non-empty, its format is recognised, and every
-    row can be trained on."""
+    row can be trained on. Returns ``(format, problems, suffix)``: the suffix is the trailing
+    whitespace every training prompt ends with (part of the prompt format)."""
     from trainables.data import DataError, check_rows, detect_format, load_source
+    from trainables.generate import prompt_suffix
 
     problems: list[str] = []
-    fmt = None
+    fmt, suffix = None, ""
     for key in ("train", "eval"):
         src = data[key]
         if src is None:
@@ -52,9 +54,11 @@ def check_data(data: dict[str, Any]) -> tuple[str | None, list[str]]:
             found = detect_format(ds.column_names, fmt or data["format"], where=src["path"])
             fmt = fmt or found
             check_rows(ds, found, where=src["path"])
+            if key == "train" and found == "prompt_completion":
+                suffix = prompt_suffix(list(ds["prompt"]))
         except DataError as err:
             problems.append(f"data.{key}: {err}")
-    return fmt, problems
+    return fmt, problems, suffix
 
 
 def target_candidates(cfg: SweepConfig, derived: SweepPlan) -> list[str | list[str]]:
@@ -262,7 +266,7 @@ def preflight(cfg: SweepConfig, derived: SweepPlan) -> dict[str, Any]:
         UserError: with every problem found.
     """
     data = data_sources(cfg, derived)
-    fmt, problems = check_data(data)
+    fmt, problems, suffix = check_data(data)
     target_groups, model_problems = check_model(cfg, derived)
     problems += model_problems + check_storage(cfg.storage.path)
     task, task_problems = task_eval(cfg, derived)
@@ -283,6 +287,8 @@ def preflight(cfg: SweepConfig, derived: SweepPlan) -> dict[str, Any]:
         "warm_start": cfg.resources.warm_start,
         "early_eval": early_eval(cfg, derived),
         "task_eval": task,
+        # written into every checkpoint (trainables.generate.PROMPT_FORMAT)
+        "prompt_format": {"data_format": fmt, "prompt_suffix": suffix},
     }
 
 

@@ -35,24 +35,14 @@ def _publishable(name: str) -> bool:
     return name not in TRAINING_STATE and not name.startswith("rng_state")
 
 
-def prompt_suffix(prompts: list[str]) -> str:
-    """The trailing whitespace every training prompt ends with (``generate`` adds it too)."""
-    tails = {p[len(p.rstrip()):] for p in prompts if isinstance(p, str)}
-    return tails.pop() if len(tails) == 1 else ""
-
-
 def summary(sweep: SweepDir, settings: dict[str, Any], derived: SweepPlan,
             adapter_sha256: str) -> dict[str, Any]:
     """Everything a reader needs to trust (or repeat) the result; no paths of this machine."""
-    from trainables.data import load_source
-
     from .provenance import base_model_identity, data_identity, library_versions, project_commit
 
     best = sweep.require_best()
     cfg = sweep.config
     data = settings["data"]
-    train_prompts = load_source(data["train"])["prompt"] if settings["data_format"] in (
-        "prompt_completion",) else []
     checkpoint = sweep.best_checkpoint()
     at_best = next((h for h in sweep.history(best["trial_id"]) if h["step"] == best["step"]), {})
     return {
@@ -86,7 +76,7 @@ def summary(sweep: SweepDir, settings: dict[str, Any], derived: SweepPlan,
         "base_model": base_model_identity(settings["model"]),
         "data": {
             "format": settings["data_format"],
-            "prompt_suffix": prompt_suffix(list(train_prompts)),
+            "prompt_suffix": settings["prompt_format"]["prompt_suffix"],
             "max_length": data["max_length"],
             "train": data_identity(data["train"]),
             "eval": data_identity(data["eval"]) if data["eval"] else

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from trainables.generate import PROMPT_FORMAT
+
 from ..config.schema import ModelSection, valid_repo_id
 from ..errors import UserError
 from .untrusted import check_adapter_weights, download_patterns
@@ -73,18 +75,56 @@ def adapter_base(adapter_dir: Path, base_model: str | None = None) -> tuple[dict
         trust_remote_code=recorded.get("trust_remote_code", False),
     ).model_dump()
     data = summary.get("data") or {}
-    return model, {"data_format": data.get("format", "prompt_completion"),
-                   "prompt_suffix": data.get("prompt_suffix", "")}
+    fmt = {"data_format": data.get("format"), "prompt_suffix": data.get("prompt_suffix")}
+    if fmt["data_format"] is None and (adapter_dir / PROMPT_FORMAT).is_file():
+        fmt = json.loads((adapter_dir / PROMPT_FORMAT).read_text())  # a sweep's checkpoint
+    return model, {"data_format": fmt.get("data_format") or "prompt_completion",
+                   "prompt_suffix": fmt.get("prompt_suffix") or ""}
 
 
-def run_generate(adapter: str, prompt: str, *, revision: str | None, base_model: str | None,
-                 max_new_tokens: int, allow_pickle: bool = False) -> str:
+def read_prompts(prompts: list[str], path: str | None) -> list[str]:
+    """The prompts given on the command line, then those of a JSONL file (a ``prompt`` per
+    row, or a string per line).
+
+    Raises:
+        UserError: no prompt at all, or a file that cannot be read as such.
+    """
+    out = list(prompts)
+    if path:
+        file = Path(path).expanduser()
+        if not file.is_file():
+            raise UserError(f"--file {path}: no such file. Fix: give a JSONL file with one "
+                            f'{{"prompt": ...}} per line.')
+        for n, line in enumerate(file.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise UserError(f"--file {path} line {n}: not JSON ({err.msg}). Fix: one "
+                                f'{{"prompt": ...}} object per line.') from None
+            prompt = row.get("prompt") if isinstance(row, dict) else row
+            if not isinstance(prompt, str):
+                raise UserError(f"--file {path} line {n}: no \"prompt\" string. Fix: one "
+                                f'{{"prompt": ...}} object per line.')
+            out.append(prompt)
+    if not out:
+        raise UserError("generate: no prompt. Fix: give one or more prompts after the adapter, "
+                        "or --file prompts.jsonl.")
+    return out
+
+
+def run_generate(adapter: str, prompts: list[str], *, revision: str | None,
+                 base_model: str | None, max_new_tokens: int,
+                 allow_pickle: bool = False) -> list[str]:
+    """The adapter's answer to each prompt, in the prompt format it was trained with; the model
+    is loaded once."""
     from trainables.generate import generate
 
     adapter_dir = locate_adapter(adapter, revision=revision, allow_pickle=allow_pickle)
     model, fmt = adapter_base(adapter_dir, base_model)
     try:
-        return generate(model, adapter_dir, prompt, max_new_tokens=max_new_tokens, **fmt)
+        return generate(model, adapter_dir, prompts, max_new_tokens=max_new_tokens, **fmt)
     except OSError as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise UserError(f"the base model {model['name_or_path']} of {adapter} could not be "
