@@ -185,13 +185,10 @@ def _resume(args) -> int:
 
 def _validate(args) -> int:
     from .config.loading import load_config
-    from .config.preflight import check_local_resources, preflight
+    from .config.preflight import preflight, require_local_fit
 
     cfg, derived = load_config(args.config, args.overrides)
-    if not (args.address or os.environ.get("RAY_ADDRESS")):
-        problems = check_local_resources(cfg)
-        if problems:
-            raise UserError("the sweep cannot run on this machine", problems)
+    require_local_fit(cfg, args.address)
     settings = preflight(cfg, derived)
     space = derived.domains
     print(f"{args.config}: valid")

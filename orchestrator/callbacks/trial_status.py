@@ -45,11 +45,8 @@ def _value(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def _clock(callback) -> str:
-    """Time since the callback's sweep started, as h:mm:ss."""
-    started = getattr(callback, "_started_at", None)
-    if started is None:
-        started = callback._started_at = time.monotonic()
+def _clock(started: float) -> str:
+    """Time since ``started`` (``time.monotonic()``), as h:mm:ss."""
     seconds = int(time.monotonic() - started)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
@@ -103,7 +100,7 @@ class StatusCallback(Callback):
         # Here, not in __init__: the Tuner pickles its callbacks, and a resumed sweep must
         # continue the file as it is now.
         self._staging_cleared = False
-        self._started_at = time.monotonic()
+        self._started_at = self._progress_at = time.monotonic()
         previous = json.loads(self._path.read_text()) if self._path.is_file() else {}
         self._trials = {t["trial_id"]: t for t in previous.get("trials", [])}
         self._data = {
@@ -160,7 +157,7 @@ class StatusCallback(Callback):
     def _progress(self) -> None:
         """One line: how many trials run and have ended, and the best value so far."""
         now = time.monotonic()
-        if now - getattr(self, "_progress_at", 0.0) < PROGRESS_EVERY_S:
+        if now - self._progress_at < PROGRESS_EVERY_S:
             return
         self._progress_at = now
         counts: dict[str, int] = {}
@@ -171,7 +168,7 @@ class StatusCallback(Callback):
         done = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in sorted(counts.items())
                          if s != "running")
         best = self._best()
-        line = f"[{_clock(self)}] {counts['running']} running"
+        line = f"[{_clock(self._started_at)}] {counts['running']} running"
         line += f"; {done}" if done else ""
         if best is not None:
             line += (f"; best {self._metric} {best['best_value']:.4g} (trial "

@@ -12,7 +12,7 @@ from typing import Any
 from search_spaces.targets import TargetError, resolve_groups, resolve_target
 
 from .plan import SweepPlan
-from .schema import SweepConfig
+from .schema import SweepConfig, looks_like_a_path
 from ..errors import UserError
 
 
@@ -68,12 +68,6 @@ def target_candidates(cfg: SweepConfig, derived: SweepPlan) -> list[str | list[s
     if dom is not None:
         values += list(dom.meta.get("raw", dom.values))
     return values
-
-
-def looks_like_a_path(name: str) -> bool:
-    """A model or dataset name that can only be a local path: a Hub id is ``name`` or
-    ``owner/name``, never starting with ``/``, ``.`` or ``~`` and with one slash at most."""
-    return name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1
 
 
 def check_model(cfg: SweepConfig, derived: SweepPlan) -> tuple[dict[str, list[str]], list[str]]:
@@ -234,6 +228,22 @@ def local_gpus() -> int:
     if visible is not None:
         count = min(count, len([d for d in visible.split(",") if d.strip()]))
     return count
+
+
+def require_local_fit(cfg: SweepConfig, address: str | None) -> None:
+    """For a local sweep (no ``address``, no ``RAY_ADDRESS``): raise unless one trial's
+    request fits this machine (:func:`check_local_resources`).
+
+    Raises:
+        UserError: with every resource that cannot fit.
+    """
+    import os
+
+    if address or os.environ.get("RAY_ADDRESS"):
+        return  # a cluster: run checks the request against its nodes once Ray is up
+    problems = check_local_resources(cfg)
+    if problems:
+        raise UserError("the sweep cannot run on this machine", problems)
 
 
 def check_local_resources(cfg: SweepConfig) -> list[str]:

@@ -55,10 +55,14 @@ class DataSource(Section):
         """A file, not a Hub dataset: a Hub name is ``name`` or ``owner/name``, without a
         file suffix (``data/train.txt`` is a file, if an unsupported one)."""
         last = self.path.rsplit("/", 1)[-1]
-        return (self.path.lower().endswith(DATA_SUFFIXES)
-                or self.path.startswith(("/", "./", "../", "~"))
-                or self.path.count("/") > 1
+        return (self.path.lower().endswith(DATA_SUFFIXES) or looks_like_a_path(self.path)
                 or re.fullmatch(r"[^.]+\.[A-Za-z0-9]{1,8}", last) is not None)
+
+
+def looks_like_a_path(name: str) -> bool:
+    """A model or dataset name that can only be a local path: a Hub id is ``name`` or
+    ``owner/name``, never starting with ``/``, ``.`` or ``~`` and with one slash at most."""
+    return name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1
 
 
 def _source(value: Any) -> Any:

@@ -15,13 +15,12 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config.preflight import check_local_resources, preflight
+from ..config.preflight import preflight, require_local_fit
 from ..config.plan import SweepPlan
 from ..config.schema import SweepConfig
 from ..errors import INTERRUPTED_EXIT, RUNTIME_EXIT, UserError
@@ -90,10 +89,7 @@ def execute(start: Start, cfg: SweepConfig, derived: SweepPlan, *,
         UserError: a problem found before the trials (nothing is started then).
     """
     started = time.monotonic()
-    if not (address or os.environ.get("RAY_ADDRESS")):
-        problems = check_local_resources(cfg)
-        if problems:
-            raise UserError("the sweep cannot run on this machine", problems)
+    require_local_fit(cfg, address)
     settings = preflight(cfg, derived)
     loc = start.location(cfg, derived)
     if cfg.storage.max_gb:
