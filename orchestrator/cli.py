@@ -188,7 +188,7 @@ def _validate(args) -> int:
     from .config.preflight import preflight, require_local_fit
 
     cfg, derived = load_config(args.config, args.overrides)
-    require_local_fit(cfg, args.address)
+    require_local_fit(cfg, derived, args.address)
     settings = preflight(cfg, derived)
     space = derived.domains
     print(f"{args.config}: valid")

@@ -127,3 +127,47 @@ def test_local_resources_that_can_never_fit_are_caught_by_validate(capsys, tmp_p
     code, out = validate(capsys, config, f"resources.cpu={cores + 6}", "resources.gpu=2",
                          "--address", "auto")
     assert code == 0 and "cannot run on this machine" not in out
+
+
+def test_a_value_from_the_command_line_is_blamed_on_the_command_line(capsys, tmp_path):
+    config = write_config(tmp_path / "s.yaml")
+    code, out = validate(capsys, config, "training.learning_rate=-1")
+    assert code == 2 and "s.yaml line" not in out
+    assert "command line (training.learning_rate=-1): training.learning_rate = -1" in out
+    code, out = validate(capsys, config, "model.name_or_path=./nope")  # found in pre-flight
+    assert code == 2 and "command line (model.name_or_path=./nope): model.name_or_path" in out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(config.read_text().replace("max_steps:", "max_steps: -5 #"))
+    code, out = validate(capsys, bad)
+    assert code == 2 and "bad.yaml line" in out and "training.max_steps = -5" in out
+
+
+def test_every_fix_says_what_to_change_not_what_the_setting_is(capsys, tmp_path):
+    config = write_config(tmp_path / "s.yaml")
+    code, out = validate(capsys, config, "training.learning_rate=-1", "scheduler.type=hyper",
+                         "training.max_steps=abc", "model.quantization=8bit")
+    assert code == 2 and out.count("Fix:") == 4 and " is: " not in out
+    assert "Fix: set training.learning_rate to a number greater than 0" in out
+    assert "Fix: set scheduler.type to 'asha' or 'none'" in out
+    assert "Fix: write a whole number for training.max_steps" in out
+    assert "Fix: write model.quantization as a mapping of keys (mode," in out
+
+
+def test_an_override_split_by_the_shell_gets_a_quoting_hint(capsys):
+    # what `qlora-sweep validate demo.yaml search_space.lora.r={choice: [8, 16]}` passes
+    code, out = validate(capsys, EXAMPLES / "demo_cpu.yaml",
+                         "search_space.lora.r={choice:", "[8,", "16]}")
+    assert code == 2 and "arrived as 3 arguments: the shell split it" in out
+    assert "Fix: quote it: 'search_space.lora.r={choice: [8, 16]}'" in out
+    assert "not key=value" not in out  # the pieces are not reported one by one
+
+
+def test_a_corrupt_jsonl_line_is_reported_once_by_its_line_number(tmp_path):
+    data = tmp_path / "train.jsonl"
+    good = (EXAMPLES / "data" / "pricing_train.jsonl").read_text().splitlines()[:5]
+    data.write_text("\n".join(good) + '\n{"prompt": "x", "completion": "y"\n')
+    proc = cli("validate", str(write_config(tmp_path / "s.yaml")), f"data.train={data}",
+               timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "line 6 is not valid JSON" in out
+    assert "pyarrow" not in out and "row 5" not in out, out

@@ -62,7 +62,7 @@ def test_report_writes_html_and_plots(report, smoke_sweep):
         assert f"<td>{trial['trial_id']}</td>" in page
     assert re.search(rf'<tr class="best"><td>1</td><td>{best["trial_id"]}</td>', page)
     assert '<tr class="baseline"><td></td><td>base model</td>' in page
-    assert re.search(r"stopped at rung (10|20)", page)
+    assert re.search(r"stopped early at step (10|20)", page)
     assert re.search(r"errored( \(\d restarts?\))?: ", page)
     baseline = json.loads((smoke_sweep.path / "baseline.json").read_text())["eval_loss"]
     assert f"eval_loss {baseline:.4f} (before fine-tuning)" in page

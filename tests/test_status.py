@@ -40,7 +40,7 @@ def test_status_table_after_the_sweep(smoke_sweep):
     # Short names of the searched settings, each trial's status with its rung or error line.
     header = next(line for line in out.splitlines() if line.startswith("#"))
     assert header.split()[:5] == ["#", "trial", "status", "lr", "targets"]
-    assert re.search(r"stopped at rung (10|20)\b", out)  # ASHA's rungs: 10 and 20 steps
+    assert re.search(r"stopped early at step (10|20)\b", out)  # ASHA's rungs: 10 and 20 steps
     assert re.search(r"errored( \(\d restarts?\))?: ", out) and "diverged" in out
     assert "q_proj+v_proj" in out and "attention" in out
     assert "base model  baseline" in out

@@ -85,7 +85,7 @@ def test_real_sweep_writes_the_contract(smoke_sweep, tiny_model_dir):
     assert "Token authentication is enabled" not in out and "gemm_4bit_forward" not in out
     assert len(set(re.findall(r"^trial (\w+) started: lr=", out, re.M))) == 5
     assert "Traceback" not in out and "A new study created" not in out
-    assert re.search(r"^trial \w+ (completed|stopped early by ASHA at step \d+): best eval_loss",
+    assert re.search(r"^trial \w+ (completed|stopped early at step \d+): best eval_loss",
                      out, re.M)
     assert re.search(r"^trial \w+ errored: ", out, re.M)  # the NaN trial
     assert sum(line.startswith("#  trial") for line in out.splitlines()) == 1

@@ -77,8 +77,8 @@ def test_leaderboard_cells_and_references():
     header, table = leaderboard_cells(rows, metric="eval_loss", searched=["lora.r"],
                                       baseline=baseline)
     assert header[:4] == ["#", "trial", "status", "r"] and "price_mae" in header
-    assert table[0][2] == "completed" and table[0][header.index("vs base")] == "-0.5"
-    assert table[1][2] == "stopped at rung 10 (2 restarts)"
+    assert table[0][2] == "completed" and table[0][header.index("vs base")] == "-25.0%"
+    assert table[1][2] == "stopped early at step 10 (2 restarts)"
     assert table[1][header.index("best eval_loss")] == "2.5 (subset)"
     assert table[2][2].startswith("errored: TrainingDiverged")
     assert table[3][1:3] == ["base model", "baseline"]
@@ -198,3 +198,15 @@ def test_the_sweep_plan_is_built_once_and_frozen(tmp_path):
     assert plan.config_path == str((tmp_path / "s.yaml").resolve()) and plan.mode == "min"
     with pytest.raises(dataclasses.FrozenInstanceError):
         plan.mode = "max"
+
+
+def test_json_the_sweep_writes_is_strict():
+    import json
+
+    from orchestrator.sweepdir.results import strict_dumps, vs_base
+
+    text = strict_dumps({"train_loss": float("nan"), "rows": [{"v": float("inf")}, 1.5]})
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in strict JSON")) == {
+        "train_loss": None, "rows": [{"v": None}, 1.5]}
+    assert vs_base(1.5, 2.0) == "-25.0%" and vs_base(None, 2.0) == "-" and vs_base(1.0, 0) == "-"

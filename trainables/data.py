@@ -11,6 +11,7 @@ loss covers only the completion:
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,9 @@ def _quiet_datasets() -> None:
 
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
+    # The JSON builder logs pyarrow's "Failed to load JSON ... in row N" (0-based) before it
+    # raises; load_source reports the bad line itself, numbered as an editor shows it.
+    logging.getLogger("datasets.packaged_modules.json.json").setLevel(logging.CRITICAL)
 
 
 def _has_no_rows(path: Path) -> bool:
@@ -88,7 +92,8 @@ def load_source(source: dict[str, Any]):
         builder = _BUILDERS.get(p.suffix.lower())
         if builder is None:
             raise DataError(f"the data file {path} has suffix '{p.suffix}'; supported: "
-                            f"{', '.join(_BUILDERS)}.")
+                            f"{', '.join(_BUILDERS)}. Fix: convert it to JSONL, one JSON object per "
+                            f"line.")
         try:
             ds = load_dataset(builder, data_files=str(p), split="train")
         except Exception as err:  # datasets raises many types for a malformed file
@@ -97,13 +102,15 @@ def load_source(source: dict[str, Any]):
                 raise DataError(f"the data file {path} could not be read: {bad}. Fix: repair "
                                 f"or remove that line (one JSON object per line).") from None
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise DataError(f"the data file {path} could not be read as {builder}: {first}") from None
+            raise DataError(f"the data file {path} could not be read as {builder}: {first}. Fix: "
+                            f"check that it is a valid {p.suffix.lstrip('.')} file.") from None
     else:
         try:
             ds = load_dataset(path, source.get("subset"), split=source.get("split", "train"))
         except Exception as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise DataError(f"the Hub dataset {path!r} could not be loaded: {first}") from None
+            raise DataError(f"the Hub dataset {path!r} could not be loaded: {first}. Fix: check "
+                            f"the id, your network and token, or use a local file.") from None
     if len(ds) == 0:
         raise DataError(f"the data source {path} has no rows. Fix: point it at a file with "
                         f"at least one example.")

@@ -110,9 +110,11 @@ def parse_amount(value: float | str, *, absolute: str = "5", relative: str = "10
         number = float(text.rstrip("%"))
     except ValueError:
         raise ValueError(f"must be a number ({absolute}, absolute) or a percentage "
-                         f"('{relative}', relative), got {value!r}") from None
+                         f"('{relative}', relative), got {value!r}. Fix: write e.g. {absolute} or "
+                         f"'{relative}'") from None
     if not number >= 0:
-        raise ValueError(f"must be 0 or more, got {value!r}")
+        raise ValueError(f"must be 0 or more, got {value!r}. Fix: write e.g. {absolute} or "
+                         f"'{relative}'")
     return (number / 100 if is_relative else number), is_relative
 
 

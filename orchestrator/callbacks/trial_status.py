@@ -247,7 +247,7 @@ class StatusCallback(Callback):
             entry["rung"] = passed[-1] if passed else None
         entry["ended_at"] = _now()
         how = ("completed" if entry["status"] == "completed" else
-               f"stopped early by ASHA at step {entry['steps_run']}")
+               f"stopped early at step {entry['steps_run']}")
         best = (f"best {self._metric} {entry['best_value']:.4g} at step {entry['best_step']}"
                 if entry["best_value"] is not None else f"no {self._metric}")
         log.info(f"trial {trial.trial_id} {how}: {best}")

@@ -10,8 +10,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..errors import UserError
-from .plan import SweepPlan
-from .rules import check_rules
+from .plan import SweepPlan, locate_problem
+from .rules import check_metric_only, check_rules, check_space_only
 from .schema import SweepConfig, suggest
 
 
@@ -76,25 +76,61 @@ def read_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:
     return data, lines
 
 
+def _key_path(key: str) -> tuple[str, ...]:
+    """``a.b.c`` -> ``("a", "b", "c")``; a search-space entry's own name stays dotted."""
+    parts = key.split(".")
+    if parts[0] == "search_space" and len(parts) > 1:
+        return ("search_space", ".".join(parts[1:]))
+    return tuple(parts)
+
+
+def _unbalanced(text: str) -> bool:
+    return text.count("{") + text.count("[") > text.count("}") + text.count("]")
+
+
+def _split_by_the_shell(overrides: list[str], start: int) -> int:
+    """How many arguments from ``start`` make one override the shell split at its spaces
+    (``a={choice: [8, 16]}`` unquoted arrives as three); 0 when it is not such a case."""
+    joined = overrides[start]
+    for end in range(start + 1, len(overrides)):
+        joined += " " + overrides[end]
+        if not _unbalanced(joined):
+            try:
+                yaml.safe_load(joined.partition("=")[2])
+            except yaml.YAMLError:
+                return 0
+            return end - start + 1
+    return 0
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Apply ``key=value`` overrides with dotted keys; values are parsed as YAML scalars/lists.
 
     ``search_space.<name>=...`` sets a search-space entry, whose own name is dotted.
     """
     problems = []
-    for item in overrides:
+    i = 0
+    while i < len(overrides):
+        item = overrides[i]
         key, sep, raw = item.partition("=")
+        pieces = _split_by_the_shell(overrides, i) if sep and _unbalanced(raw) else 0
+        if pieces:
+            whole = " ".join(overrides[i:i + pieces])
+            problems.append(f"override {whole} arrived as {pieces} arguments: the shell split "
+                            f"it at its spaces. Fix: quote it: '{whole}'.")
+            i += pieces
+            continue
+        i += 1
         if not sep or not key:
             problems.append(f"override '{item}' is not key=value. Fix: write e.g. "
-                            f"search.num_trials=16.")
+                            f"search.num_trials=16 (quote a value with spaces: "
+                            f"'search_space.lora.r={{choice: [8, 16]}}').")
             continue
         try:
             value = yaml.safe_load(raw) if raw != "" else None
         except yaml.YAMLError:
             value = raw
-        parts = key.split(".")
-        if parts[0] == "search_space" and len(parts) > 1:
-            parts = ["search_space", ".".join(parts[1:])]
+        parts = _key_path(key)
         node = data
         for part in parts[:-1]:
             if not isinstance(node.get(part), dict):
@@ -104,6 +140,31 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     if problems:
         raise UserError("bad command-line override", problems)
     return data
+
+
+def value_sources(source: str, lines: dict[tuple, int], overrides: list[str]
+                  ) -> dict[tuple, str]:
+    """Where each key's value came from: ``<file> line N``, or ``command line (key=value)``
+    for a value an override set (and everything under it)."""
+    where = {path: f"{source} line {line}" for path, line in lines.items()}
+    for item in overrides:
+        key, sep, _ = item.partition("=")
+        if not sep:
+            continue
+        path = _key_path(key)
+        for known in [p for p in where if p[:len(path)] == path]:
+            del where[known]
+        where[path] = f"command line ({item})"
+    return where
+
+
+def _source_of(loc: tuple, where: dict[tuple, str]) -> str | None:
+    if loc in where:
+        return where[loc]
+    for n in range(len(loc) - 1, 0, -1):  # inside a value set on the command line
+        if where.get(loc[:n], "").startswith("command line"):
+            return where[loc[:n]]
+    return None
 
 
 def _section_at(path: tuple) -> type[BaseModel] | None:
@@ -129,14 +190,47 @@ def _describe(loc: tuple) -> str | None:
     return field.description if field else None
 
 
-def format_validation_errors(err: ValidationError, lines: dict[tuple, int],
+_LIMITS = {"greater_than": "greater than", "greater_than_equal": "at least",
+           "less_than": "less than", "less_than_equal": "at most"}
+
+
+def _fix(e: dict, dotted: str) -> str:
+    """What to change for one pydantic error, said from its type (not the field's
+    description, which says what the setting is, not what to write)."""
+    kind, ctx = e["type"], e.get("ctx") or {}
+    if kind in _LIMITS:
+        limit = next(iter(ctx.values()), "?")
+        return f"set {dotted} to a number {_LIMITS[kind]} {limit}."
+    if kind == "literal_error":
+        return f"set {dotted} to {ctx.get('expected', 'one of the values above')}."
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"write a whole number for {dotted}, without quotes or a decimal point."
+    if kind in ("float_parsing", "float_type"):
+        return f"write a number for {dotted}, e.g. 0.0002 or 2e-4."
+    if kind in ("bool_parsing", "bool_type"):
+        return f"write true or false for {dotted}."
+    if kind in ("string_type",):
+        return f"write text for {dotted}; quote it if YAML reads it as a number or a list."
+    if kind in ("list_type", "tuple_type"):
+        return f"write a list for {dotted}, e.g. [a, b]."
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        known = _known_fields(tuple(dotted.split(".")) + ("",))
+        keys = f" ({', '.join(known)})" if known else ""
+        return f"write {dotted} as a mapping of keys{keys}, one per line under it."
+    desc = _describe(tuple(dotted.split(".")))
+    return f"change {dotted} ({desc.rstrip('.')})." if desc else f"change {dotted}."
+
+
+def format_validation_errors(err: ValidationError, where: dict[tuple, str],
                              source: str) -> list[str]:
+    """One line per pydantic error: where the value came from (a line of ``source``, or the
+    command line), the rule, the value and a fix."""
     problems = []
     for e in err.errors():
         loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p in ("function-after",)))
         dotted = ".".join(str(p) for p in loc)
-        line = lines.get(loc)
-        at = f"{source} line {line}: " if line else ""
+        origin = _source_of(loc, where)
+        at = f"{origin}: " if origin else ""
         if e["type"] == "extra_forbidden":
             known = _known_fields(loc)
             close = suggest(str(loc[-1]), known)
@@ -153,8 +247,8 @@ def format_validation_errors(err: ValidationError, lines: dict[tuple, int],
                             f"{examples.get(dotted, dotted + ': <value>')}.")
             continue
         value = e.get("input")
-        fix = f" Fix: {dotted} is: {desc}" if desc else ""
-        msg = e["msg"].removeprefix("Value error, ")
+        msg = e["msg"].removeprefix("Value error, ").rstrip(".")
+        fix = "" if "Fix:" in msg else f" Fix: {_fix(e, dotted)}"
         problems.append(f"{at}{dotted} = {value!r}: {msg}.{fix}")
     return problems
 
@@ -172,22 +266,21 @@ def load_config(path: str | Path, overrides: list[str] | None = None
     """
     path = Path(path)
     data, lines = read_yaml(path)
-    data = apply_overrides(data, list(overrides or []))
+    overrides = list(overrides or [])
+    data = apply_overrides(data, overrides)
+    where = value_sources(path.name, lines, overrides)
     try:
         cfg = SweepConfig.model_validate(data)
     except ValidationError as err:
-        problems = format_validation_errors(err, lines, path.name)
+        problems = format_validation_errors(err, where, path.name)
         # The search space is checked on its own so its problems show up in the same report.
         raw_space = data.get("search_space")
         if isinstance(raw_space, (dict, str)):
-            from .rules import check_space_only
-
-            problems += check_space_only(raw_space)
-        from .rules import check_metric_only
-
-        problems += check_metric_only(data)
+            problems += [locate_problem(p, where) for p in check_space_only(raw_space)]
+        problems += [locate_problem(p, where) for p in check_metric_only(data)]
         raise UserError(f"{path}: {len(problems)} problem(s) in the config", problems) from None
     derived, problems = check_rules(cfg, base_dir=path.resolve().parent)
     if problems:
+        problems = [locate_problem(p, where) for p in problems]
         raise UserError(f"{path}: {len(problems)} problem(s) in the config", problems)
-    return cfg, dataclasses.replace(derived, config_path=str(path.resolve()))
+    return cfg, dataclasses.replace(derived, config_path=str(path.resolve()), sources=where)

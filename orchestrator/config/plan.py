@@ -25,3 +25,21 @@ class SweepPlan:
     train_path: str | None  # absolute path of a local data.train (None: a Hub dataset)
     eval_path: str | None  # the same for data.eval
     config_path: str = ""  # the config file, absolute
+    # where each key's value came from: "<file> line N" or "command line (key=value)"
+    sources: dict[tuple, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def locate(self, problems: list[str]) -> list[str]:
+        """Each problem prefixed with where the value it names came from."""
+        return [locate_problem(p, self.sources) for p in problems]
+
+
+def locate_problem(problem: str, where: dict[tuple, str]) -> str:
+    """``problem`` prefixed with where the value it starts with came from (the longest key
+    path it names), when it names one."""
+    best = None
+    for path in where:
+        dotted = ".".join(str(p) for p in path)
+        if (problem.startswith(dotted) and problem[len(dotted):len(dotted) + 1] in (" ", ":", "[")
+                and (best is None or len(dotted) > len(best[0]))):
+            best = (dotted, path)
+    return f"{where[best[1]]}: {problem}" if best else problem

@@ -230,7 +230,7 @@ def local_gpus() -> int:
     return count
 
 
-def require_local_fit(cfg: SweepConfig, address: str | None) -> None:
+def require_local_fit(cfg: SweepConfig, derived: SweepPlan, address: str | None) -> None:
     """For a local sweep (no ``address``, no ``RAY_ADDRESS``): raise unless one trial's
     request fits this machine (:func:`check_local_resources`).
 
@@ -243,7 +243,7 @@ def require_local_fit(cfg: SweepConfig, address: str | None) -> None:
         return  # a cluster: run checks the request against its nodes once Ray is up
     problems = check_local_resources(cfg)
     if problems:
-        raise UserError("the sweep cannot run on this machine", problems)
+        raise UserError("the sweep cannot run on this machine", derived.locate(problems))
 
 
 def check_local_resources(cfg: SweepConfig) -> list[str]:
@@ -285,7 +285,7 @@ def preflight(cfg: SweepConfig, derived: SweepPlan) -> dict[str, Any]:
         problems += check_chat_template(cfg.model.model_dump(), fmt)
         problems += check_max_length(cfg.model.model_dump(), data, fmt)
     if problems:
-        raise UserError(f"pre-flight found {len(problems)} problem(s)", problems)
+        raise UserError(f"pre-flight found {len(problems)} problem(s)", derived.locate(problems))
     return {
         "model": cfg.model.model_dump(),
         "data": data,

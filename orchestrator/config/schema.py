@@ -108,7 +108,9 @@ class LoraSection(Section):
     @classmethod
     def _non_empty(cls, v):
         if isinstance(v, list) and not v:
-            raise ValueError("an explicit module list must name at least one module")
+            raise ValueError("an explicit module list must name at least one module. Fix: name "
+                             "them (e.g. [q_proj, v_proj]), or use a preset such as "
+                             "attention or all-linear")
         return v
 
 
@@ -200,9 +202,11 @@ class ResourcesSection(Section):
         if v == "auto":
             return v
         if v < 0:
-            raise ValueError("must be 0 or more, or auto")
+            raise ValueError("must be 0 or more, or auto. Fix: e.g. 1 for a GPU per trial, 0.5 "
+                             "for two trials per GPU, 0 for CPU only")
         if v > 1 and not float(v).is_integer():
-            raise ValueError("more than one GPU must be a whole number (fractions only below 1)")
+            raise ValueError("more than one GPU must be a whole number (fractions only below 1). "
+                             "Fix: round it to a whole number of GPUs")
         return v
 
 
@@ -227,7 +231,8 @@ class StorageSection(Section):
     @classmethod
     def _plain_name(cls, v):
         if v is not None and (not v or "/" in v or v.startswith(".")):
-            raise ValueError("must be a plain folder name (no '/', not starting with '.')")
+            raise ValueError("must be a plain folder name (no '/', not starting with '.'). Fix: "
+                             "e.g. pricing-r16; the folder it goes in is storage.path")
         return v
 
 
@@ -277,7 +282,7 @@ class PromoteSection(Section):
     @classmethod
     def _repo_id(cls, v):
         if v is not None and not valid_repo_id(v):
-            raise ValueError(f"must be {REPO_ID_RULE}")
+            raise ValueError(f"must be {REPO_ID_RULE}. Fix: e.g. acme/pricing-qlora")
         return v
 
     @field_validator("min_improvement")
@@ -326,7 +331,8 @@ class Scorer(Section):
             try:
                 re.compile(v)
             except re.error as err:
-                raise ValueError(f"not a valid regular expression ({err})") from None
+                raise ValueError(f"not a valid regular expression ({err}). Fix: correct it; in "
+                                 f"YAML, single-quote it so backslashes stay") from None
         return v
 
     @field_validator("tolerance")

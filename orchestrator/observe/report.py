@@ -235,8 +235,8 @@ def render_html(sweep: SweepDir, data: dict[str, Any], figures: list[Figure], ou
 <h2>Leaderboard</h2>
 {_leaderboard_html(sweep, data)}
 <p class="caption">Best value of {html.escape(metric)} over each trial's evaluations; the base
-model's row is the same evaluation before fine-tuning. "stopped at rung N": ASHA stopped the
-trial after N steps.</p>
+model's row is the same evaluation before fine-tuning. "stopped early at step N": ASHA stopped
+the trial at its rung of N steps. "vs base": the change from the base model, relative.</p>
 {_task_html(sweep)}
 {chr(10).join(sections)}
 <p class="note">Written by <code>qlora-sweep report</code> from {html.escape(sweep.where)}.</p>

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import os
 import socket
@@ -19,7 +18,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..errors import UserError
-from ..sweepdir.results import render_table, task_values
+from ..sweepdir.results import relative_change, render_table, strict_dumps, task_values
 from ..sweepdir.folder import SweepDir, open_sweep
 
 log = logging.getLogger(__name__)
@@ -65,7 +64,7 @@ def summary(sweep: SweepDir) -> dict[str, Any]:
         top = scored[0]
         best = {"trial_id": top["trial_id"], "value": top[f"best_{metric}"],
                 "step": top["best_step"], "baseline": base,
-                "relative_to_baseline": (top[f"best_{metric}"] - base) / abs(base) if base else None}
+                "relative_to_baseline": relative_change(top[f"best_{metric}"], base)}
     state = status.get("state", "finished")
     if driver_gone(status):
         state = "interrupted"
@@ -78,7 +77,7 @@ def summary(sweep: SweepDir) -> dict[str, Any]:
 
 def render(sweep: SweepDir, data: dict[str, Any], fmt: str) -> str:
     if fmt == "json":
-        return json.dumps(data, indent=2, default=str)
+        return strict_dumps(data, indent=2)
     searched = sweep.searched
     if fmt == "csv":
         buf = io.StringIO()

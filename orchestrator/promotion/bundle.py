@@ -24,6 +24,7 @@ from typing import Any
 
 from ..sweepdir.folder import SweepDir
 from ..sweepdir.names import PROMOTED as BUNDLE_DIR
+from ..sweepdir.results import strict_dumps
 from ..config.plan import SweepPlan
 
 # Training state in a checkpoint that does not belong in a published adapter.
@@ -114,7 +115,7 @@ def build_bundle(sweep: SweepDir, settings: dict[str, Any], derived: SweepPlan, 
         adapter_config["base_model_name_or_path"] = facts["base_model"]["name_or_path"]
         adapter_config["revision"] = settings["model"].get("revision")
         (tmp / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2) + "\n")
-        (tmp / "sweep_summary.json").write_text(json.dumps(facts, indent=2, default=str) + "\n")
+        (tmp / "sweep_summary.json").write_text(strict_dumps(facts, indent=2) + "\n")
         has_curve = training_curve(sweep, tmp / "training_curve.png")
         (tmp / "README.md").write_text(render_card(facts, repo_id=repo_id, curve=has_curve))
         if dest.exists():

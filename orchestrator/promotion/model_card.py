@@ -8,7 +8,6 @@ from typing import Any
 
 from trainables.lora import lora_alpha
 
-from ..sweepdir.folder import SweepDir
 
 METRIC_TYPES = {"eval_loss": ("loss", "eval loss"),
                 "eval_perplexity": ("perplexity", "eval perplexity"),
@@ -139,7 +138,7 @@ def render_card(facts: dict[str, Any], *, repo_id: str | None, curve: bool) -> s
                  _delta(t[f"best_{metric}"], baseline), t.get("best_step")]
                 for i, t in enumerate([t for t in trials if t["trial_id"] != winner["trial_id"]][:4], 1)]
     if baseline is not None:
-        compare.append([f"base model without adapter", baseline, "", 0])
+        compare.append(["base model without adapter", baseline, "", 0])
     statuses = {}
     for t in facts["trials"]:
         statuses[t["status"]] = statuses.get(t["status"], 0) + 1

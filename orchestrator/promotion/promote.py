@@ -21,6 +21,7 @@ from ..config.schema import REPO_ID_RULE, parse_improvement, valid_repo_id
 from ..errors import UserError
 from ..sweepdir.folder import SweepDir, open_sweep
 from ..sweepdir.names import PROMOTIONS, SWEEP_YAML
+from ..sweepdir.results import strict_dumps
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def _champion_base(summary: dict | None, adapter_config: dict | None) -> dict[st
 def _record(sweep: SweepDir, entry: dict[str, Any]) -> None:
     entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **entry}
     with open(sweep.path / RECORD, "a") as f:
-        f.write(json.dumps(entry, default=str) + "\n")
+        f.write(strict_dumps(entry) + "\n")
     sweep.save()  # a cloud sweep dir gets the record and the bundle too
 
 

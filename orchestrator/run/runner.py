@@ -25,7 +25,8 @@ from ..config.plan import SweepPlan
 from ..config.schema import SweepConfig
 from ..errors import INTERRUPTED_EXIT, RUNTIME_EXIT, UserError
 from ..sweepdir.remote import Mirror
-from ..sweepdir.results import best_record, render_table, trial_rows, write_json, write_leaderboard
+from ..sweepdir.results import (best_record, render_table, trial_rows, vs_base, write_json,
+                                 write_leaderboard)
 from .cluster import check_cluster
 from .ray_session import init_ray, quiet_ray_output
 from ..sweepdir.names import BEST, LEADERBOARD
@@ -89,7 +90,7 @@ def execute(start: Start, cfg: SweepConfig, derived: SweepPlan, *,
         UserError: a problem found before the trials (nothing is started then).
     """
     started = time.monotonic()
-    require_local_fit(cfg, address)
+    require_local_fit(cfg, derived, address)
     settings = preflight(cfg, derived)
     loc = start.location(cfg, derived)
     if cfg.storage.max_gb:
@@ -180,7 +181,7 @@ def finish(cfg: SweepConfig, derived: SweepPlan, results, *, sweep_dir: Path,
     log.info(render_table(rows, metric=metric, searched=searched, baseline=baseline))
     counts = {s: sum(r["status"] == s for r in rows) for s in ("completed", "stopped_early", "errored")}
     log.info(f"{len(rows)} trials: {counts['completed']} completed, {counts['stopped_early']} "
-             f"stopped early by ASHA, {counts['errored']} errored")
+             f"stopped early (ASHA), {counts['errored']} errored")
     if best is None:
         log.info(f"no trial produced a usable {metric}; see the errors above and in {sweep_dir}")
         return RUNTIME_EXIT
@@ -192,7 +193,8 @@ def finish(cfg: SweepConfig, derived: SweepPlan, results, *, sweep_dir: Path,
         best["verdict"] = verdict
     write_json(sweep_dir / BEST, best)
     log.info(f"best trial {best['trial_id']}: {metric} {best['value']:.4f} at step {best['step']} "
-             f"(base model {_number(best['baseline_value'])})")
+             f"(base model {_number(best['baseline_value'])}, "
+             f"{vs_base(best['value'], best['baseline_value'])})")
     if verdict is not None:
         log.info("")
         log.info("task metrics on the eval prompts (what the models answer):")

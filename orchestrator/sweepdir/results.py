@@ -189,8 +189,22 @@ def _status_text(row: dict) -> str:
     if row["status"] == "errored":
         return f"errored{restarted}: {(row.get('error') or '')[:60]}"
     if row["status"] == "stopped_early" and row.get("rung"):
-        return f"stopped at rung {row['rung']}{restarted}"
+        return f"stopped early at step {row['rung']}{restarted}"
     return row["status"].replace("_", " ") + restarted
+
+
+def relative_change(value: float | None, base: float | None) -> float | None:
+    """``(value - base) / |base|``: the "vs base" of the leaderboard, status and report
+    (None without both, or with a base of 0)."""
+    if value is None or base is None or not base:
+        return None
+    return (value - base) / abs(base)
+
+
+def vs_base(value: float | None, base: float | None) -> str:
+    """The "vs base" cell: a relative change, ``-78.3%``."""
+    change = relative_change(value, base)
+    return "-" if change is None else f"{change:+.1%}"
 
 
 def leaderboard_cells(rows: list[dict], *, metric: str, searched: list[str],
@@ -206,8 +220,7 @@ def leaderboard_cells(rows: list[dict], *, metric: str, searched: list[str],
     table = []
     for i, r in enumerate(rows, 1):
         value = r[f"best_{metric}"]
-        delta = (f"{value - base_value:+.4g}" if value is not None and base_value is not None
-                 else "-")
+        delta = vs_base(value, base_value)
         shown = _fmt(value)
         if value is None and r.get("subset_value") is not None:
             shown = f"{_fmt(r['subset_value'])} (subset)"
@@ -239,8 +252,25 @@ def render_table(rows: list[dict], *, metric: str, searched: list[str],
     return out.getvalue()
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinity (at any depth) replaced by None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def strict_dumps(data: Any, *, indent: int | None = None) -> str:
+    """JSON that strict readers accept: a value not measured (NaN, infinite) is ``null``,
+    not the ``NaN`` Python's json writes by default."""
+    return json.dumps(_finite(data), indent=indent, default=str, allow_nan=False)
+
+
 def write_json(path: Path, data: dict) -> None:
     """Write atomically (a temp file, then rename), so a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp.write_text(strict_dumps(data, indent=2) + "\n")
     os.replace(tmp, path)
