@@ -48,8 +48,17 @@ def test_status_table_after_the_sweep(smoke_sweep):
     assert f"best so far: trial {best['trial_id']}, eval_loss {best['value']:.4f}" in out
 
 
+def _strict(text: str):
+    """json.loads that fails on NaN/Infinity, as strict readers (JavaScript, jq) do."""
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
 def test_status_json_and_csv_for_scripts(smoke_sweep):
-    data = json.loads(cli("status", str(smoke_sweep.path), "--format", "json").stdout)
+    data = _strict(cli("status", str(smoke_sweep.path), "--format", "json").stdout)
+    for name in ("baseline.json", "best.json", "status.json"):  # a diverged trial is in there
+        _strict((smoke_sweep.path / name).read_text())
     assert data["state"] == "finished"
     assert sum(data["counts"].values()) == len(data["trials"]) == 5
     best = json.loads((smoke_sweep.path / "best.json").read_text())
