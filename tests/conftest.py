@@ -121,10 +121,12 @@ def run_small_sweep(root: Path, name: str, *, learning_rate: float, env: dict | 
     return root / "sweeps" / name
 
 
-def start_cli(*args: str, env: dict | None = None) -> subprocess.Popen:
-    """``python -m orchestrator ...`` in the background; stop it with :func:`stop`."""
+def start_cli(*args: str, env: dict | None = None, stderr: bool = False) -> subprocess.Popen:
+    """``python -m orchestrator ...`` in the background; stop it with :func:`stop`. Its
+    stderr is read with stdout, or on its own with ``stderr``."""
     return subprocess.Popen([sys.executable, "-m", "orchestrator", *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE if stderr else subprocess.STDOUT, text=True,
                             env={**os.environ, **(env or {})})
 
 
@@ -162,7 +164,8 @@ def stop_group(proc: subprocess.Popen, *, grace: float) -> None:
 @dataclass
 class SmokeSweep:
     path: Path
-    log: str  # what `run` printed
+    log: str  # what `run` printed on stdout
+    err: str  # ... and on stderr
     running: dict  # `status --format json` taken while a trial was running
     watch_log: str  # what `status --watch` printed, from start to the sweep's end
     watch_code: int
@@ -217,12 +220,12 @@ def _make_smoke_sweep(root: Path) -> SmokeSweep:
         resources={"gpu": "auto"},  # no GPU here: CPU trials, each reserving its RAM
     )
     sweep = root / "sweeps" / "smoke"
-    run = start_cli("run", str(config))
+    run = start_cli("run", str(config), stderr=True)
     watcher = None
     try:
         deadline = time.monotonic() + 900
         while not (sweep / "status.json").is_file():
-            assert run.poll() is None, run.stdout.read()[-4000:]
+            assert run.poll() is None, run.stderr.read()[-4000:]
             assert time.monotonic() < deadline, "the sweep never wrote status.json"
             time.sleep(0.5)
         watcher = start_cli("status", str(sweep), "--watch", "--interval", "2")
@@ -234,12 +237,12 @@ def _make_smoke_sweep(root: Path) -> SmokeSweep:
                 if any(t["status"] == "running" and t["steps_run"] for t in data["trials"]):
                     running = data
             time.sleep(1)
-        log, _ = run.communicate(timeout=900)
+        log, err = run.communicate(timeout=900)
         watch_log, _ = watcher.communicate(timeout=120)
     finally:
         stop(run)
         if watcher is not None:
             stop(watcher)
-    assert run.returncode == 0, log[-4000:]
-    return SmokeSweep(path=sweep, log=log, running=running, watch_log=watch_log,
+    assert run.returncode == 0, (log + err)[-4000:]
+    return SmokeSweep(path=sweep, log=log, err=err, running=running, watch_log=watch_log,
                       watch_code=watcher.returncode)
