@@ -6,6 +6,7 @@ the command line (each subcommand's help). Tests fail when the pages in docs/ ar
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 from pydantic import BaseModel
@@ -107,10 +108,76 @@ def render_cli() -> str:
     return "\n".join(out)
 
 
+# (what a user did, the overrides given to `validate` of the demo config): every one must be
+# refused; the page shows the message exactly as printed.
+CONFIG_MISTAKES = [
+    ("a number out of its range", ["training.learning_rate=-1"]),
+    ("a value that is not one of the choices", ["scheduler.type=hyper"]),
+    ("text where a number goes", ["training.max_steps=abc"]),
+    ("a value where a section goes", ["model.quantization=8bit"]),
+    ("a misspelt key", ["lora.alpah=16"]),
+    ("a key that does not exist", ["training.bf16=true"]),
+    ("a searched setting that cannot be searched", ["search_space.lora.nope={choice: [1]}"]),
+    ("an empty choice", ["search_space.lora.r={choice: []}"]),
+    ("bounds the wrong way round", ["search_space.training.learning_rate={loguniform: [1, 0.1]}"]),
+    ("an unknown preset", ["search_space.preset=nope"]),
+    ("nothing to search, for several trials", ["search_space={}", "search.num_trials=4"]),
+    ("a starting point outside the space", ["search.initial_points=[{lora.r: 7}]"]),
+    ("a metric the trials never report", ["search.metric=task_price_mea"]),
+    ("ASHA's first rung after its last", ["scheduler.grace_period=1000"]),
+    ("a data file of a type that is not read", ["data.train=train.txt"]),
+    ("a sweep name with a folder in it", ["storage.name=runs/a"]),
+    ("a Hub repo id that is not one", ["promote.repo_id=acme/pricing/v2"]),
+    ("a threshold that is not a number", ["promote.min_improvement=a lot"]),
+    ("a GPU count below zero", ["resources.gpu=-1"]),
+    ("a scorer without what it needs", ["evaluation.scorers=[{type: custom, name: f1}]"]),
+    ("an override the shell split at its spaces", ["search_space.lora.r={choice:", "[8,", "16]}"]),
+]
+ERRORS_PAGE = ("# Config errors, as printed\n\nGenerated (`python -m orchestrator.reference`) by "
+               "running `qlora-sweep validate examples/demo_cpu.yaml` with each mistake below "
+               "given as a command-line override; the same checks run on the file's own keys "
+               "(then each problem starts with `demo_cpu.yaml line N:`), and in `run` and "
+               "`resume` before anything starts. Every problem is reported at once; each names "
+               "where the value came from, the rule, the value and the fix. The rest of the "
+               "errors, by command: [errors and troubleshooting](errors.md).\n\n")
+
+
+def config_error(overrides: list[str]) -> str:
+    """The message ``validate`` prints for the demo config with ``overrides``.
+
+    Raises:
+        AssertionError: the config is valid (the catalogue is stale).
+    """
+    from pathlib import Path
+
+    from .config.loading import load_config
+    from .errors import UserError
+
+    demo = Path(__file__).resolve().parent.parent / "examples" / "demo_cpu.yaml"
+    try:
+        load_config(demo, overrides)
+    except UserError as err:
+        return err.render().replace(str(demo), "examples/demo_cpu.yaml")
+    raise AssertionError(f"{overrides} is valid; the errors catalogue expects a mistake")
+
+
+def render_errors() -> str:
+    out = []
+    for what, overrides in CONFIG_MISTAKES:
+        if all("=" in a for a in overrides):
+            args = " ".join(shlex.quote(a) for a in overrides)
+        else:  # the shell-split case: shown as typed, unquoted
+            args = " ".join(overrides)
+        out.append(f"## {what[0].upper()}{what[1:]}\n\n`qlora-sweep validate "
+                   f"examples/demo_cpu.yaml {args}`\n\n```text\n{config_error(overrides)}\n```\n")
+    return "\n".join(out)
+
+
 def pages() -> dict[str, str]:
     """Generated page (path under docs/) -> its text."""
     return {"reference/config.md": CONFIG_PAGE + render().rstrip() + "\n",
-            "reference/cli.md": CLI_PAGE + render_cli()}
+            "reference/cli.md": CLI_PAGE + render_cli(),
+            "reference/config-errors.md": ERRORS_PAGE + render_errors()}
 
 
 if __name__ == "__main__":

@@ -28,6 +28,19 @@ def test_generated_reference_pages_are_current(name):
         f"docs/{name} is stale: regenerate it with `python -m orchestrator.reference`")
 
 
+def test_every_config_mistake_is_caught_at_its_cause_with_a_fix():
+    """The errors page's catalogue (each mistake given on the command line): refused, one
+    problem per line, each blamed on the command line and ending in a fix."""
+    from orchestrator.reference import CONFIG_MISTAKES, config_error
+
+    for what, overrides in CONFIG_MISTAKES:
+        problems = config_error(overrides).splitlines()[1:]
+        assert problems, what
+        for line in problems:
+            assert line.startswith("  - command line (") or line.startswith("  - override "), line
+            assert "Fix:" in line and " is: " not in line, line
+
+
 def test_the_site_builds_strictly(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir",
                            str(tmp_path / "site")], cwd=ROOT, capture_output=True, text=True,
@@ -73,3 +86,15 @@ def test_the_readmes_own_sweep_config_validates(tmp_path):
         f"data.train={EXAMPLES / 'data/pricing_train.jsonl'}",
         f"data.eval={EXAMPLES / 'data/pricing_eval.jsonl'}"])
     assert cfg.search.metric in cfg.reported_metrics
+
+
+def test_the_sweep_dir_page_names_every_file_the_sweep_writes():
+    """docs/reference/sweep-dir.md is the contract: every name in sweepdir/names.py (the one
+    place the code names sweep-dir files) has its row."""
+    from orchestrator.sweepdir import names
+
+    page = (DOCS / "reference" / "sweep-dir.md").read_text()
+    declared = {k: v for k, v in vars(names).items() if k.isupper() and isinstance(v, str)}
+    assert len(declared) >= 10
+    missing = [f"{k} = {v!r}" for k, v in declared.items() if f"`{v}" not in page]
+    assert not missing, f"docs/reference/sweep-dir.md does not describe {missing}"

@@ -234,8 +234,10 @@ def format_validation_errors(err: ValidationError, where: dict[tuple, str],
         if e["type"] == "extra_forbidden":
             known = _known_fields(loc)
             close = suggest(str(loc[-1]), known)
-            hint = f" Did you mean '{'.'.join(map(str, loc[:-1] + (close,)))}'?" if close else ""
-            problems.append(f"{at}{dotted}: unknown key.{hint} Known keys here: "
+            near = ".".join(map(str, loc[:-1] + (close,))) if close else None
+            fix = (f"Did you mean '{near}'? Fix: rename it to {near}" if near
+                   else "Fix: remove it, or use one of the keys known here")
+            problems.append(f"{at}{dotted}: unknown key. {fix}; known keys here: "
                             f"{', '.join(known)}.")
             continue
         desc = _describe(loc)

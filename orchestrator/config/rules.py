@@ -182,6 +182,7 @@ def check_rules(cfg: SweepConfig, *, base_dir: Path) -> tuple[SweepPlan, list[st
                         f"lora.alpha_ratio. Fix: remove lora.alpha, or search lora.alpha instead.")
 
     if space_ok and not domains and cfg.search.algorithm != "grid" and cfg.search.num_trials > 1:
+        space_ok = False  # starting points cannot be checked against a space that is not there
         problems.append(f"search_space is empty: each of the {cfg.search.num_trials} trials would "
                         f"train exactly the same settings. Fix: search something (e.g. "
                         f"search_space: {{lora.r: {{choice: [8, 16]}}}}, or preset: cpu-demo), "
@@ -201,7 +202,7 @@ def check_rules(cfg: SweepConfig, *, base_dir: Path) -> tuple[SweepPlan, list[st
         if missing:
             problems.append(f"search.initial_points[{i}] gives no value for {', '.join(missing)}; "
                             f"a starting point must set every searched setting. Fix: add "
-                            f"{missing[0]}: <value> to it.")
+                            f"{', '.join(f'{k}: <value>' for k in missing)} to it.")
         for key, value in point.items():
             if key not in domains:
                 problems.append(f"search.initial_points[{i}].{key}: not a searched setting; "
