@@ -31,28 +31,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.host_reads import HostReads, is_logging  # noqa: E402
 from benchmarks.report import record, spread, table  # noqa: E402
 from benchmarks.throughput import _tokens_per_second  # noqa: E402
-from tests.test_trainable import settings as tiny_settings  # noqa: E402
+from tests.test_trainable import tiny_spec  # noqa: E402
 
 _MODES = (("TRL's reads", False), ("deferred", True))
 
 
-def _settings(args, deferred: bool) -> dict:
+def _spec(args, deferred: bool):
     # No evaluation or checkpoint: the step and the log are what is measured.
-    s = tiny_settings(max_steps=args.steps, eval_steps=args.steps + 1,
-                      logging_steps=args.logging_steps, deferred_metrics=deferred)
+    s = tiny_spec(max_steps=args.steps, eval_steps=args.steps + 1,
+                  logging_steps=args.logging_steps, deferred_metrics=deferred)
     if args.model:
-        s["model"]["name_or_path"] = args.model
+        s = s.replace(model={**s.model, "name_or_path": args.model})
     return s
 
 
-def _trainer(s: dict, out: Path, callbacks=()):
+def _trainer(s, out: Path, callbacks=()):
     from trainables.trial import _limit_threads, build_trainer
 
     _limit_threads(s)
     return build_trainer(s, str(out), callbacks=list(callbacks), save=False)
 
 
-def _count(s: dict, out: Path, logging_steps: int) -> dict[str, float]:
+def _count(s, out: Path, logging_steps: int) -> dict[str, float]:
     """Median reads per step without a log, and per step with one, split by what reads."""
     import torch
 
@@ -60,7 +60,7 @@ def _count(s: dict, out: Path, logging_steps: int) -> dict[str, float]:
     trainer = _trainer(s, out, [counter.callback()])
     with counter:
         trainer.train()
-    steps = range(2, s["training"]["max_steps"])  # not the first (set-up) nor the last (end)
+    steps = range(2, s.training["max_steps"])  # not the first (set-up) nor the last (end)
 
     def per_step(logging: bool, logged: bool) -> float:
         return statistics.median(counter.reads(step, logging=logging)
@@ -84,12 +84,12 @@ def main() -> None:
     counts, speed = {}, {name: [] for name, _ in _MODES}
     try:
         for name, deferred in _MODES:
-            counts[name] = _count(_settings(args, deferred), out / f"count-{deferred}",
+            counts[name] = _count(_spec(args, deferred), out / f"count-{deferred}",
                                   args.logging_steps)
             print(f"{name}: {counts[name]}", flush=True)
         for i in range(args.repeats):
             for name, deferred in _MODES:
-                trainer = _trainer(_settings(args, deferred), out / f"{name}{i}")
+                trainer = _trainer(_spec(args, deferred), out / f"{name}{i}")
                 speed[name].append(_tokens_per_second(trainer))
                 print(f"repeat {i + 1} {name}: {speed[name][-1]:.0f} tokens/s", flush=True)
     finally:
@@ -116,8 +116,8 @@ def main() -> None:
              "log in the deferred run: "
              + (", ".join(f"`{caller}` {n}" for caller, n in other) or "none") + "). "
              f"Model {args.model or 'builtin tiny Llama (NF4)'}, {args.steps} steps of batch "
-             f"{tiny_settings()['training']['per_device_train_batch_size']}, no evaluation, "
-             f"{tiny_settings()['threads']} threads; tokens/s alternating, {args.repeats} "
+             f"{tiny_spec().training['per_device_train_batch_size']}, no evaluation, "
+             f"{tiny_spec().threads} threads; tokens/s alternating, {args.repeats} "
              "repetitions each; the ratio is per pair of runs.")
     record("Deferred metric reads (training.deferred_metrics)", body)
 

@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.report import record, spread, table  # noqa: E402
-from tests.test_trainable import settings as tiny_settings  # noqa: E402
+from tests.test_trainable import tiny_spec  # noqa: E402
 
 GROUPS = {"attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
           "mlp": ["gate_proj", "up_proj", "down_proj"]}
@@ -68,13 +68,12 @@ def train(searched: dict, *, rungs: list[int], sizes: list[int], subsets: int, m
     from transformers import TrainerCallback
 
     from trainables.early_eval import subset_indices
-    from trainables.trial import _limit_threads, build_trainer, trial_settings
+    from trainables.trial import _limit_threads, build_trainer
 
-    base = tiny_settings(max_steps=max_steps, eval_steps=10 * max_steps, seed=3)
-    base["data"].update(eval=None, eval_fraction=0.25, max_eval_samples=None)
-    base["target_groups"] = GROUPS
-    base["training"].update(lr_scheduler_type="cosine", warmup_ratio=0.05)
-    s = trial_settings(base, searched)
+    base = tiny_spec({"eval": None, "eval_fraction": 0.25, "max_eval_samples": None},
+                     max_steps=max_steps, eval_steps=10 * max_steps, seed=3,
+                     lr_scheduler_type="cosine", warmup_ratio=0.05)
+    s = base.replace(target_groups=GROUPS).for_trial(searched)
     _limit_threads(s)
     result = {"whole": {}, "subset": {}, "eval_s": {"whole": [], "subset": {n: [] for n in sizes}}}
 

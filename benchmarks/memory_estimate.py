@@ -13,6 +13,7 @@ so the peak follows live allocations). The model and the optimizer state are in 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -23,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.report import ROOT, record, spread, table  # noqa: E402
+from trainables.spec import TrialSpec  # noqa: E402
 
 MiB = 2**20
 # Freed blocks go back to the OS at once, so resident memory tracks live tensors.
@@ -55,7 +57,7 @@ def rss_kib(field: str) -> int:
     raise KeyError(field)
 
 
-def measure_here(settings: dict, output_dir: str) -> dict:
+def measure_here(spec: TrialSpec, output_dir: str) -> dict:
     """In this process: load the base model, then train; peak bytes above the start."""
     import bitsandbytes  # noqa: F401  imports first, so that they are not counted
     import peft  # noqa: F401
@@ -68,24 +70,25 @@ def measure_here(settings: dict, output_dir: str) -> dict:
 
     cuda = torch.cuda.is_available()
     start = rss_kib("VmRSS") * 1024
-    warm.base_model(settings["model"], load_base_model, keep=True)
+    warm.base_model(spec.model, load_base_model, keep=True)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     else:
         Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS (Linux)
-    run_trial({**settings, "warm_start": True}, output_dir=output_dir)
+    run_trial(spec.replace(warm_start=True), output_dir=output_dir)
     if cuda:
         return {"peak": torch.cuda.max_memory_allocated(), "device": "cuda"}
     return {"peak": rss_kib("VmHWM") * 1024 - start, "device": "cpu"}
 
 
-def measure(settings: dict) -> dict:
+def measure(spec: TrialSpec) -> dict:
     """:func:`measure_here` in a fresh process."""
     with tempfile.TemporaryDirectory() as tmp:
-        Path(tmp, "settings.json").write_text(json.dumps(settings))
+        Path(tmp, "spec.json").write_text(json.dumps(dataclasses.asdict(spec)))
         code = ("import json, sys\n"
                 "from benchmarks.memory_estimate import measure_here\n"
-                f"s = json.load(open({str(Path(tmp, 'settings.json'))!r}))\n"
+                "from trainables.spec import TrialSpec\n"
+                f"s = TrialSpec(**json.load(open({str(Path(tmp, 'spec.json'))!r})))\n"
                 f"print('RESULT', json.dumps(measure_here(s, {str(Path(tmp, 'out'))!r})))\n")
         proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                               text=True, timeout=1200, env={**os.environ, **MALLOC_ENV})
@@ -95,30 +98,28 @@ def measure(settings: dict) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def estimated(settings: dict) -> int:
+def estimated(spec: TrialSpec) -> int:
     import torch
 
     from trainables.memory_estimate import estimate, model_shape
 
-    return estimate(model_shape(settings["model"]), settings,
+    return estimate(model_shape(spec.model), spec,
                     on_gpu=torch.cuda.is_available()).total
 
 
-def configured(base: dict, model_dir: str, data: dict, *, r: int, batch: int, length: int,
-               targets: str, checkpointing: bool = False) -> dict:
-    from trainables.trial import trial_settings
-
+def configured(base: TrialSpec, model_dir: str, data: dict, *, r: int, batch: int,
+               length: int, targets: str, checkpointing: bool = False) -> TrialSpec:
     groups = {"attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
               "all-linear": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                              "down_proj"]}
-    s = json.loads(json.dumps(base))
-    s["model"]["name_or_path"] = model_dir
-    s["data"].update({**data, "max_length": length, "max_eval_samples": batch})
-    s["training"].update({"max_steps": 3, "eval_steps": 3, "per_device_train_batch_size": batch,
-                          "per_device_eval_batch_size": batch,
-                          "gradient_checkpointing": checkpointing})
-    s["target_groups"] = groups
-    return trial_settings(s, {"lora.r": r, "lora.target_modules": targets})
+    s = base.replace(
+        model={**base.model, "name_or_path": model_dir},
+        data={**base.data, **data, "max_length": length, "max_eval_samples": batch},
+        training={**base.training, "max_steps": 3, "eval_steps": 3,
+                  "per_device_train_batch_size": batch, "per_device_eval_batch_size": batch,
+                  "gradient_checkpointing": checkpointing},
+        target_groups=groups, lora={**base.lora, "alpha": None})
+    return s.for_trial({"lora.r": r, "lora.target_modules": targets})
 
 
 def main() -> None:
@@ -129,7 +130,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from benchmarks.warm_start import big_model
-    from tests.test_trainable import settings as tiny_settings
+    from tests.test_trainable import tiny_spec
 
     model_dir = str(big_model(args.hidden, args.layers))
     data = long_data(Path(tempfile.mkdtemp(prefix="qlora-mem-")))
@@ -140,7 +141,7 @@ def main() -> None:
              dict(r=16, batch=16, length=512, targets="all-linear")]
     rows, ratios = [], []
     for case in cases:
-        s = configured(tiny_settings(), model_dir, data, **case)
+        s = configured(tiny_spec(), model_dir, data, **case)
         est = estimated(s)
         peaks = []
         for i in range(args.repeats):

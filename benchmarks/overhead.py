@@ -35,10 +35,10 @@ LR = 3e-3
 
 def plain_script(steps: int) -> float:
     code = (f"from benchmarks.throughput import plain\n"
-            f"from tests.test_trainable import settings\n"
+            f"from tests.test_trainable import tiny_spec\n"
             f"import tempfile\n"
-            f"s = settings(max_steps={steps}, eval_steps={steps // 4}, learning_rate={LR})\n"
-            f"s['threads'] = 1\n"
+            f"s = tiny_spec(max_steps={steps}, eval_steps={steps // 4}, learning_rate={LR})\n"
+            f"s = s.replace(threads=1)\n"
             f"plain(s, tempfile.mkdtemp())\n")
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True)
@@ -46,16 +46,16 @@ def plain_script(steps: int) -> float:
 
 
 def sweep(root: Path, name: str, *, trials: int, steps: int) -> tuple[float, float]:
-    from tests.test_trainable import settings
+    from tests.test_trainable import tiny_spec
 
-    s = settings()
+    s = tiny_spec()
     config = root / f"{name}.yaml"
     config.write_text(yaml.safe_dump({
         "model": {"name_or_path": "builtin:tiny-llama"},
-        "data": {"train": {"path": s["data"]["train"]["path"]},
-                 "eval": {"path": s["data"]["eval"]["path"]},
-                 "max_length": s["data"]["max_length"],
-                 "max_eval_samples": s["data"]["max_eval_samples"]},
+        "data": {"train": {"path": s.data["train"]["path"]},
+                 "eval": {"path": s.data["eval"]["path"]},
+                 "max_length": s.data["max_length"],
+                 "max_eval_samples": s.data["max_eval_samples"]},
         "lora": {"r": 8, "alpha_ratio": 2.0, "dropout": 0.05, "target_modules": "attention"},
         "training": {"max_steps": steps, "eval_steps": steps // 4, "logging_steps": 5,
                      "per_device_train_batch_size": 8, "per_device_eval_batch_size": 16,

@@ -70,10 +70,10 @@ def one_sweep(root: Path, name: str, *, trials: int, seconds: float, cpu: float)
         "storage": {"path": str(root), "name": name},
     }))
     cfg, derived = load_config(str(config))
-    settings = preflight(cfg, derived)
+    spec = preflight(cfg, derived)
     sweep_dir = root / name
     sweep_dir.mkdir()
-    tuner = build_tuner(cfg, derived, settings, storage_path=str(root), name=name,
+    tuner = build_tuner(cfg, derived, spec, storage_path=str(root), name=name,
                         sweep_dir=str(sweep_dir), concurrency=max_concurrent(cfg),
                         trainable=tune.with_parameters(trivial, seconds=seconds))
     start = time.perf_counter()

@@ -24,10 +24,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.report import record, spread, table  # noqa: E402
-from tests.test_trainable import settings as tiny_settings  # noqa: E402
+from tests.test_trainable import tiny_spec  # noqa: E402
 
 
-def run(s: dict, out: Path) -> dict:
+def run(s, out: Path) -> dict:
     from trainables.callbacks import ReportCallback
     from trainables.trial import _limit_threads, build_trainer
 
@@ -41,7 +41,7 @@ def run(s: dict, out: Path) -> dict:
     trainer.train()
     elapsed = time.perf_counter() - start
     steps = trainer.state.global_step
-    examples = steps * s["training"]["per_device_train_batch_size"] * per_row
+    examples = steps * s.training["per_device_train_batch_size"] * per_row
     tokens = max(float(e.get("num_tokens", 0)) for e in trainer.state.log_history)
     return {"examples/s": examples / elapsed, "tokens/s": tokens / elapsed,
             "eval_loss": callback.history[-1]["eval_loss"], "examples/step": examples / steps}
@@ -58,8 +58,8 @@ def main() -> None:
     try:
         for i in range(args.repeats):
             for packing in (False, True):
-                s = tiny_settings(max_steps=args.steps, eval_steps=args.steps // 3)
-                s["data"].update(max_length=args.max_length, packing=packing)
+                s = tiny_spec({"max_length": args.max_length, "packing": packing},
+                              max_steps=args.steps, eval_steps=args.steps // 3)
                 results[packing].append(run(s, out / f"{packing}{i}"))
                 print(f"repeat {i + 1} packing={packing}: {results[packing][-1]}", flush=True)
     finally:

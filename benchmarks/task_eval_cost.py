@@ -37,16 +37,16 @@ def main() -> None:
     from orchestrator.config.preflight import preflight
     from trainables import tiny_llama
     from trainables.task_eval import TaskEval
-    from trainables.trial import build_trainer, run_trial, trial_settings
+    from trainables.trial import build_trainer, run_trial
 
     cfg, derived = load_config(Path(args.config))
     if not cfg.evaluation.scorers:
         raise SystemExit(f"{args.config} has no evaluation.scorers: nothing to measure")
     if tiny_llama.is_builtin(cfg.model.name_or_path):
         tiny_llama.resolve(cfg.model.name_or_path)
-    settings = preflight(cfg, derived)
+    spec = preflight(cfg, derived)
     point = cfg.search.initial_points[0] if cfg.search.initial_points else {}
-    s = trial_settings(settings, point)
+    s = spec.for_trial(point)
     torch.set_num_threads(max(1, int(cfg.resources.cpu)))
     with tempfile.TemporaryDirectory(prefix="bench-task-") as out:
         started = time.perf_counter()
@@ -55,8 +55,8 @@ def main() -> None:
         task_s = sum(h.get("task_seconds", 0.0) for h in history)
         last = Path(out) / f"checkpoint-{history[-1]['step']}"
         trainer = build_trainer(s, str(Path(out) / "probe"), save=False, adapter_dir=str(last))
-        judge = TaskEval(s["task_eval"], trainer.eval_dataset, trainer.processing_class)
-        batch = int(s["task_eval"]["batch_size"])
+        judge = TaskEval(s.task_eval, trainer.eval_dataset, trainer.processing_class)
+        batch = int(s.task_eval["batch_size"])
         timings: dict[int, list[float]] = {batch: [], 1: []}
         answers: dict[int, list[str]] = {}
         for _ in range(args.repeats):

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.report import record, spread, table  # noqa: E402
-from tests.test_trainable import settings as tiny_settings  # noqa: E402
+from tests.test_trainable import tiny_spec  # noqa: E402
 
 
 def _tokens_per_second(trainer) -> float:
@@ -33,7 +33,7 @@ def _tokens_per_second(trainer) -> float:
     return tokens / elapsed
 
 
-def ours(s: dict, out: Path) -> float:
+def ours(s, out: Path) -> float:
     from trainables.callbacks import ReportCallback
     from trainables.trial import _limit_threads, build_trainer
 
@@ -42,7 +42,7 @@ def ours(s: dict, out: Path) -> float:
     return _tokens_per_second(trainer)
 
 
-def plain(s: dict, out: Path) -> float:
+def plain(s, out: Path) -> float:
     """A plain QLoRA script: transformers + bitsandbytes + PEFT + TRL, nothing of ours."""
     import torch
     from datasets import load_dataset
@@ -52,8 +52,8 @@ def plain(s: dict, out: Path) -> float:
 
     from trainables import tiny_llama
 
-    torch.set_num_threads(s["threads"])
-    path, t, lora = tiny_llama.ensure_built(), s["training"], s["lora"]
+    torch.set_num_threads(s.threads)
+    path, t, lora = tiny_llama.ensure_built(), s.training, s.lora
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, quantization_config=(
         BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
@@ -63,7 +63,7 @@ def plain(s: dict, out: Path) -> float:
     model = get_peft_model(model, LoraConfig(
         r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
         target_modules=lora["resolved_target_modules"], task_type="CAUSAL_LM"))
-    data = s["data"]
+    data = s.data
     train = load_dataset("json", data_files=data["train"]["path"], split="train")
     evalset = load_dataset("json", data_files=data["eval"]["path"], split="train")
     evalset = evalset.select(range(data["max_eval_samples"]))
@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=60)
     args = parser.parse_args()
-    s = tiny_settings(max_steps=args.steps, eval_steps=args.steps // 3)
+    s = tiny_spec(max_steps=args.steps, eval_steps=args.steps // 3)
     results: dict[str, list[float]] = {"ours": [], "plain": []}
     out = Path(tempfile.mkdtemp(prefix="bench-tps-"))
     try:

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.report import record, spread, table  # noqa: E402
-from tests.test_trainable import settings as tiny_settings  # noqa: E402
+from tests.test_trainable import tiny_spec  # noqa: E402
 
 
 def big_model(hidden: int, layers: int) -> Path:
@@ -63,10 +63,8 @@ def main() -> None:
 
     path = big_model(args.hidden, args.layers)
     size = sum(f.stat().st_size for f in path.glob("*.safetensors"))
-    s = tiny_settings(max_steps=1, eval_steps=1)
-    s["model"]["name_or_path"] = str(path)
-    s["data"]["max_eval_samples"] = 8
-    s["warm_start"] = True
+    s = tiny_spec({"max_eval_samples": 8}, max_steps=1, eval_steps=1)
+    s = s.replace(model={**s.model, "name_or_path": str(path)}, warm_start=True)
     cold, warm_, first = [], [], []
     out = Path(tempfile.mkdtemp(prefix="bench-warm-"))
     try:

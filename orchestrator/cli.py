@@ -189,17 +189,17 @@ def _validate(args) -> int:
 
     cfg, derived = load_config(args.config, args.overrides)
     require_local_fit(cfg, derived, args.address)
-    settings = preflight(cfg, derived)
+    spec = preflight(cfg, derived)
     space = derived.domains
     print(f"{args.config}: valid")
     print(f"  model:   {cfg.model.name_or_path} ({cfg.model.quantization.mode})")
-    print(f"  data:    {settings['data']['train']['path']} (format: {settings['data_format']})")
+    print(f"  data:    {spec.data['train']['path']} (format: {spec.data_format})")
     print(f"  search:  {cfg.search.algorithm}, {cfg.search.num_trials} trials, "
           f"{cfg.search.metric} ({derived.mode}); scheduler: {cfg.scheduler.type}")
     print(f"  metrics: {', '.join(cfg.reported_metrics)}")
     for name, dom in space.items():
         print(f"  {name}: {dom.describe()}")
-    for key, modules in settings["target_groups"].items():
+    for key, modules in spec.target_groups.items():
         print(f"  targets {key}: {', '.join(modules)}")
     return 0
 

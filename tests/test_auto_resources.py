@@ -13,17 +13,17 @@ from orchestrator.config.preflight import preflight
 from trainables.memory_estimate import CUDA_CONTEXT_BYTES, FRAGMENTATION, estimate, model_shape
 
 from .conftest import write_config
-from .test_trainable import settings as tiny_settings
+from .test_trainable import tiny_spec
 
 GiB = 2**30
 
 
 def test_the_estimate_follows_measured_peak_memory_on_the_tiny_model(tiny_model_dir, tmp_path):
     data = long_data(tmp_path / "data")  # every example fills max_length
-    small, large = (configured(tiny_settings(), str(tiny_model_dir), data, r=r, batch=batch,
+    small, large = (configured(tiny_spec(), str(tiny_model_dir), data, r=r, batch=batch,
                                length=length, targets="all-linear")
                     for r, batch, length in ((8, 8, 128), (32, 16, 256)))
-    shape = model_shape(small["model"])
+    shape = model_shape(small.model)
     estimated = [estimate(shape, s, on_gpu=False).total for s in (small, large)]
     measured = [measure(s)["peak"] for s in (small, large)]
     print("estimate / measured MiB:", [(e >> 20, m >> 20) for e, m in zip(estimated, measured)])
@@ -46,25 +46,25 @@ def searched(tmp_path):
 
 
 def test_gpu_auto_packs_as_many_trials_as_the_estimate_fits(searched, caplog):
-    cfg, derived, settings = searched
-    est, values = largest_trial(settings, derived, on_gpu=True)
+    cfg, derived, spec = searched
+    est, values = largest_trial(spec, derived, on_gpu=True)
     assert values == {"lora.r": 64, "training.per_device_train_batch_size": 16}
     per_trial = est.total * (1 + FRAGMENTATION) + CUDA_CONTEXT_BYTES
     caplog.set_level("INFO", logger="orchestrator")
     for gpu_bytes, share in ((int(per_trial * 3.5), 0.3333), (int(per_trial * 1.2), 1.0)):
-        resolved = resolve_auto(cfg, derived, settings, has_gpus=True, gpu_bytes=gpu_bytes)
+        resolved = resolve_auto(cfg, derived, spec, has_gpus=True, gpu_bytes=gpu_bytes)
         assert resolved.resources.gpu == share and cfg.resources.gpu == "auto"
     assert "holds 3, so each trial takes 0.3333 GPU" in caplog.messages[0]
     with pytest.raises(UserError) as err:
-        resolve_auto(cfg, derived, settings, has_gpus=True, gpu_bytes=int(per_trial * 0.9))
+        resolve_auto(cfg, derived, spec, has_gpus=True, gpu_bytes=int(per_trial * 0.9))
     text = err.value.render()
     assert "resources.gpu = auto" in text and "lora.r=64" in text and "Fix:" in text
 
 
 def test_gpu_auto_without_gpus_runs_on_cpu_and_reserves_the_estimated_ram(searched):
-    cfg, derived, settings = searched
-    resolved = resolve_auto(cfg, derived, settings, has_gpus=False)
-    est, _ = largest_trial(settings, derived, on_gpu=False)
+    cfg, derived, spec = searched
+    resolved = resolve_auto(cfg, derived, spec, has_gpus=False)
+    est, _ = largest_trial(spec, derived, on_gpu=False)
     assert resolved.resources.gpu == 0
     assert resolved.resources.memory_gb == round((est.total + CPU_PROCESS_BYTES) / GiB, 2)
 
@@ -91,10 +91,10 @@ def test_a_large_space_finds_its_largest_trial_one_setting_at_a_time(tmp_path):
                       "training.per_device_train_batch_size": {"choice": [16, 2, 8, 4]},
                       "training.per_device_eval_batch_size": {"choice": [8, 32, 16]},
                       "training.gradient_checkpointing": {"choice": [True, False]}}), [])
-    settings = preflight(cfg, derived)
+    spec = preflight(cfg, derived)
     for on_gpu in (True, False):
-        every = largest_trial(settings, derived, on_gpu=on_gpu)
-        one_at_a_time = largest_trial(settings, derived, on_gpu=on_gpu, exhaustive_limit=1)
+        every = largest_trial(spec, derived, on_gpu=on_gpu)
+        one_at_a_time = largest_trial(spec, derived, on_gpu=on_gpu, exhaustive_limit=1)
         assert one_at_a_time[0].total == every[0].total, on_gpu
         assert one_at_a_time[1]["lora.r"] == every[1]["lora.r"] == 64
         assert one_at_a_time[1]["training.per_device_train_batch_size"] == 16

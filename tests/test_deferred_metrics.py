@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.host_reads import HostReads
-from tests.test_trainable import settings
+from tests.test_trainable import tiny_spec
 from trainables.trial import _limit_threads, build_trainer
 
 # Keys whose values are timings, not results.
@@ -14,8 +14,8 @@ _TIMING = {"train_runtime", "train_samples_per_second", "train_steps_per_second"
 
 
 def _train(tmp_path, deferred: bool, packing: bool):
-    s = settings(max_steps=6, logging_steps=3, eval_steps=3, deferred_metrics=deferred)
-    s["data"]["packing"] = packing
+    s = tiny_spec({"packing": packing}, max_steps=6, logging_steps=3, eval_steps=3,
+                  deferred_metrics=deferred)
     _limit_threads(s)
     reads = HostReads()
     trainer = build_trainer(s, str(tmp_path / f"d{int(deferred)}"), callbacks=[reads.callback()],

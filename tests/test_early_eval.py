@@ -16,7 +16,7 @@ from trainables.early_eval import subset_indices
 from trainables.trial import run_trial
 
 from .conftest import EXAMPLES, cli, write_config
-from .test_trainable import settings
+from .test_trainable import tiny_spec
 
 
 def test_subset_is_fixed_by_the_seed_and_spread_over_the_eval_set():
@@ -28,8 +28,8 @@ def test_subset_is_fixed_by_the_seed_and_spread_over_the_eval_set():
 
 def test_subset_evaluations_change_what_is_evaluated_and_nothing_else(tmp_path):
     early = {"samples": 8, "full_from": 20, "metric": "eval_loss", "seed": 0}
-    plain = run_trial(settings(max_steps=30), output_dir=tmp_path / "plain")
-    history = run_trial({**settings(max_steps=30), "early_eval": early},
+    plain = run_trial(tiny_spec(max_steps=30), output_dir=tmp_path / "plain")
+    history = run_trial(tiny_spec(max_steps=30).replace(early_eval=early),
                         output_dir=tmp_path / "early")
     assert [h["step"] for h in history] == [10, 20, 30]
     first, *later = history

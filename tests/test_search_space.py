@@ -9,7 +9,7 @@ from search_spaces import load_preset, merge_space, parse_space
 from search_spaces.domains import SpaceError, grid_size, to_tune
 from search_spaces.targets import TargetError, resolve_groups, resolve_target
 from trainables.model import linear_module_names
-from trainables.trial import trial_settings
+from trainables.spec import TrialSpec
 
 pytestmark = pytest.mark.fast
 
@@ -54,26 +54,29 @@ def test_bad_entries_are_all_reported():
     assert len(err.value.problems) == 2
 
 
-def _base():
-    return {"lora": {"r": 8, "alpha": None, "alpha_ratio": 2.0, "target_modules": "attention"},
-            "training": {"learning_rate": 1e-3},
-            "target_groups": {"attention": ["q_proj", "v_proj"], "q_proj+o_proj": ["q_proj", "o_proj"]}}
+def _base(alpha=None) -> TrialSpec:
+    return TrialSpec(
+        model={}, data={},
+        lora={"r": 8, "alpha": alpha, "alpha_ratio": 2.0, "target_modules": "attention"},
+        training={"learning_rate": 1e-3},
+        target_groups={"attention": ["q_proj", "v_proj"], "q_proj+o_proj": ["q_proj", "o_proj"]})
 
 
 def test_alpha_ratio_times_r_gives_alpha():
-    s = trial_settings(_base(), {"lora.r": 16, "lora.alpha_ratio": 0.5})
-    assert s["lora"]["alpha"] == 8.0
-    s = trial_settings(_base(), {"lora.r": 32})
-    assert s["lora"]["alpha"] == 64.0  # fixed ratio 2.0
-    fixed = _base()
-    fixed["lora"]["alpha"] = 16
-    assert trial_settings(fixed, {"lora.r": 64})["lora"]["alpha"] == 16
+    base = _base()
+    s = base.for_trial({"lora.r": 16, "lora.alpha_ratio": 0.5})
+    assert s.lora["alpha"] == 8.0 and s.lora["r"] == 16
+    assert base.lora == {"r": 8, "alpha": None, "alpha_ratio": 2.0,
+                         "target_modules": "attention"}  # the sweep's spec is unchanged
+    s = base.for_trial({"lora.r": 32})
+    assert s.lora["alpha"] == 64.0  # fixed ratio 2.0
+    assert _base(alpha=16).for_trial({"lora.r": 64}).lora["alpha"] == 16
 
 
 def test_group_names_resolve_to_the_model_modules():
-    s = trial_settings(_base(), {"lora.target_modules": "q_proj+o_proj"})
-    assert s["lora"]["resolved_target_modules"] == ["q_proj", "o_proj"]
-    assert trial_settings(_base(), {})["lora"]["resolved_target_modules"] == ["q_proj", "v_proj"]
+    s = _base().for_trial({"lora.target_modules": "q_proj+o_proj"})
+    assert s.lora["resolved_target_modules"] == ["q_proj", "o_proj"]
+    assert _base().for_trial({}).lora["resolved_target_modules"] == ["q_proj", "v_proj"]
 
 
 def _save(config, tmp_path, name):

@@ -34,14 +34,14 @@ def score(predictions, references):
 
 
 def test_generation_is_real_and_batching_does_not_change_answers(tiny_model_dir, tmp_path):
-    from tests.test_trainable import settings
+    from tests.test_trainable import tiny_spec
     from trainables.task_eval import TaskEval
     from trainables.trial import build_trainer, run_trial
 
-    s = settings(max_steps=30)
     # cadence rungs: generate at the rung (10) and at the last step (30), not at 20
-    s["task_eval"] = {"scorers": [PRICE], "samples": 12, "seed": 0, "max_new_tokens": 12,
-                      "batch_size": 12, "steps": [10], "examples": 3, "search_path": []}
+    s = tiny_spec(max_steps=30).replace(task_eval={
+        "scorers": [PRICE], "samples": 12, "seed": 0, "max_new_tokens": 12, "batch_size": 12,
+        "steps": [10], "examples": 3, "search_path": []})
     history = run_trial(s, output_dir=tmp_path / "out")
     assert [h["step"] for h in history] == [10, 20, 30]
     assert math.isnan(history[1]["task_price_mae"]) and "task_examples" not in history[1]
@@ -57,7 +57,7 @@ def test_generation_is_real_and_batching_does_not_change_answers(tiny_model_dir,
     # The adapter of the last checkpoint, loaded frozen: batched and one-by-one greedy answers.
     trainer = build_trainer(s, str(tmp_path / "probe"), save=False,
                             adapter_dir=str(tmp_path / "out" / "checkpoint-30"))
-    judge = TaskEval(s["task_eval"], trainer.eval_dataset, trainer.processing_class)
+    judge = TaskEval(s.task_eval, trainer.eval_dataset, trainer.processing_class)
     batched = judge.predict(trainer.model)
     judge.task = {**judge.task, "batch_size": 1}
     single = judge.predict(trainer.model)

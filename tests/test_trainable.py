@@ -8,12 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainables.trial import build_trainer, evaluate_baseline, run_trial, trial_settings
+from trainables.spec import TrialSpec
+from trainables.trial import build_trainer, evaluate_baseline, run_trial
 
 from .conftest import EXAMPLES
 
 
-def settings(**training) -> dict:
+def tiny_spec(data: dict | None = None, **training) -> TrialSpec:
+    """A trial's spec on the tiny model and the demo data; ``data`` and ``training`` change
+    those sections."""
     base = {
         "model": {"name_or_path": "builtin:tiny-llama", "revision": None,
                   "trust_remote_code": False,
@@ -36,7 +39,8 @@ def settings(**training) -> dict:
         "threads": 2,
     }
     base["training"].update(training)
-    return trial_settings(base, {})
+    base["data"].update(data or {})
+    return TrialSpec(**base).for_trial({})
 
 
 def test_trial_is_real_qlora_and_its_adapter_loads(tiny_model_dir, tmp_path):
@@ -44,7 +48,7 @@ def test_trial_is_real_qlora_and_its_adapter_loads(tiny_model_dir, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    s = settings()
+    s = tiny_spec()
     trainer = build_trainer(s, str(tmp_path / "probe"), save=False)
     layers = [m for m in trainer.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert layers and layers[0].weight.quant_type == "nf4"
@@ -74,7 +78,7 @@ def test_trial_is_real_qlora_and_its_adapter_loads(tiny_model_dir, tmp_path):
 
 
 def test_resume_from_a_checkpoint_continues_the_step_count(tmp_path):
-    s = settings(max_steps=20)
+    s = tiny_spec(max_steps=20)
     full = run_trial(s, output_dir=tmp_path / "full")
     resumed_dir = tmp_path / "resumed"
     resumed_dir.mkdir()
@@ -110,7 +114,7 @@ def test_resume_from_a_checkpoint_continues_the_step_count(tmp_path):
 def test_each_unreadable_checkpoint_file_is_named(tmp_path):
     from trainables.checkpoints import checkpoint_problem
 
-    run_trial(settings(max_steps=5, eval_steps=5), output_dir=tmp_path / "run")
+    run_trial(tiny_spec(max_steps=5, eval_steps=5), output_dir=tmp_path / "run")
     for damage in ("optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json",
                    "adapter_config.json"):
         ckpt = shutil.copytree(tmp_path / "run" / "checkpoint-5", tmp_path / damage)
@@ -123,7 +127,7 @@ def test_each_unreadable_checkpoint_file_is_named(tmp_path):
 def test_nan_loss_raises_training_diverged(tmp_path):
     from trainables.callbacks import TrainingDiverged
 
-    s = settings(learning_rate=1e8, max_grad_norm=0.0, max_steps=10, eval_steps=5)
+    s = tiny_spec(learning_rate=1e8, max_grad_norm=0.0, max_steps=10, eval_steps=5)
     with pytest.raises(TrainingDiverged, match="training diverged"):
         run_trial(s, output_dir=tmp_path / "nan")
 
@@ -143,9 +147,8 @@ def test_other_row_formats_train(tmp_path, fmt):
                          "output": r["completion"]})
     path = tmp_path / f"{fmt}.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    s = settings(max_steps=10, eval_steps=5)
-    s["data"].update({"train": {"path": str(path), "local": True}, "eval": None,
-                      "eval_fraction": 0.25, "max_length": 128})
+    s = tiny_spec({"train": {"path": str(path), "local": True}, "eval": None,
+                   "eval_fraction": 0.25, "max_length": 128}, max_steps=10, eval_steps=5)
     trainer = build_trainer(s, str(tmp_path / "probe"), save=False)
     sample = trainer.train_dataset[0]
     # Completion-only loss: the prompt tokens are masked out of the loss.
@@ -159,18 +162,15 @@ def test_other_row_formats_train(tmp_path, fmt):
 def test_examples_too_long_for_max_length_are_a_clear_error(tmp_path):
     from trainables.data import DataError
 
-    s = settings()
-    s["data"]["max_length"] = 8  # shorter than any prompt: no completion token would remain
+    s = tiny_spec({"max_length": 8})  # shorter than any prompt: no completion token would remain
     with pytest.raises(DataError, match="data.max_length"):
         build_trainer(s, str(tmp_path / "probe"), save=False)
 
 
 def test_packing_trains_padding_free_and_leaves_the_eval_data_as_it_is(tiny_model_dir, tmp_path):
-    unpacked = settings(max_steps=4, eval_steps=4)
-    unpacked["data"]["max_length"] = 128  # room for 2-3 of the demo's examples in a row
+    unpacked = tiny_spec({"max_length": 128}, max_steps=4, eval_steps=4)  # 2-3 examples a row
     plain = build_trainer(unpacked, str(tmp_path / "plain"), save=False)
-    s = settings(max_steps=4, eval_steps=4)
-    s["data"].update(max_length=128, packing=True)
+    s = tiny_spec({"max_length": 128, "packing": True}, max_steps=4, eval_steps=4)
     packed = build_trainer(s, str(tmp_path / "packed"), save=False)
     # Several examples share a max_length row; a batch is one flat sequence, no pad tokens,
     # with position ids that start again at each example (attention stays within it).
@@ -178,7 +178,7 @@ def test_packing_trains_padding_free_and_leaves_the_eval_data_as_it_is(tiny_mode
     assert sum(map(len, packed.train_dataset["seq_lengths"])) == len(plain.train_dataset)
     batch = next(iter(packed.get_train_dataloader()))
     assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch
-    assert int((batch["position_ids"] == 0).sum()) > s["training"]["per_device_train_batch_size"]
+    assert int((batch["position_ids"] == 0).sum()) > s.training["per_device_train_batch_size"]
     # The eval data is not packed: the same loss before training.
     assert packed.evaluate()["eval_loss"] == pytest.approx(plain.evaluate()["eval_loss"],
                                                            rel=1e-5)

@@ -13,9 +13,9 @@ import gc
 import torch
 
 from trainables import warm
-from trainables.trial import evaluate_baseline, run_trial, trial_settings
+from trainables.trial import evaluate_baseline, run_trial
 
-from .test_trainable import settings
+from .test_trainable import tiny_spec
 
 
 def _live_tensor_bytes() -> int:
@@ -35,10 +35,10 @@ def _curve(history: list[dict]) -> list[tuple]:
 
 
 def test_a_warm_trial_trains_exactly_like_a_cold_one(tiny_model_dir, tmp_path):
-    a = {**settings(max_steps=6, eval_steps=3, logging_steps=3), "warm_start": True}
-    other = {**trial_settings(a, {"lora.r": 4, "lora.target_modules": ["q_proj", "v_proj"],
-                                  "lora.use_dora": True, "training.gradient_checkpointing": True,
-                                  "training.learning_rate": 1e-2}), "warm_start": True}
+    a = tiny_spec(max_steps=6, eval_steps=3, logging_steps=3).replace(warm_start=True)
+    other = a.for_trial({"lora.r": 4, "lora.target_modules": ["q_proj", "v_proj"],
+                         "lora.use_dora": True, "training.gradient_checkpointing": True,
+                         "training.learning_rate": 1e-2})
     warm.forget()
     loads = warm.loads
     cold = run_trial(a, output_dir=tmp_path / "cold")
@@ -58,19 +58,19 @@ def test_a_warm_trial_trains_exactly_like_a_cold_one(tiny_model_dir, tmp_path):
 
 def test_a_trial_on_the_sweeps_tokenized_data_trains_like_one_that_tokenizes(tiny_model_dir,
                                                                             tmp_path):
-    s = settings(max_steps=6, eval_steps=3, logging_steps=3)
+    s = tiny_spec(max_steps=6, eval_steps=3, logging_steps=3)
     baseline = evaluate_baseline(s)
     prepared = baseline["prepared_data"]
     assert set(prepared) == {"train", "eval", "seed"} and "input_ids" in prepared["train"].column_names
     assert prepared["eval"].num_rows == baseline["eval_samples"]
-    assert prepared["seed"] == s["training"]["seed"]
+    assert prepared["seed"] == s.training["seed"]
     itself = run_trial(s, output_dir=tmp_path / "itself")
-    shared = run_trial({**s, "prepared_data": prepared}, output_dir=tmp_path / "shared")
+    shared = run_trial(s.replace(prepared_data=prepared), output_dir=tmp_path / "shared")
     assert itself[0]["data_tokenized"] == 1 and shared[0]["data_tokenized"] == 0
     assert _curve(shared) == _curve(itself)
     # A trial with another seed (another train/eval split) tokenizes its own data.
-    other = settings(max_steps=3, eval_steps=3, logging_steps=3, seed=s["training"]["seed"] + 1)
-    assert run_trial({**other, "prepared_data": prepared},
+    other = tiny_spec(max_steps=3, eval_steps=3, logging_steps=3, seed=s.training["seed"] + 1)
+    assert run_trial(other.replace(prepared_data=prepared),
                      output_dir=tmp_path / "other")[0]["data_tokenized"] == 1
 
 
@@ -91,11 +91,11 @@ def test_evaluations_and_checkpoints_leave_the_quantized_base_as_loaded(tiny_mod
     re-quantizes them on saving; the trainable keeps them as loaded (trainables/model.py)."""
     from trainables.model import load_base_model
 
-    s = {**settings(max_steps=6, eval_steps=3, logging_steps=3), "warm_start": True}
+    s = tiny_spec(max_steps=6, eval_steps=3, logging_steps=3).replace(warm_start=True)
     warm.forget()
     run_trial(s, output_dir=tmp_path / "trial")  # evaluates and checkpoints twice
     kept = _quantized(warm._detach())
-    fresh = _quantized(load_base_model(s["model"]))
+    fresh = _quantized(load_base_model(s.model))
     assert kept.keys() == fresh.keys() and len(kept) == 2 * 28  # 4 layers x 7 linear
     assert all(torch.equal(kept[k], fresh[k]) for k in fresh)
     warm.forget()

@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .spec import TrialSpec
+
 GiB = 2**30
 # Beyond what torch allocates: a CUDA context with cuBLAS workspaces, and the caching
 # allocator's fragmentation (a share of the estimate).
@@ -135,11 +137,11 @@ def _quantized_bytes(params: int, quant: dict[str, Any], rows: int, dtype_bytes:
     return params * dtype_bytes
 
 
-def estimate(shape: Shape, settings: dict[str, Any], *, on_gpu: bool) -> Estimate:
-    """The memory one trial with these settings needs (``trial_settings`` form: ``model``,
-    ``lora`` with ``resolved_target_modules``, ``training``, ``data``)."""
-    quant = settings["model"]["quantization"]
-    lora, training = settings["lora"], settings["training"]
+def estimate(shape: Shape, spec: TrialSpec, *, on_gpu: bool) -> Estimate:
+    """The memory one trial needs (a trial's spec, ``TrialSpec.for_trial``: its ``lora``
+    has ``resolved_target_modules``)."""
+    quant = spec.model["quantization"]
+    lora, training = spec.lora, spec.training
     wide = on_gpu and quant.get("compute_dtype", "auto") in ("auto", "bfloat16", "float16")
     d = 2 if wide else 4  # bytes of an activation: bf16/fp16 on a GPU, float32 on a CPU
     quantized = quant["mode"] != "none"
@@ -163,7 +165,7 @@ def estimate(shape: Shape, settings: dict[str, Any], *, on_gpu: bool) -> Estimat
     state = OPTIMIZER_STATE_BYTES.get(training.get("optim", "auto"), 8)
     adapter = lora_params * (4 + 4 + state)  # fp32 weights, gradients, optimizer state
 
-    tokens = int(training["per_device_train_batch_size"]) * int(settings["data"]["max_length"])
+    tokens = int(training["per_device_train_batch_size"]) * int(spec.data["max_length"])
     h, i = shape.hidden, shape.intermediate
     kv = h * shape.kv_heads // max(1, shape.heads)
     # One decoder layer, per token: the two RMSNorms keep float32 copies (2 x 4 bytes) and
@@ -182,7 +184,7 @@ def estimate(shape: Shape, settings: dict[str, Any], *, on_gpu: bool) -> Estimat
 
     logits = logit_tile(tokens)
     eval_tokens = int(training.get("per_device_eval_batch_size", 16)) * int(
-        settings["data"]["max_length"])
+        spec.data["max_length"])
     # evaluation keeps no activations: a layer's worth in flight, and a logits tile
     eval_peak = base + lora_params * 4 + eval_tokens * 2 * per_layer + logit_tile(eval_tokens)
     runtime = 0 if on_gpu else CPU_RUNTIME_BYTES

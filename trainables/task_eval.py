@@ -5,7 +5,7 @@ completion: chat template, instruction format and special tokens included), so t
 asked what it was trained to answer; the reference is the row's completion. Generation is
 greedy, in batches, left-padded, with the KV cache and at most ``max_new_tokens`` new tokens.
 
-``settings["task_eval"]`` (built by the sweep from ``evaluation``) holds the scorers and
+``TrialSpec.task_eval`` (built by the sweep from ``evaluation``) holds the scorers and
 ``samples`` (how many eval rows, drawn once with ``seed``: the same rows for every trial),
 ``max_new_tokens``, ``batch_size``, ``steps`` (the steps to evaluate at; None: every
 evaluation), ``examples`` (how many (prompt, reference, prediction) triples to report) and

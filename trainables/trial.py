@@ -8,7 +8,6 @@ is the thin wrapper Ray Tune runs, which reports through ``tune.report`` and res
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import logging
 import os
@@ -21,8 +20,8 @@ from typing import Any
 
 from .callbacks import Report, ReportCallback, TrainingDiverged
 from .disk import over_budget
-from .lora import lora_alpha
 from .scoring import ScorerError
+from .spec import TrialSpec
 from .storage import read_file, write_file
 
 log = logging.getLogger(__name__)
@@ -33,25 +32,6 @@ DIVERGED_MARKER = "diverged.txt"
 SCORER_FAILED = "ScorerError: "  # how the marker starts when a scorer failed
 
 
-def trial_settings(base: dict[str, Any], searched: dict[str, Any]) -> dict[str, Any]:
-    """The settings of one trial: the sweep's fixed settings with its searched values applied.
-
-    ``searched`` has dotted keys (``lora.r``, ``training.learning_rate``) as Tune samples them.
-    """
-    settings = copy.deepcopy(base)
-    for key, value in searched.items():
-        section, field = key.split(".", 1)
-        settings[section][field] = value
-    lora = settings["lora"]
-    lora["alpha"] = lora_alpha(lora)
-    target = lora["target_modules"]
-    key = "+".join(target) if isinstance(target, list) else target
-    groups = settings.get("target_groups", {})
-    lora["resolved_target_modules"] = groups.get(key) or (
-        list(target) if isinstance(target, list) else target.split("+"))
-    return settings
-
-
 def _optimizer(name: str) -> str:
     import torch
 
@@ -60,14 +40,14 @@ def _optimizer(name: str) -> str:
     return "paged_adamw_32bit" if torch.cuda.is_available() else "adamw_torch"
 
 
-def deferred_metrics(settings: dict[str, Any]) -> bool:
+def deferred_metrics(spec: TrialSpec) -> bool:
     """Whether the trial keeps TRL's per-step metrics on the device until a log reads them."""
     from . import deferred_metrics as deferred
 
-    return bool(settings["training"].get("deferred_metrics", True)) and deferred.supported()
+    return bool(spec.training.get("deferred_metrics", True)) and deferred.supported()
 
 
-def sft_config(settings: dict[str, Any], output_dir: str, *, save: bool = True,
+def sft_config(spec: TrialSpec, output_dir: str, *, save: bool = True,
                prepared: bool = False):
     """TRL ``SFTConfig`` for the trial: evaluate, report and checkpoint every ``eval_steps``.
     ``prepared``: the datasets are tokenized already (by the sweep, once), so TRL skips that."""
@@ -76,9 +56,9 @@ def sft_config(settings: dict[str, Any], output_dir: str, *, save: bool = True,
 
     from .model import compute_dtype
 
-    t = settings["training"]
+    t = spec.training
     cuda = torch.cuda.is_available()
-    bf16 = cuda and compute_dtype(settings["model"]["quantization"]["compute_dtype"]) == torch.bfloat16
+    bf16 = cuda and compute_dtype(spec.model["quantization"]["compute_dtype"]) == torch.bfloat16
     return SFTConfig(
         output_dir=output_dir,
         max_steps=t["max_steps"],
@@ -102,26 +82,26 @@ def sft_config(settings: dict[str, Any], output_dir: str, *, save: bool = True,
         report_to="none",
         disable_tqdm=True,
         log_level="error",
-        max_length=settings["data"]["max_length"],
+        max_length=spec.data["max_length"],
         # Packed training rows, padding-free (best-fit decreasing); eval rows as they are.
-        packing=bool(settings["data"].get("packing")),
+        packing=bool(spec.data.get("packing")),
         eval_packing=False,
         use_cpu=not cuda,
         bf16=bf16,
         dataloader_pin_memory=cuda,
         # The NaN/inf filter reads the loss on every step; deferred, a non-finite loss shows in
         # the logged train loss instead, and ReportCallback stops the trial on it.
-        logging_nan_inf_filter=not deferred_metrics(settings),
+        logging_nan_inf_filter=not deferred_metrics(spec),
         dataset_kwargs={"skip_prepare_dataset": True} if prepared else None,
     )
 
 
-def build_trainer(settings: dict[str, Any], output_dir: str, *, callbacks=(), save: bool = True,
+def build_trainer(spec: TrialSpec, output_dir: str, *, callbacks=(), save: bool = True,
                   adapter_dir: str | None = None):
     """Load model, data and tokenizer and return a ready ``SFTTrainer``.
 
     The base model is the one this process keeps from its previous trial when there is one
-    (``trainables/warm.py``); the data is the sweep's tokenized copy when the settings carry
+    (``trainables/warm.py``); the data is the sweep's tokenized copy when the spec carries
     one (``prepared_data``), else it is loaded and tokenized here. With ``adapter_dir`` the
     saved adapter there is loaded (frozen) instead of a fresh one.
     """
@@ -133,9 +113,9 @@ def build_trainer(settings: dict[str, Any], output_dir: str, *, callbacks=(), sa
     from .model import attach_lora, load_base_model, load_tokenizer, quiet_transformers
 
     quiet_transformers()
-    seed = int(settings["training"]["seed"])
-    tokenizer = load_tokenizer(settings["model"])
-    prepared = settings.get("prepared_data")
+    seed = int(spec.training["seed"])
+    tokenizer = load_tokenizer(spec.model)
+    prepared = spec.prepared_data
     if prepared is not None and prepared.get("seed", seed) != seed:
         # Tokenized for another seed, whose held-out eval split differs (a trial restored
         # from before a search-space change that stopped searching the seed).
@@ -147,11 +127,10 @@ def build_trainer(settings: dict[str, Any], output_dir: str, *, callbacks=(), sa
     else:
         from .data import load_splits
 
-        train, evalset, _fmt = load_splits(settings["data"], seed=seed)
-    base, was_warm = warm.base_model(settings["model"], load_base_model,
-                                     keep=bool(settings.get("warm_start")))
+        train, evalset, _fmt = load_splits(spec.data, seed=seed)
+    base, was_warm = warm.base_model(spec.model, load_base_model, keep=spec.warm_start)
     transformers.set_seed(seed)  # LoRA's A matrices are drawn here
-    lora = settings["lora"]
+    lora = spec.lora
     if adapter_dir is not None:
         from peft import PeftModel
 
@@ -160,13 +139,13 @@ def build_trainer(settings: dict[str, Any], output_dir: str, *, callbacks=(), sa
         model = attach_lora(base, lora, lora["resolved_target_modules"])
     warm.holds(model)
     trainer_class = SFTTrainer
-    if deferred_metrics(settings):
+    if deferred_metrics(spec):
         from .deferred_metrics import trainer_class as deferred_trainer
 
         trainer_class = deferred_trainer()
     trainer = trainer_class(
         model=model,
-        args=sft_config(settings, output_dir, save=save, prepared=prepared is not None),
+        args=sft_config(spec, output_dir, save=save, prepared=prepared is not None),
         train_dataset=train,
         eval_dataset=evalset,
         processing_class=tokenizer,
@@ -179,21 +158,21 @@ def build_trainer(settings: dict[str, Any], output_dir: str, *, callbacks=(), sa
 
             raise DataError(
                 f"every {name} example lost its completion to truncation at data.max_length = "
-                f"{settings['data']['max_length']} tokens, so nothing is left to learn from. "
+                f"{spec.data['max_length']} tokens, so nothing is left to learn from. "
                 f"Fix: raise data.max_length.")
     # The Trainer prints every log dict when progress bars are off; trials report instead.
     trainer.remove_callback(PrinterCallback)
     return trainer
 
 
-def _limit_threads(settings: dict[str, Any]) -> None:
+def _limit_threads(spec: TrialSpec) -> None:
     import torch
 
-    if settings.get("threads"):
-        torch.set_num_threads(max(1, int(settings["threads"])))
+    if spec.threads:
+        torch.set_num_threads(max(1, int(spec.threads)))
 
 
-def run_trial(settings: dict[str, Any], *, output_dir: str | os.PathLike,
+def run_trial(spec: TrialSpec, *, output_dir: str | os.PathLike,
               report: Report | None = None, resume_from: str | None = None,
               started: float | None = None, should_stop=None) -> list[dict]:
     """Train one trial and return its reported metrics, one dict per evaluation.
@@ -204,21 +183,21 @@ def run_trial(settings: dict[str, Any], *, output_dir: str | os.PathLike,
     Raises:
         TrainingDiverged: the loss became NaN or infinite.
     """
-    _limit_threads(settings)
+    _limit_threads(spec)
     callback = ReportCallback(report or (lambda metrics, ckpt: None), started=started,
                               should_stop=should_stop)
-    trainer = build_trainer(settings, str(output_dir), callbacks=[callback])
+    trainer = build_trainer(spec, str(output_dir), callbacks=[callback])
     callback.extra.update(trainer.qlora_start)
     callback.eval_size = lambda: len(trainer.eval_dataset)
-    if settings.get("task_eval"):  # before EarlyEval, which may point eval_dataset at a subset
+    if spec.task_eval:  # before EarlyEval, which may point eval_dataset at a subset
         from .task_eval import TaskEval
 
-        callback.task = TaskEval(settings["task_eval"], trainer.eval_dataset,
+        callback.task = TaskEval(spec.task_eval, trainer.eval_dataset,
                                  trainer.processing_class)
-    if settings.get("early_eval"):
+    if spec.early_eval:
         from .early_eval import EarlyEval
 
-        callback.early = EarlyEval(trainer, settings["early_eval"])
+        callback.early = EarlyEval(trainer, spec.early_eval)
         trainer.add_callback(callback.early)
     trainer.train(resume_from_checkpoint=resume_from)
     return callback.history
@@ -242,8 +221,9 @@ def _trial_storage():
     return storage.storage_filesystem, storage.trial_fs_path
 
 
-def tune_trainable(config: dict[str, Any], *, base: dict[str, Any]) -> None:
-    """Ray Tune entry point: ``tune.with_parameters(tune_trainable, base=settings)``."""
+def tune_trainable(config: dict[str, Any], *, base: TrialSpec) -> None:
+    """Ray Tune entry point: ``tune.with_parameters(tune_trainable, base=spec)``; ``config``
+    is the trial's searched values."""
     import ray
     from ray import tune
 
@@ -255,7 +235,7 @@ def tune_trainable(config: dict[str, Any], *, base: dict[str, Any]) -> None:
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
     started = time.monotonic()
-    settings = trial_settings(base, config)
+    spec = base.for_trial(config)
     output_dir = tempfile.mkdtemp(prefix="qlora-sweep-trial-")
 
     warned = []
@@ -264,11 +244,10 @@ def tune_trainable(config: dict[str, Any], *, base: dict[str, Any]) -> None:
 
     def report(metrics: dict, checkpoint_dir: str) -> None:
         metrics = {**metrics, "node_id": node_id}
-        full = over_budget(settings.get("disk_budget"))
+        full = over_budget(spec.disk_budget)
         if full is None:
-            if settings.get("prompt_format"):  # the format travels with the checkpoint
-                Path(checkpoint_dir, PROMPT_FORMAT).write_text(
-                    json.dumps(settings["prompt_format"]))
+            if spec.prompt_format:  # the format travels with the checkpoint
+                Path(checkpoint_dir, PROMPT_FORMAT).write_text(json.dumps(spec.prompt_format))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
         else:  # the metrics still count; the sweep dir gets no new checkpoint
             if not warned:
@@ -293,7 +272,7 @@ def tune_trainable(config: dict[str, Any], *, base: dict[str, Any]) -> None:
         checkpoint = tune.get_checkpoint()
         if checkpoint is not None:  # the newest readable one, with a warning if not Ray's
             resume = restore_usable(checkpoint, lambda local: _restore(local, output_dir))
-        run_trial(settings, output_dir=output_dir, report=report, resume_from=resume,
+        run_trial(spec, output_dir=output_dir, report=report, resume_from=resume,
                   started=started, should_stop=stop_requested)
     except TrainingDiverged as err:
         write_file(fs, diverged, str(err))
@@ -308,7 +287,7 @@ def tune_trainable(config: dict[str, Any], *, base: dict[str, Any]) -> None:
 
 
 def _eval_metrics(trainer, task: dict[str, Any] | None = None, *,
-                  constant: bool = False, data: dict[str, Any] | None = None) -> dict[str, Any]:
+                  constant: bool = False, spec: TrialSpec | None = None) -> dict[str, Any]:
     """The loss metrics of one evaluation; with ``task`` the task metrics too, and with
     ``constant`` the constant-answer reference (``constant_reference``) and how varied the
     references are (``task_reference_distinct``)."""
@@ -333,19 +312,19 @@ def _eval_metrics(trainer, task: dict[str, Any] | None = None, *,
         if constant:
             out["task_reference_distinct"] = len({normalize(r) for r in judge.references})
             out["constant_reference"] = constant_reference(
-                task["scorers"], training_completions(data), judge.references)
+                task["scorers"], training_completions(spec), judge.references)
     return out
 
 
-def training_completions(data: dict[str, Any]) -> list[str]:
+def training_completions(spec: TrialSpec) -> list[str]:
     """The training set's completions as text (a chat row's: the assistant's reply)."""
     from .data import load_splits
 
-    train, _evalset, _fmt = load_splits(data["data"], seed=int(data["training"]["seed"]))
+    train, _evalset, _fmt = load_splits(spec.data, seed=int(spec.training["seed"]))
     return [c if isinstance(c, str) else c[-1]["content"] for c in train["completion"]]
 
 
-def evaluate_baseline(settings: dict[str, Any]) -> dict[str, Any]:
+def evaluate_baseline(spec: TrialSpec) -> dict[str, Any]:
     """Evaluate the base model, without an adapter, exactly as trials are evaluated.
 
     A fresh LoRA adapter has B = 0, so the wrapped model computes exactly the base model's
@@ -355,36 +334,36 @@ def evaluate_baseline(settings: dict[str, Any]) -> dict[str, Any]:
     The training and eval sets as TRL tokenized them here come back under ``prepared_data``
     (Arrow tables), for the trials to share: the data is tokenized once per sweep.
     """
-    return _evaluate(trial_settings(settings, {"lora.use_dora": False}), None, keep_data=True)
+    return _evaluate(spec.for_trial({"lora.use_dora": False}), None, keep_data=True)
 
 
-def evaluate_adapter(settings: dict[str, Any], adapter_dir: str | os.PathLike | None) -> dict[str, float]:
+def evaluate_adapter(spec: TrialSpec, adapter_dir: str | os.PathLike | None) -> dict[str, float]:
     """Evaluate a saved adapter (or, with None, the base model) on the sweep's eval set.
 
     The same SFTTrainer evaluation as the trials', so the numbers compare with theirs: this
     is how a champion on the Hub and a sweep's winner are judged on equal terms.
     """
     if adapter_dir is None:
-        settings = trial_settings(settings, {"lora.use_dora": False})
-    return _evaluate(settings, adapter_dir)
+        spec = spec.for_trial({"lora.use_dora": False})
+    return _evaluate(spec, adapter_dir)
 
 
-def prepare_data(settings: dict[str, Any]) -> dict[str, Any]:
+def prepare_data(spec: TrialSpec) -> dict[str, Any]:
     """The training and eval sets as TRL tokenizes them for a trial (Arrow tables), to be
     shared by the trials as ``prepared_data``: what :func:`evaluate_baseline` returns with its
     metrics, without the evaluation (a resumed sweep has its baseline already)."""
-    with _one_off_trainer(trial_settings(settings, {"lora.use_dora": False}), None) as trainer:
+    with _one_off_trainer(spec.for_trial({"lora.use_dora": False}), None) as trainer:
         return _tables(trainer)
 
 
 @contextlib.contextmanager
-def _one_off_trainer(settings: dict[str, Any], adapter_dir):
+def _one_off_trainer(spec: TrialSpec, adapter_dir):
     """A Trainer for one evaluation or tokenization, in a scratch folder removed after; its
     process does not keep the base model afterwards."""
-    _limit_threads(settings)
+    _limit_threads(spec)
     output_dir = tempfile.mkdtemp(prefix="qlora-sweep-eval-")
     try:
-        yield build_trainer({**settings, "warm_start": False}, output_dir, save=False,
+        yield build_trainer(spec.replace(warm_start=False), output_dir, save=False,
                             adapter_dir=None if adapter_dir is None else str(adapter_dir))
     finally:
         shutil.rmtree(output_dir, ignore_errors=True)
@@ -398,11 +377,10 @@ def _tables(trainer) -> dict[str, Any]:
             "seed": int(trainer.args.seed)}
 
 
-def _evaluate(settings: dict[str, Any], adapter_dir, *, keep_data: bool = False) -> dict[str, Any]:
-    with _one_off_trainer(settings, adapter_dir) as trainer:
+def _evaluate(spec: TrialSpec, adapter_dir, *, keep_data: bool = False) -> dict[str, Any]:
+    with _one_off_trainer(spec, adapter_dir) as trainer:
         # The baseline (keep_data) also scores the constant-answer reference.
-        metrics = _eval_metrics(trainer, settings.get("task_eval"), constant=keep_data,
-                                data=settings)
+        metrics = _eval_metrics(trainer, spec.task_eval, constant=keep_data, spec=spec)
         if keep_data:
             metrics["prepared_data"] = _tables(trainer)
         return metrics

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from search_spaces.targets import TargetError, resolve_groups, resolve_target
+from trainables.spec import TrialSpec
 
 from .plan import SweepPlan
 from .schema import SweepConfig, looks_like_a_path
@@ -269,8 +270,9 @@ def check_local_resources(cfg: SweepConfig) -> list[str]:
     return problems
 
 
-def preflight(cfg: SweepConfig, derived: SweepPlan) -> dict[str, Any]:
-    """Every check that needs no Ray: data, model config, target groups. Returns trial settings.
+def preflight(cfg: SweepConfig, derived: SweepPlan) -> TrialSpec:
+    """Every check that needs no Ray: data, model config, target groups. Returns the sweep's
+    trial spec (each trial's is ``spec.for_trial(its searched values)``).
 
     Raises:
         UserError: with every problem found.
@@ -286,20 +288,20 @@ def preflight(cfg: SweepConfig, derived: SweepPlan) -> dict[str, Any]:
         problems += check_max_length(cfg.model.model_dump(), data, fmt)
     if problems:
         raise UserError(f"pre-flight found {len(problems)} problem(s)", derived.locate(problems))
-    return {
-        "model": cfg.model.model_dump(),
-        "data": data,
-        "data_format": fmt,
-        "lora": cfg.lora.model_dump(),
-        "training": cfg.training.model_dump(),
-        "target_groups": target_groups,
-        "threads": max(1, int(cfg.resources.cpu)),
-        "warm_start": cfg.resources.warm_start,
-        "early_eval": early_eval(cfg, derived),
-        "task_eval": task,
+    return TrialSpec(
+        model=cfg.model.model_dump(),
+        data=data,
+        data_format=fmt,
+        lora=cfg.lora.model_dump(),
+        training=cfg.training.model_dump(),
+        target_groups=target_groups,
+        threads=max(1, int(cfg.resources.cpu)),
+        warm_start=cfg.resources.warm_start,
+        early_eval=early_eval(cfg, derived),
+        task_eval=task,
         # written into every checkpoint (trainables.generate.PROMPT_FORMAT)
-        "prompt_format": {"data_format": fmt, "prompt_suffix": suffix},
-    }
+        prompt_format={"data_format": fmt, "prompt_suffix": suffix},
+    )
 
 
 def task_eval(cfg: SweepConfig, derived: SweepPlan) -> tuple[dict[str, Any] | None, list[str]]:

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from trainables.spec import TrialSpec
+
 from ..sweepdir.folder import SweepDir
 from ..sweepdir.names import PROMOTED as BUNDLE_DIR
 from ..sweepdir.results import strict_dumps
@@ -36,14 +38,14 @@ def _publishable(name: str) -> bool:
     return name not in TRAINING_STATE and not name.startswith("rng_state")
 
 
-def summary(sweep: SweepDir, settings: dict[str, Any], derived: SweepPlan,
+def summary(sweep: SweepDir, spec: TrialSpec, derived: SweepPlan,
             adapter_sha256: str) -> dict[str, Any]:
     """Everything a reader needs to trust (or repeat) the result; no paths of this machine."""
     from .provenance import base_model_identity, data_identity, library_versions, project_commit
 
     best = sweep.require_best()
     cfg = sweep.config
-    data = settings["data"]
+    data = spec.data
     checkpoint = sweep.best_checkpoint()
     at_best = next((h for h in sweep.history(best["trial_id"]) if h["step"] == best["step"]), {})
     return {
@@ -74,10 +76,10 @@ def summary(sweep: SweepDir, settings: dict[str, Any], derived: SweepPlan,
         "trials": sweep.leaderboard(),
         "training": cfg["training"],
         "lora": cfg["lora"],
-        "base_model": base_model_identity(settings["model"]),
+        "base_model": base_model_identity(spec.model),
         "data": {
-            "format": settings["data_format"],
-            "prompt_suffix": settings["prompt_format"]["prompt_suffix"],
+            "format": spec.data_format,
+            "prompt_suffix": spec.prompt_format["prompt_suffix"],
             "max_length": data["max_length"],
             "train": data_identity(data["train"]),
             "eval": data_identity(data["eval"]) if data["eval"] else
@@ -89,7 +91,7 @@ def summary(sweep: SweepDir, settings: dict[str, Any], derived: SweepPlan,
     }
 
 
-def build_bundle(sweep: SweepDir, settings: dict[str, Any], derived: SweepPlan, *,
+def build_bundle(sweep: SweepDir, spec: TrialSpec, derived: SweepPlan, *,
                  repo_id: str | None = None) -> Path:
     """Write ``SWEEP_DIR/promoted`` from the best trial's best checkpoint; returns its path."""
     from .model_card import render_card
@@ -107,13 +109,13 @@ def build_bundle(sweep: SweepDir, settings: dict[str, Any], derived: SweepPlan, 
         for item in sorted(checkpoint.iterdir()):
             if item.is_file() and _publishable(item.name):
                 shutil.copy2(item, tmp / item.name)
-        facts = summary(sweep, settings, derived, file_sha256(tmp / "adapter_model.safetensors"))
+        facts = summary(sweep, spec, derived, file_sha256(tmp / "adapter_model.safetensors"))
         adapter_config = json.loads((tmp / "adapter_config.json").read_text())
         facts["winner"]["target_modules"] = sorted(adapter_config.get("target_modules") or [])
         # The checkpoint names the base model by this machine's cache path; name it as the
         # user did, so AutoPeftModel and readers of the card see the real base model.
         adapter_config["base_model_name_or_path"] = facts["base_model"]["name_or_path"]
-        adapter_config["revision"] = settings["model"].get("revision")
+        adapter_config["revision"] = spec.model.get("revision")
         (tmp / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2) + "\n")
         (tmp / "sweep_summary.json").write_text(strict_dumps(facts, indent=2) + "\n")
         has_curve = training_curve(sweep, tmp / "training_curve.png")

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from trainables.spec import TrialSpec
+
 from ..config.schema import REPO_ID_RULE, parse_improvement, valid_repo_id
 from ..errors import UserError
 from ..sweepdir.folder import SweepDir, open_sweep
@@ -29,15 +31,15 @@ log = logging.getLogger(__name__)
 RECORD = PROMOTIONS
 
 
-def _evaluate(settings: dict[str, Any], adapter_dir: Path, resources: dict[str, float]) -> dict:
+def _evaluate(spec: TrialSpec, adapter_dir: Path, resources: dict[str, float]) -> dict:
     """Evaluate on a Ray worker when the sweep's Ray is up (GPU nodes), else in this process."""
     from trainables.trial import evaluate_adapter
 
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         task = ray.remote(num_cpus=resources["cpu"], num_gpus=resources["gpu"])(evaluate_adapter)
-        return ray.get(task.remote(settings, str(adapter_dir)))
-    return evaluate_adapter(settings, adapter_dir)
+        return ray.get(task.remote(spec, str(adapter_dir)))
+    return evaluate_adapter(spec, adapter_dir)
 
 
 def _eval_gpu(gpu: float | str) -> float:
@@ -129,8 +131,8 @@ def promote(sweep_path: str | Path, *, repo_id: str | None = None, private: bool
             log.info(f"Hub: {hub.api.endpoint} as {user}")
 
     cfg, derived = load_config(sweep.path / SWEEP_YAML)
-    settings = preflight(cfg, derived)
-    bundle = build_bundle(sweep, settings, derived, repo_id=repo_id)
+    spec = preflight(cfg, derived)
+    bundle = build_bundle(sweep, spec, derived, repo_id=repo_id)
     summary = json.loads((bundle / "sweep_summary.json").read_text())
     size = sum(f.stat().st_size for f in bundle.iterdir())
     log.info(f"bundle: {bundle} ({size / 1e6:.2f} MB: adapter, tokenizer, model card, summary)")
@@ -142,15 +144,14 @@ def promote(sweep_path: str | Path, *, repo_id: str | None = None, private: bool
         entry = {"verdict": "bundled", "bundle": str(bundle), "trial_id": best["trial_id"]}
         _record(sweep, entry)
         return entry
-    return _against_champion(sweep, hub, bundle, summary, settings, cfg, private=private,
+    return _against_champion(sweep, hub, bundle, summary, spec, cfg, private=private,
                              min_improvement=min_improvement, force=force, dry_run=dry_run,
                              allow_pickle=allow_pickle)
 
 
-def _against_champion(sweep, hub, bundle: Path, summary: dict, settings: dict, cfg, *,
+def _against_champion(sweep, hub, bundle: Path, summary: dict, spec: TrialSpec, cfg, *,
                       private: bool, min_improvement, force: bool, dry_run: bool,
                       allow_pickle: bool) -> dict[str, Any]:
-    from trainables.trial import trial_settings
 
     best = sweep.require_best()
     metric, mode = sweep.metric, sweep.mode
@@ -185,7 +186,7 @@ def _against_champion(sweep, hub, bundle: Path, summary: dict, settings: dict, c
         log.info(f"note: {hub.repo_id} exists and is public; --private applies only when "
                  f"creating it")
 
-    trial = trial_settings(settings, best["config"])
+    trial = spec.for_trial(best["config"])
     resources = {"cpu": cfg.resources.cpu, "gpu": _eval_gpu(cfg.resources.gpu)}
     champion_value = None
     wins, reason = True, "no adapter in the repo yet"

@@ -17,6 +17,8 @@ import logging
 import math
 from typing import Any
 
+from trainables.spec import TrialSpec
+
 from ..config.plan import SweepPlan
 from ..config.schema import SweepConfig
 from ..errors import UserError
@@ -35,7 +37,7 @@ CPU_PROCESS_BYTES = 1 * GiB
 GPU_PROBE_TIMEOUT_S = 300
 
 
-def largest_trial(settings: dict[str, Any], derived: SweepPlan, *, on_gpu: bool,
+def largest_trial(spec: TrialSpec, derived: SweepPlan, *, on_gpu: bool,
                   exhaustive_limit: int = 4096):
     """``(estimate, searched values)`` of the search space's most memory-hungry trial.
 
@@ -46,13 +48,12 @@ def largest_trial(settings: dict[str, Any], derived: SweepPlan, *, on_gpu: bool,
     are, so that finds the largest without the combinatorial count.
     """
     from trainables.memory_estimate import estimate, model_shape
-    from trainables.trial import trial_settings
 
-    shape = model_shape(settings["model"])
+    shape = model_shape(spec.model)
     candidates = {k: d.candidates() for k, d in derived.domains.items() if k in MEMORY_KEYS}
 
     def sized(searched: dict[str, Any]):
-        return estimate(shape, trial_settings(settings, searched), on_gpu=on_gpu), searched
+        return estimate(shape, spec.for_trial(searched), on_gpu=on_gpu), searched
 
     if math.prod(len(v) for v in candidates.values()) <= exhaustive_limit:
         return max((sized(dict(zip(candidates, values)))
@@ -101,7 +102,7 @@ def cluster_has_gpus() -> bool:
                    for t in autoscaler_node_types() or []))
 
 
-def resolve_auto(cfg: SweepConfig, derived: SweepPlan, settings: dict[str, Any], *,
+def resolve_auto(cfg: SweepConfig, derived: SweepPlan, spec: TrialSpec, *,
                  has_gpus: bool | None = None, gpu_bytes: int | None = None) -> SweepConfig:
     """``cfg`` with ``resources.gpu: auto`` replaced by the share of a GPU a trial takes (or
     0 and a RAM reservation on CPU). Any other ``cfg`` is returned as it is.
@@ -112,7 +113,7 @@ def resolve_auto(cfg: SweepConfig, derived: SweepPlan, settings: dict[str, Any],
     if cfg.resources.gpu != "auto":
         return cfg
     has_gpus = cluster_has_gpus() if has_gpus is None else has_gpus
-    est, searched = largest_trial(settings, derived, on_gpu=has_gpus)
+    est, searched = largest_trial(spec, derived, on_gpu=has_gpus)
     which = (" (" + ", ".join(f"{k}={v}" for k, v in searched.items()) + ")") if searched else ""
     update: dict[str, Any]
     if not has_gpus:

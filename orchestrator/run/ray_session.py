@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+
+from trainables.spec import TrialSpec
 
 from ..config.schema import SweepConfig
 from ..errors import RUNTIME_EXIT, UserError
@@ -86,8 +87,8 @@ def init_ray(address: str | None) -> bool:
     return True
 
 
-def on_worker(cfg: SweepConfig, fn, settings: dict[str, Any], doing: str):
-    """``fn(settings)`` as a Ray task with a trial's resources (the model loads there)."""
+def on_worker(cfg: SweepConfig, fn, spec: TrialSpec, doing: str):
+    """``fn(spec)`` as a Ray task with a trial's resources (the model loads there)."""
     import ray
 
     from trainables.data import DataError
@@ -98,7 +99,7 @@ def on_worker(cfg: SweepConfig, fn, settings: dict[str, Any], doing: str):
     task = ray.remote(num_cpus=request.pop("CPU"), num_gpus=request.pop("GPU"),
                       memory=request.pop("memory", None), resources=request or None)(fn)
     try:
-        return ray.get(task.remote(settings))
+        return ray.get(task.remote(spec))
     except ray.exceptions.RayTaskError as err:
         cause = getattr(err, "cause", None)
         if isinstance(cause, DataError):

@@ -13,6 +13,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from trainables.spec import TrialSpec
+
 from ..config.plan import SweepPlan
 from ..config.schema import SweepConfig
 from ..errors import UserError
@@ -157,8 +159,8 @@ class ResumedSweep(Start):
                      f"{sum(r['status'] != 'lost' for r in sweep.leaderboard())} it has")
             _record_extension(sweep, phase.cfg)
         try:
-            tokenize_once(phase.cfg, derived, phase.settings, sweep.path,
-                          remote=sweep.remote)
+            phase.spec = tokenize_once(phase.cfg, derived, phase.spec, sweep.path,
+                                       remote=sweep.remote)
         except BaseException:
             self.failed()
             raise
@@ -168,7 +170,7 @@ class ResumedSweep(Start):
         from .tuner import restore_tuner
 
         sweep = self.sweep
-        tuner = restore_tuner(phase.cfg, phase.derived, phase.settings,
+        tuner = restore_tuner(phase.cfg, phase.derived, phase.spec,
                               sweep_dir=str(sweep.path),
                               histories=_histories(sweep, phase.derived.rank_key),
                               extend_to=self.extend_to, new_study=self.study,
@@ -200,20 +202,20 @@ def resume_sweep(path: str, overrides: list[str] = (), *, address: str | None = 
     return execute(start, cfg, derived, address=address)
 
 
-def tokenize_once(cfg: SweepConfig, derived: SweepPlan, settings: dict[str, Any],
-                  sweep_dir: Path, remote=None) -> None:
+def tokenize_once(cfg: SweepConfig, derived: SweepPlan, spec: TrialSpec,
+                  sweep_dir: Path, remote=None) -> TrialSpec:
     """The tokenized data for the trials of a resumed sweep: the run's (``tokenized/``), or,
     when the sweep has none (or it cannot be read), tokenized now on a worker. ``remote``:
     the cloud sweep dir's mirror, ``sweep_dir`` its local copy."""
     if not shares_data(derived):
-        return
+        return spec
     prepared = saved_data(sweep_dir, remote=remote)
     if prepared is None:
         from trainables.trial import prepare_data
 
         log.info("tokenizing the data for the trials ...")
-        prepared = on_worker(cfg, prepare_data, settings, "tokenizing the data")
-    settings["prepared_data"] = prepared
+        prepared = on_worker(cfg, prepare_data, spec, "tokenizing the data")
+    return spec.replace(prepared_data=prepared)
 
 
 def saved_data(sweep_dir: Path, *, remote=None) -> dict[str, Any] | None:

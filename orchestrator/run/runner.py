@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainables.spec import TrialSpec
+
 from ..config.preflight import preflight, require_local_fit
 from ..config.plan import SweepPlan
 from ..config.schema import SweepConfig
@@ -53,11 +55,12 @@ class Location:
 @dataclass
 class Phase:
     """What the phases share: the config (``gpu: auto`` resolved once Ray is up), the trial
-    settings from pre-flight, where the files go."""
+    spec from pre-flight (with the tokenized data once the baseline has it), where the files
+    go."""
 
     cfg: SweepConfig
     derived: SweepPlan
-    settings: dict[str, Any]
+    spec: TrialSpec
     loc: Location
 
 
@@ -71,7 +74,7 @@ class Start:
         """Checks of this start before Ray (pre-flight has passed)."""
 
     def baseline(self, phase: Phase) -> dict[str, Any]:
-        """The base model's metrics; the tokenized data in ``phase.settings``."""
+        """The base model's metrics; the tokenized data in ``phase.spec``."""
         raise NotImplementedError
 
     def tuner(self, phase: Phase, baseline: dict[str, Any]):
@@ -91,11 +94,12 @@ def execute(start: Start, cfg: SweepConfig, derived: SweepPlan, *,
     """
     started = time.monotonic()
     require_local_fit(cfg, derived, address)
-    settings = preflight(cfg, derived)
+    spec = preflight(cfg, derived)
     loc = start.location(cfg, derived)
     if cfg.storage.max_gb:
-        settings["disk_budget"] = {"path": loc.where, "max_bytes": int(cfg.storage.max_gb * 1e9)}
-    phase = Phase(cfg, derived, settings, loc)
+        spec = spec.replace(disk_budget={"path": loc.where,
+                                         "max_bytes": int(cfg.storage.max_gb * 1e9)})
+    phase = Phase(cfg, derived, spec, loc)
     start.prepare(phase)
     quiet_ray_output()
     started_ray = init_ray(address)
@@ -104,7 +108,7 @@ def execute(start: Start, cfg: SweepConfig, derived: SweepPlan, *,
     try:
         from .auto_resources import resolve_auto
 
-        phase.cfg = resolve_auto(cfg, derived, settings)
+        phase.cfg = resolve_auto(cfg, derived, spec)
         check_cluster(phase.cfg, loc.storage_path)
         baseline = start.baseline(phase)
         try:

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from trainables.storage import is_uri, join
+from trainables.spec import TrialSpec
 
 from ..config.plan import SweepPlan
 from ..config.schema import SweepConfig
@@ -50,15 +51,15 @@ def sweep_location(cfg: SweepConfig, config_path: str) -> Location:
     return Location(str(storage), name, sweep_dir)
 
 
-def _resolved_config(cfg: SweepConfig, settings: dict[str, Any], name: str) -> dict:
+def _resolved_config(cfg: SweepConfig, spec: TrialSpec, name: str) -> dict:
     resolved = cfg.model_dump(mode="json")
     resolved["storage"]["name"] = name
-    resolved["data"]["train"]["path"] = settings["data"]["train"]["path"]
-    if settings["data"]["eval"]:
-        resolved["data"]["eval"]["path"] = settings["data"]["eval"]["path"]
-    resolved["data"]["format"] = settings["data_format"]
-    if settings.get("task_eval"):  # where custom scorers were found, for promote and resume
-        resolved["evaluation"]["scorer_path"] = settings["task_eval"]["search_path"]
+    resolved["data"]["train"]["path"] = spec.data["train"]["path"]
+    if spec.data["eval"]:
+        resolved["data"]["eval"]["path"] = spec.data["eval"]["path"]
+    resolved["data"]["format"] = spec.data_format
+    if spec.task_eval:  # where custom scorers were found, for promote and resume
+        resolved["evaluation"]["scorer_path"] = spec.task_eval["search_path"]
     return resolved
 
 
@@ -83,26 +84,26 @@ class NewSweep(Start):
 
         from ..callbacks.tensorboard_log import alpha_hparam, write_baseline_run
 
-        cfg, derived, settings, loc = phase.cfg, phase.derived, phase.settings, phase.loc
+        cfg, derived, spec, loc = phase.cfg, phase.derived, phase.spec, phase.loc
         sweep_dir = loc.sweep_dir
         if tiny_llama.is_builtin(cfg.model.name_or_path):
             tiny_llama.resolve(cfg.model.name_or_path)
 
         log.info("evaluating the base model (baseline) and tokenizing the data ...")
-        baseline = _baseline(cfg, settings)
+        baseline = _baseline(cfg, spec)
         prepared = baseline.pop("prepared_data")
         # The sweep dir appears only once everything that can be checked has passed, so a
         # failed start leaves nothing behind that a later run would trip over.
         sweep_dir.mkdir(parents=True)
         (sweep_dir / SWEEP_YAML).write_text(
-            yaml.safe_dump(_resolved_config(self.saved, settings, loc.name), sort_keys=False))
+            yaml.safe_dump(_resolved_config(self.saved, spec, loc.name), sort_keys=False))
         write_json(sweep_dir / BASELINE, baseline)
         if shares_data(derived):
             # Tokenized once, in the baseline, for every trial (Ray ships it with the
             # trainable), and kept for a resume: the same rows, not tokenized again.
             from ..sweepdir.tokenized import save
 
-            settings["prepared_data"] = prepared
+            phase.spec = spec.replace(prepared_data=prepared)
             save(sweep_dir, prepared)
         write_baseline_run(sweep_dir, baseline=baseline, domains=derived.domains,
                            metric=cfg.search.metric, max_steps=cfg.training.max_steps,
@@ -131,7 +132,7 @@ class NewSweep(Start):
 
         cfg, loc = phase.cfg, phase.loc
         concurrency = max_concurrent(cfg)
-        tuner = build_tuner(cfg, phase.derived, phase.settings, storage_path=loc.storage_path,
+        tuner = build_tuner(cfg, phase.derived, phase.spec, storage_path=loc.storage_path,
                             name=loc.name, sweep_dir=str(loc.sweep_dir), remote=loc.remote,
                             concurrency=concurrency)
         log.info(f"starting {cfg.search.num_trials if cfg.search.algorithm != 'grid' else 'grid'} "
@@ -149,11 +150,11 @@ def run_sweep(cfg: SweepConfig, derived: SweepPlan, *,
     return execute(NewSweep(), cfg, derived, address=address)
 
 
-def _baseline(cfg: SweepConfig, settings: dict[str, Any]) -> dict[str, Any]:
+def _baseline(cfg: SweepConfig, spec: TrialSpec) -> dict[str, Any]:
     """Evaluate the base model once, on a worker with a trial's resources."""
     from trainables.trial import evaluate_baseline
 
-    baseline = on_worker(cfg, evaluate_baseline, settings,
+    baseline = on_worker(cfg, evaluate_baseline, spec,
                           f"the baseline evaluation of {cfg.model.name_or_path}")
     baseline.update({"model": cfg.model.name_or_path, "metric": cfg.search.metric})
     return baseline

@@ -7,6 +7,8 @@ from typing import Any
 
 from search_spaces.domains import encode_choice, to_tune
 
+from trainables.spec import TrialSpec
+
 from ..config.plan import SweepPlan
 from ..config.schema import SweepConfig
 from ..sweepdir.names import JOURNAL
@@ -73,14 +75,13 @@ def _own_rank_key(cfg: SweepConfig, derived: SweepPlan) -> bool:
     return derived.rank_key != cfg.search.metric
 
 
-def _callbacks(cfg: SweepConfig, derived: SweepPlan, settings: dict[str, Any], *,
+def _callbacks(cfg: SweepConfig, derived: SweepPlan, spec: TrialSpec, *,
                sweep_dir: str, remote=None) -> list:
     """Ray's CSV and JSON loggers (``progress.csv``, ``result.json``), our TensorBoard runs in
     place of Ray's, ``status.json``, the disk guard, and for a cloud sweep dir (``remote``) the
     upload of the driver's files. ``run_sweep`` turns Ray's automatic loggers off."""
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-    from trainables.trial import trial_settings
 
     from ..callbacks.disk_guard import DiskGuard
     from ..callbacks.tensorboard_log import TensorBoardCallback
@@ -91,7 +92,7 @@ def _callbacks(cfg: SweepConfig, derived: SweepPlan, settings: dict[str, Any], *
 
     def hparams_of(config: dict[str, Any]) -> dict[str, Any]:
         values = {k: config.get(k) for k in searched}
-        values.setdefault("lora.alpha", trial_settings(settings, config)["lora"]["alpha"])
+        values.setdefault("lora.alpha", spec.for_trial(config).lora["alpha"])
         return values
 
     rungs = ([] if cfg.scheduler.type == "none" else
@@ -115,14 +116,14 @@ def _callbacks(cfg: SweepConfig, derived: SweepPlan, settings: dict[str, Any], *
     return callbacks
 
 
-def _trainable(cfg: SweepConfig, settings: dict[str, Any]):
+def _trainable(cfg: SweepConfig, spec: TrialSpec):
     from ray import tune
 
     from trainables.trial import tune_trainable
 
     from .cluster import trial_request
 
-    return tune.with_resources(tune.with_parameters(tune_trainable, base=settings),
+    return tune.with_resources(tune.with_parameters(tune_trainable, base=spec),
                                trial_request(cfg))
 
 
@@ -139,7 +140,7 @@ def replay_asha(asha, histories: list[tuple[str, int, float, float]], *, mode: s
         bracket.on_result(SimpleNamespace(trial_id=trial_id), step, sign * value)
 
 
-def restore_tuner(cfg: SweepConfig, derived: SweepPlan, settings: dict[str, Any], *,
+def restore_tuner(cfg: SweepConfig, derived: SweepPlan, spec: TrialSpec, *,
                   sweep_dir: str, histories: list[tuple[str, int, float, float]],
                   extend_to: int | None = None, new_study: str | None = None, remote=None):
     """The interrupted sweep's Tuner: finished trials stay as they are, unfinished ones go on
@@ -151,7 +152,7 @@ def restore_tuner(cfg: SweepConfig, derived: SweepPlan, settings: dict[str, Any]
     from ray import tune
 
     tuner = tune.Tuner.restore(remote.uri if remote else sweep_dir,
-                               trainable=_trainable(cfg, settings),
+                               trainable=_trainable(cfg, spec),
                                resume_unfinished=True, resume_errored=False,
                                restart_errored=False)
     # A restored Tuner has no public way to take another scheduler, search wrapper or
@@ -180,12 +181,12 @@ def restore_tuner(cfg: SweepConfig, derived: SweepPlan, settings: dict[str, Any]
     if extend_to is not None or remote is not None:
         # status.json's planned trials come from the new config; a cloud sweep's local copy
         # may be in another place than when tuner.pkl was written.
-        restored.set_callbacks(_callbacks(cfg, derived, settings, sweep_dir=sweep_dir,
+        restored.set_callbacks(_callbacks(cfg, derived, spec, sweep_dir=sweep_dir,
                                           remote=remote))
     return tuner
 
 
-def build_tuner(cfg: SweepConfig, derived: SweepPlan, settings: dict[str, Any], *,
+def build_tuner(cfg: SweepConfig, derived: SweepPlan, spec: TrialSpec, *,
                 storage_path: str, name: str, sweep_dir: str, concurrency: int, remote=None,
                 trainable=None):
     """The Tuner for the sweep (not yet started). ``trainable``: another function in place of
@@ -200,7 +201,7 @@ def build_tuner(cfg: SweepConfig, derived: SweepPlan, settings: dict[str, Any], 
 
         trainable = tune.with_resources(trainable, trial_request(cfg))
     return tune.Tuner(
-        trainable or _trainable(cfg, settings),
+        trainable or _trainable(cfg, spec),
         param_space=param_space(derived, grid=grid),
         tune_config=tune.TuneConfig(
             metric=None if own else metric,
@@ -223,7 +224,7 @@ def build_tuner(cfg: SweepConfig, derived: SweepPlan, settings: dict[str, Any], 
                 checkpoint_score_order=mode,
             ),
             failure_config=tune.FailureConfig(max_failures=cfg.failure.max_retries),
-            callbacks=_callbacks(cfg, derived, settings, sweep_dir=sweep_dir, remote=remote),
+            callbacks=_callbacks(cfg, derived, spec, sweep_dir=sweep_dir, remote=remote),
             # No Ray status table: the StatusCallback logs the progress in the sweep's words.
             verbose=0,
         ),
