@@ -169,6 +169,9 @@ class SmokeSweep:
     running: dict  # `status --format json` taken while a trial was running
     watch_log: str  # what `status --watch` printed, from start to the sweep's end
     watch_code: int
+    # (address, port, process) of every TCP socket the sweep's processes listened on, listed
+    # about once a second while the sweep ran (tests/test_loopback.py)
+    listening: list
 
 
 # Two good trials run first, so ASHA has a rung to compare the poor one against; the last
@@ -222,20 +225,33 @@ def _make_smoke_sweep(root: Path) -> SmokeSweep:
     sweep = root / "sweeps" / "smoke"
     run = start_cli("run", str(config), stderr=True)
     watcher = None
+    seen: dict[tuple[str, int], str] = {}
+
+    def note_sockets():
+        for ip, port, name in listening_sockets(run.pid):
+            seen[(ip, port)] = name
+
     try:
         deadline = time.monotonic() + 900
         while not (sweep / "status.json").is_file():
             assert run.poll() is None, run.stderr.read()[-4000:]
             assert time.monotonic() < deadline, "the sweep never wrote status.json"
+            note_sockets()
             time.sleep(0.5)
         watcher = start_cli("status", str(sweep), "--watch", "--interval", "2")
         running = {}
         while run.poll() is None and not running:
+            note_sockets()
             proc = cli("status", str(sweep), "--format", "json", timeout=120)
             if proc.returncode == 0:
                 data = json.loads(proc.stdout)
                 if any(t["status"] == "running" and t["steps_run"] for t in data["trials"]):
                     running = data
+            time.sleep(1)
+        for _ in range(10):  # workers open their servers as they start
+            if run.poll() is not None:
+                break
+            note_sockets()
             time.sleep(1)
         log, err = run.communicate(timeout=900)
         watch_log, _ = watcher.communicate(timeout=120)
@@ -245,4 +261,26 @@ def _make_smoke_sweep(root: Path) -> SmokeSweep:
             stop(watcher)
     assert run.returncode == 0, (log + err)[-4000:]
     return SmokeSweep(path=sweep, log=log, err=err, running=running, watch_log=watch_log,
-                      watch_code=watcher.returncode)
+                      watch_code=watcher.returncode,
+                      listening=[[ip, port, name] for (ip, port), name in sorted(seen.items())])
+
+
+def listening_sockets(pid: int) -> list[tuple[str, int, str]]:
+    """``(address, port, process name)`` of every listening TCP socket of process ``pid`` and
+    its descendants (Ray's GCS, raylet, agents and workers are started by the driver)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = {root.pid: root, **{p.pid: p for p in root.children(recursive=True)}}
+    except psutil.NoSuchProcess:
+        return []
+    found = []
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.pid in procs:
+            try:
+                name = procs[conn.pid].name()
+            except psutil.NoSuchProcess:
+                name = "?"
+            found.append((conn.laddr.ip, conn.laddr.port, name))
+    return found
