@@ -147,9 +147,10 @@ def test_a_sweep_in_cloud_storage_keeps_everything_in_the_bucket(ray_cluster, s3
     # Reading commands leave the tokenized data in the bucket; resume asks for it.
     assert not (mirror_dir(uri) / "tokenized").exists()
     from orchestrator.sweepdir.remote import Mirror
-    from orchestrator.sweepdir.tokenized import FOLDER, load
+    from orchestrator.sweepdir.names import TOKENIZED
+    from orchestrator.sweepdir.tokenized import load
 
-    assert Mirror(uri).pull(under=FOLDER) == 2
+    assert Mirror(uri).pull(under=TOKENIZED) == 2
     prepared = load(mirror_dir(uri))
     assert prepared["seed"] == 42 and prepared["train"].num_rows > 0
     assert "input_ids" in prepared["eval"].column_names

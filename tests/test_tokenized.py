@@ -5,7 +5,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from orchestrator.sweepdir.tokenized import FOLDER, Unreadable, load, save
+from orchestrator.sweepdir.names import TOKENIZED
+from orchestrator.sweepdir.tokenized import Unreadable, load, save
 
 pytestmark = pytest.mark.fast
 
@@ -26,7 +27,7 @@ def test_what_run_saves_resume_reads_back(tmp_path):
 
 def test_a_damaged_file_is_named_not_a_traceback(tmp_path):
     save(tmp_path, _prepared())
-    damaged = tmp_path / FOLDER / "eval.parquet"
+    damaged = tmp_path / TOKENIZED / "eval.parquet"
     damaged.write_bytes(damaged.read_bytes()[:20])  # cut short
     with pytest.raises(Unreadable, match="eval.parquet"):
         load(tmp_path)
@@ -38,7 +39,7 @@ def test_resume_tokenizes_again_when_the_saved_data_is_damaged(tmp_path, caplog)
     caplog.set_level("INFO", logger="orchestrator")
     save(tmp_path, _prepared(seed=3))
     assert saved_data(tmp_path)["seed"] == 3 and caplog.messages == []
-    (tmp_path / FOLDER / "train.parquet").write_bytes(b"not parquet")
+    (tmp_path / TOKENIZED / "train.parquet").write_bytes(b"not parquet")
     assert saved_data(tmp_path) is None
     lines = caplog.messages
     assert len(lines) == 1 and "train.parquet" in lines[0] and "tokenizing it again" in lines[0]

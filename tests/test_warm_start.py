@@ -99,3 +99,23 @@ def test_evaluations_and_checkpoints_leave_the_quantized_base_as_loaded(tiny_mod
     assert kept.keys() == fresh.keys() and len(kept) == 2 * 28  # 4 layers x 7 linear
     assert all(torch.equal(kept[k], fresh[k]) for k in fresh)
     warm.forget()
+
+
+def test_adapters_judged_together_load_the_base_once_and_score_as_alone(tiny_model_dir,
+                                                                        tmp_path):
+    """A promotion evaluates the champion and the challenger on one loaded base model; each
+    scores exactly what it scores evaluated alone, on a fresh one."""
+    from trainables.trial import evaluate_adapters
+
+    s = tiny_spec(max_steps=6, eval_steps=3, logging_steps=3)
+    run_trial(s, output_dir=tmp_path / "trial")
+    first, last = tmp_path / "trial" / "checkpoint-3", tmp_path / "trial" / "checkpoint-6"
+    warm.forget()
+    loads = warm.loads
+    together = evaluate_adapters(s, [first, last])
+    assert warm.loads == loads + 1
+    alone = evaluate_adapters(s, [last])
+    assert warm.loads == loads + 2  # not kept after the call
+    measured = ("eval_loss", "eval_perplexity", "eval_mean_token_accuracy", "eval_samples")
+    assert [together[1][k] for k in measured] == [alone[0][k] for k in measured]
+    assert together[0]["eval_loss"] != together[1]["eval_loss"]

@@ -337,15 +337,21 @@ def evaluate_baseline(spec: TrialSpec) -> dict[str, Any]:
     return _evaluate(spec.for_trial({"lora.use_dora": False}), None, keep_data=True)
 
 
-def evaluate_adapter(spec: TrialSpec, adapter_dir: str | os.PathLike | None) -> dict[str, float]:
-    """Evaluate a saved adapter (or, with None, the base model) on the sweep's eval set.
+def evaluate_adapters(spec: TrialSpec, adapter_dirs: list[str | os.PathLike]
+                      ) -> list[dict[str, float]]:
+    """Evaluate saved adapters on the sweep's eval set, one metrics dict each.
 
     The same SFTTrainer evaluation as the trials', so the numbers compare with theirs: this
-    is how a champion on the Hub and a sweep's winner are judged on equal terms.
+    is how a champion on the Hub and a sweep's winner are judged on equal terms. The base
+    model is loaded and quantized once for all of them (``trainables/warm.py``); the process
+    does not keep it afterwards.
     """
-    if adapter_dir is None:
-        spec = spec.for_trial({"lora.use_dora": False})
-    return _evaluate(spec, adapter_dir)
+    from . import warm
+
+    try:
+        return [_evaluate(spec, adapter_dir, keep_base=True) for adapter_dir in adapter_dirs]
+    finally:
+        warm.forget()
 
 
 def prepare_data(spec: TrialSpec) -> dict[str, Any]:
@@ -357,13 +363,14 @@ def prepare_data(spec: TrialSpec) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _one_off_trainer(spec: TrialSpec, adapter_dir):
+def _one_off_trainer(spec: TrialSpec, adapter_dir, *, keep_base: bool = False):
     """A Trainer for one evaluation or tokenization, in a scratch folder removed after; its
-    process does not keep the base model afterwards."""
+    process does not keep the base model afterwards unless ``keep_base`` (then the next one
+    on the same base model takes it back: ``trainables/warm.py``)."""
     _limit_threads(spec)
     output_dir = tempfile.mkdtemp(prefix="qlora-sweep-eval-")
     try:
-        yield build_trainer(spec.replace(warm_start=False), output_dir, save=False,
+        yield build_trainer(spec.replace(warm_start=keep_base), output_dir, save=False,
                             adapter_dir=None if adapter_dir is None else str(adapter_dir))
     finally:
         shutil.rmtree(output_dir, ignore_errors=True)
@@ -377,8 +384,9 @@ def _tables(trainer) -> dict[str, Any]:
             "seed": int(trainer.args.seed)}
 
 
-def _evaluate(spec: TrialSpec, adapter_dir, *, keep_data: bool = False) -> dict[str, Any]:
-    with _one_off_trainer(spec, adapter_dir) as trainer:
+def _evaluate(spec: TrialSpec, adapter_dir, *, keep_data: bool = False,
+              keep_base: bool = False) -> dict[str, Any]:
+    with _one_off_trainer(spec, adapter_dir, keep_base=keep_base) as trainer:
         # The baseline (keep_data) also scores the constant-answer reference.
         metrics = _eval_metrics(trainer, spec.task_eval, constant=keep_data, spec=spec)
         if keep_data:

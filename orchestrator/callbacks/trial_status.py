@@ -32,8 +32,6 @@ log = logging.getLogger(__name__)
 
 WRITE_EVERY_S = 1.0
 PROGRESS_EVERY_S = 30.0
-
-STATUS_FILE = STATUS
 _RAY_STATES = {"PENDING": "pending", "RUNNING": "running", "PAUSED": "paused"}
 
 
@@ -59,7 +57,7 @@ def sweep_interrupted(trial_states: list[str], planned: int | None) -> bool:
 
 def mark_interrupted(sweep_dir: Path) -> None:
     """After ``Tuner.fit``: a sweep Tune did not see to its end (Ctrl-C, a crash) says so."""
-    path = sweep_dir / STATUS_FILE
+    path = sweep_dir / STATUS
     if not path.is_file():
         return
     data = json.loads(path.read_text())
@@ -86,7 +84,7 @@ class StatusCallback(Callback):
 
     def __init__(self, sweep_dir: Path, *, metric: str, mode: str, searched: list[str],
                  max_steps: int, planned: int | None, rungs: list[int]):
-        self._path = Path(sweep_dir) / STATUS_FILE
+        self._path = Path(sweep_dir) / STATUS
         self._metric, self._searched, self._max_steps = metric, searched, max_steps
         self._mode, self._better = mode, (min if mode == "min" else max)
         self._rungs, self._planned = rungs, planned
@@ -146,7 +144,7 @@ class StatusCallback(Callback):
         self._staging_cleared = True
         staging = getattr(trials[0].storage, "experiment_driver_staging_path", None)
         if staging:
-            Path(staging, STATUS_FILE).unlink(missing_ok=True)
+            Path(staging, STATUS).unlink(missing_ok=True)
 
     def _best(self) -> dict[str, Any] | None:
         scored = [t for t in self._trials.values() if t.get("best_value") is not None]

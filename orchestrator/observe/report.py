@@ -24,7 +24,7 @@ from .plots import loss_vs_task_figure, pyplot, training_curve
 from ..sweepdir.results import leaderboard_cells
 from .status import summary
 from ..sweepdir.folder import SweepDir, open_sweep
-from ..sweepdir.names import JOURNAL, REPORT as REPORT_DIR
+from ..sweepdir.names import JOURNAL, REPORT
 
 
 
@@ -252,7 +252,7 @@ def write_report(path: str | Path) -> Path:
     """
     sweep = open_sweep(path)
     data = summary(sweep)
-    out = sweep.path / REPORT_DIR
+    out = sweep.path / REPORT
     out.mkdir(exist_ok=True)
     curves = Figure("curves.png", f"{data['metric']} of every trial",
                     "All trials against the training step on one plot; x marks where ASHA "

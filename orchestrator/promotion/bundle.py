@@ -25,7 +25,7 @@ from typing import Any
 from trainables.spec import TrialSpec
 
 from ..sweepdir.folder import SweepDir
-from ..sweepdir.names import PROMOTED as BUNDLE_DIR
+from ..sweepdir.names import PROMOTED
 from ..sweepdir.results import strict_dumps
 from ..config.plan import SweepPlan
 
@@ -99,7 +99,7 @@ def build_bundle(sweep: SweepDir, spec: TrialSpec, derived: SweepPlan, *,
     from .provenance import file_sha256
 
     checkpoint = sweep.best_checkpoint()
-    dest = sweep.path / BUNDLE_DIR
+    dest = sweep.path / PROMOTED
     tmp = Path(tempfile.mkdtemp(prefix=".promoted-", dir=sweep.path))
     # mkdtemp makes it private (0700); the bundle is output like any other of the sweep dir
     umask = os.umask(0)
@@ -122,7 +122,7 @@ def build_bundle(sweep: SweepDir, spec: TrialSpec, derived: SweepPlan, *,
         (tmp / "README.md").write_text(render_card(facts, repo_id=repo_id, curve=has_curve))
         if dest.exists():
             old = Path(tempfile.mkdtemp(prefix=".promoted-old-", dir=sweep.path))
-            os.replace(dest, old / BUNDLE_DIR)
+            os.replace(dest, old / PROMOTED)
             os.replace(tmp, dest)
             shutil.rmtree(old, ignore_errors=True)
         else:

@@ -28,18 +28,18 @@ from ..sweepdir.results import strict_dumps
 log = logging.getLogger(__name__)
 
 
-RECORD = PROMOTIONS
+def _evaluate(spec: TrialSpec, adapter_dirs: list[Path], resources: dict[str, float]
+              ) -> list[dict]:
+    """Evaluate the adapters, with the base model loaded once: on a Ray worker when the
+    sweep's Ray is up (GPU nodes), else in this process."""
+    from trainables.trial import evaluate_adapters
 
-
-def _evaluate(spec: TrialSpec, adapter_dir: Path, resources: dict[str, float]) -> dict:
-    """Evaluate on a Ray worker when the sweep's Ray is up (GPU nodes), else in this process."""
-    from trainables.trial import evaluate_adapter
-
+    dirs = [str(d) for d in adapter_dirs]
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
-        task = ray.remote(num_cpus=resources["cpu"], num_gpus=resources["gpu"])(evaluate_adapter)
-        return ray.get(task.remote(spec, str(adapter_dir)))
-    return evaluate_adapter(spec, adapter_dir)
+        task = ray.remote(num_cpus=resources["cpu"], num_gpus=resources["gpu"])(evaluate_adapters)
+        return ray.get(task.remote(spec, dirs))
+    return evaluate_adapters(spec, dirs)
 
 
 def _eval_gpu(gpu: float | str) -> float:
@@ -88,7 +88,7 @@ def _champion_base(summary: dict | None, adapter_config: dict | None) -> dict[st
 
 def _record(sweep: SweepDir, entry: dict[str, Any]) -> None:
     entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **entry}
-    with open(sweep.path / RECORD, "a") as f:
+    with open(sweep.path / PROMOTIONS, "a") as f:
         f.write(strict_dumps(entry) + "\n")
     sweep.save()  # a cloud sweep dir gets the record and the bundle too
 
@@ -214,8 +214,8 @@ def _against_champion(sweep, hub, bundle: Path, summary: dict, spec: TrialSpec, 
         else:
             log.info(f"evaluating the current adapter ({head[:12]}) and trial "
                      f"{best['trial_id']} on the sweep's eval data ...")
-            champion_value = _evaluate(trial, champion_dir, resources)[metric]
-            challenger_value = _evaluate(trial, bundle, resources)[metric]
+            champion, challenger = _evaluate(trial, [champion_dir, bundle], resources)
+            champion_value, challenger_value = champion[metric], challenger[metric]
             entry.update(champion={"commit": head, "value": champion_value,
                                    "sweep": (champion_summary or {}).get("sweep", {}).get("name"),
                                    "trial_id": (champion_summary or {}).get("winner", {}).get("trial_id")},

@@ -220,10 +220,11 @@ def tokenize_once(cfg: SweepConfig, derived: SweepPlan, spec: TrialSpec,
 
 def saved_data(sweep_dir: Path, *, remote=None) -> dict[str, Any] | None:
     """The run's tokenized data (``tokenized/``); None, with a note when it is damaged."""
-    from ..sweepdir.tokenized import FOLDER, Unreadable, load
+    from ..sweepdir.names import TOKENIZED
+    from ..sweepdir.tokenized import Unreadable, load
 
     if remote is not None:
-        remote.pull(under=FOLDER)
+        remote.pull(under=TOKENIZED)
     try:
         return load(sweep_dir)
     except Unreadable as err:

@@ -21,7 +21,7 @@ from pathlib import Path
 from trainables.storage import resolve
 from trainables.tiny_llama import cache_root
 
-from .tokenized import FOLDER as TOKENIZED
+from .names import TOKENIZED
 
 _NEVER_PUSHED = (".lock",)  # Optuna's journal lock, held only while it writes
 _CHUNK = 8 << 20  # bytes per read and write when copying

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .names import TOKENIZED as FOLDER
+from .names import TOKENIZED
 
 _SEED = b"qlora_sweep.seed"  # the seed that drew the train/eval split (schema metadata)
 _SPLITS = ("train", "eval")
@@ -21,7 +21,7 @@ def save(sweep_dir: Path, prepared: dict[str, Any]) -> None:
     """Write the tokenized splits (``trainables.trial.prepare_data``'s tables) as Parquet."""
     import pyarrow.parquet as pq
 
-    folder = Path(sweep_dir) / FOLDER
+    folder = Path(sweep_dir) / TOKENIZED
     folder.mkdir(exist_ok=True)
     for split in _SPLITS:
         table = prepared[split]
@@ -43,7 +43,7 @@ def load(sweep_dir: Path) -> dict[str, Any] | None:
     import pyarrow
     import pyarrow.parquet as pq
 
-    folder = Path(sweep_dir) / FOLDER
+    folder = Path(sweep_dir) / TOKENIZED
     paths = {split: folder / f"{split}.parquet" for split in _SPLITS}
     if not all(path.is_file() for path in paths.values()):
         return None
