@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,17 +23,18 @@ EXAMPLES = ROOT / "examples"
 HEAVY_FIXTURES = {"tiny_model_dir", "smoke_sweep"}
 
 
-# Modules by their serial run time on 2 cores, longest first (measured 2026-12-02 with
+# Modules by their serial run time on 2 cores, longest first (measured 2026-12-03 with
 # --durations=0): pytest-xdist hands each worker whole files in this order, so the long ones
 # start at once instead of forming a tail on one worker. The shared smoke sweep is made by
 # test_status, early; its other readers come last, when it exists. Unlisted modules run after
 # these, in file order. Only the order changes, never what runs.
 LONGEST_FIRST = [
-    "test_promote", "test_driver_faults", "test_cluster", "test_task_metrics", "test_status",
-    "test_faults", "test_early_eval", "test_ray_job", "test_auto_resources", "test_warm_start",
-    "test_deferred_metrics", "test_trainable", "test_loopback", "test_cli_errors",
+    "test_promote", "test_task_metrics", "test_driver_faults", "test_cluster", "test_faults",
+    "test_status", "test_early_eval", "test_ray_job", "test_warm_start", "test_trainable",
+    "test_auto_resources", "test_first_hour", "test_cli_errors", "test_deferred_metrics",
 ]
-SMOKE_READERS_LAST = ["test_untrusted", "test_report", "test_tensorboard", "test_sweep"]
+SMOKE_READERS_LAST = ["test_untrusted", "test_sweep", "test_report", "test_loopback",
+                      "test_tensorboard"]
 
 
 def _run_order(item) -> int:
@@ -97,15 +99,39 @@ def cli(*args: str, timeout: int = 600, env: dict | None = None) -> subprocess.C
 
     ``env`` is added to this process's environment; a None value removes that variable.
     """
-    full_env = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
     return subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout, env=full_env)
+                          capture_output=True, text=True, timeout=timeout, env=_environment(env))
 
 
-def run_small_sweep(root: Path, name: str, *, learning_rate: float, env: dict | None = None,
-                    max_steps: int = 30, **sections) -> Path:
-    """A real one-trial sweep via the CLI; returns its sweep dir."""
-    config = write_config(
+def _environment(env: dict | None) -> dict:
+    """This process's environment with ``env`` added; a None value removes that variable."""
+    return {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
+
+
+def run_small_sweeps(root: Path, sweeps: dict[str, dict]) -> dict[str, Path]:
+    """Real one-trial sweeps via the CLI, run at the same time (each its own local Ray);
+    ``sweeps``: name -> ``learning_rate``, ``max_steps`` (30), ``env`` (added to the
+    environment) and config sections. Returns their sweep dirs; each one's console is in
+    ``root/<name>.log``."""
+    running = {}
+    try:
+        for name, kwargs in sweeps.items():
+            kwargs = dict(kwargs)
+            env = kwargs.pop("env", None)
+            running[name] = start_cli("run", str(_small_config(root, name, **kwargs)), env=env)
+        for name, proc in running.items():
+            log, _ = proc.communicate(timeout=900)
+            (root / f"{name}.log").write_text(log)
+            assert proc.returncode == 0, log[-4000:]
+    finally:
+        for proc in running.values():
+            stop(proc)
+    return {name: root / "sweeps" / name for name in sweeps}
+
+
+def _small_config(root: Path, name: str, *, learning_rate: float, max_steps: int = 30,
+                  **sections) -> Path:
+    return write_config(
         root / f"{name}.yaml",
         data={"max_eval_samples": 40},
         training={"max_steps": max_steps, "eval_steps": 10},
@@ -115,19 +141,26 @@ def run_small_sweep(root: Path, name: str, *, learning_rate: float, env: dict | 
         storage={"path": str(root / "sweeps"), "name": name},
         **sections,
     )
-    proc = cli("run", str(config), timeout=900, env=env)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    (root / f"{name}.log").write_text(proc.stdout + proc.stderr)
-    return root / "sweeps" / name
 
 
 def start_cli(*args: str, env: dict | None = None, stderr: bool = False) -> subprocess.Popen:
     """``python -m orchestrator ...`` in the background; stop it with :func:`stop`. Its
-    stderr is read with stdout, or on its own with ``stderr``."""
+    stderr is read with stdout, or on its own with ``stderr``; ``env`` as for :func:`cli`."""
     return subprocess.Popen([sys.executable, "-m", "orchestrator", *args], cwd=ROOT,
                             stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE if stderr else subprocess.STDOUT, text=True,
-                            env={**os.environ, **(env or {})})
+                            env=_environment(env))
+
+
+def served_url(server: subprocess.Popen, deadline: float) -> str:
+    """The ``http://127.0.0.1:<port>/`` a server started by :func:`start_cli` prints."""
+    while True:
+        line = server.stdout.readline()
+        assert line or server.poll() is None, "the server exited before printing its URL"
+        match = re.search(r"(http://127\.0\.0\.1:\d+/)", line)
+        if match:
+            return match.group(1)
+        assert time.monotonic() < deadline, "the server printed no URL in time"
 
 
 def stop(proc: subprocess.Popen) -> None:

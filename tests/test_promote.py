@@ -17,7 +17,7 @@ import pytest
 
 from orchestrator.sweepdir.folder import open_sweep
 
-from .conftest import cli, run_small_sweep
+from .conftest import cli, run_small_sweeps
 from .hub_server import HubServer
 
 WRITE, READ = "hf_sentinel_write_token_8c1f", "hf_sentinel_read_token_77aa"
@@ -40,15 +40,16 @@ def hub_env(hub, tmp_path_factory):
 @pytest.fixture(scope="module")
 def sweeps(tiny_model_dir, hub_env, tmp_path_factory):
     root = tmp_path_factory.mktemp("promote-sweeps")
-    weak = run_small_sweep(root, "weak", learning_rate=1e-5, max_steps=10)
     # Ray's own files (session logs, worker output, runtime env) of the promoting run go to a
     # folder of this test, so they can be searched for the token too. Short: Ray's socket
     # paths under it must stay within the 107-character limit of Unix sockets.
     ray_tmp = tempfile.mkdtemp(prefix="qs-ray-", dir="/tmp")
     try:
-        strong = run_small_sweep(root, "strong", learning_rate=3e-3,
-                                 env={**hub_env, "RAY_TMPDIR": ray_tmp},
-                                 promote={"repo_id": "acme/auto-promoted", "private": True})
+        made = run_small_sweeps(root, {
+            "weak": dict(learning_rate=1e-5, max_steps=10),
+            "strong": dict(learning_rate=3e-3, env={**hub_env, "RAY_TMPDIR": ray_tmp},
+                           promote={"repo_id": "acme/auto-promoted", "private": True})})
+        weak, strong = made["weak"], made["strong"]
         yield {"weak": weak, "strong": strong, "strong_log": (root / "strong.log").read_text(),
                "ray_tmp": Path(ray_tmp), "hf_home": Path(hub_env["HF_HOME"])}
     finally:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.cli import main
+
 from .conftest import EXAMPLES, cli, write_config
 from .hub_server import HubServer
 
@@ -189,35 +191,40 @@ def test_tensorboard_has_task_scalars_and_examples(task_sweep):
     assert texts and "| prompt | reference | prediction |" in texts[-1].tensor_proto.string_val[0].decode()
 
 
-def test_validation_of_task_metrics(tiny_model_dir, tmp_path):
+def test_validation_of_task_metrics(tiny_model_dir, tmp_path, capsys):
+    def validate(config):  # in this process: the same path as the command, without its start-up
+        code = main(["validate", str(config)])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
     bad_metric = write_config(tmp_path / "m.yaml", search={"metric": "task_price_ma"},
                               evaluation={"scorers": [PRICE]})
-    proc = cli("validate", str(bad_metric), timeout=300)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "Did you mean 'task_price_mae'?" in proc.stderr
+    code, out, err = validate(bad_metric)
+    assert code == 2 and "Traceback" not in err
+    assert "Did you mean 'task_price_mae'?" in err
 
     no_scorer = write_config(tmp_path / "n.yaml", search={"metric": "task_price_mae"})
-    proc = cli("validate", str(no_scorer), timeout=300)
-    assert proc.returncode == 2 and "add an evaluation scorer" in proc.stderr
+    code, out, err = validate(no_scorer)
+    assert code == 2 and "add an evaluation scorer" in err
 
     missing = write_config(tmp_path / "c.yaml", evaluation={"scorers": [
         {"type": "custom", "function": "no_such_scorers:f1", "metrics": {"f1": "max"}}]})
-    proc = cli("validate", str(missing), timeout=300)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "evaluation.scorers[0].function = 'no_such_scorers:f1'" in proc.stderr
-    assert "cannot import module 'no_such_scorers'" in proc.stderr
+    code, out, err = validate(missing)
+    assert code == 2 and "Traceback" not in err
+    assert "evaluation.scorers[0].function = 'no_such_scorers:f1'" in err
+    assert "cannot import module 'no_such_scorers'" in err
 
     (tmp_path / "scorers_here.py").write_text("NOT_A_FUNCTION = 3\n")
     not_callable = write_config(tmp_path / "d.yaml", evaluation={"scorers": [
         {"type": "custom", "function": "scorers_here:NOT_A_FUNCTION", "metrics": {"x": "max"}}]})
-    proc = cli("validate", str(not_callable), timeout=300)
-    assert proc.returncode == 2 and "is a int, not a function" in proc.stderr
+    code, out, err = validate(not_callable)
+    assert code == 2 and "is a int, not a function" in err
 
     good = write_config(tmp_path / "g.yaml", search={"metric": "task_price_hit"},
                         evaluation={"scorers": [PRICE]})
-    proc = cli("validate", str(good), timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert "task_price_hit (max)" in proc.stdout
+    code, out, err = validate(good)
+    assert code == 0, err
+    assert "task_price_hit (max)" in out
 
 
 def test_promotion_is_judged_on_the_task_metric(task_sweep, tmp_path):

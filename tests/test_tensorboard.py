@@ -4,7 +4,6 @@ reader, and a real ``qlora-sweep tensorboard`` server queried over its HTTP data
 from __future__ import annotations
 
 import json
-import re
 import socket
 import time
 import urllib.request
@@ -13,7 +12,7 @@ import pytest
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 from tensorboard.plugins.hparams import metadata as hp_metadata
 
-from .conftest import SMOKE_LR, cli, start_cli, stop
+from .conftest import SMOKE_LR, cli, served_url, start_cli, stop
 
 CURVES = {"train/loss", "train/learning_rate", "train/grad_norm", "train/tokens_per_second",
           "eval/loss", "eval/perplexity", "eval/mean_token_accuracy", "system/peak_memory_mb",
@@ -86,14 +85,8 @@ def test_tensorboard_server_serves_runs_scalars_and_hparams(smoke_sweep):
     trials = _trial_ids(sweep)
     board = start_cli("tensorboard", str(sweep), "--port", "0")
     try:
-        url = None
         deadline = time.monotonic() + 120
-        while url is None:
-            line = board.stdout.readline()
-            assert line or board.poll() is None, "tensorboard exited before printing its URL"
-            match = re.search(r"(http://127\.0\.0\.1:\d+/)", line)
-            url = match.group(1) if match else None
-            assert time.monotonic() < deadline
+        url = served_url(board, deadline)
         runs = []
         while set(runs) != {f"trial_{t}" for t in trials} | {"baseline"}:
             assert time.monotonic() < deadline, runs

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import re
 import shutil
 import time
 import urllib.request
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import cli, start_cli, stop
+from .conftest import cli, served_url, start_cli, stop
 from .hub_server import HubServer
 
 WRITE = "hf_sentinel_write_token_untrusted"
@@ -86,13 +85,7 @@ def _tensorboard_serves(sweep: Path) -> None:
     board = start_cli("tensorboard", str(sweep), "--port", "0")
     try:
         deadline = time.monotonic() + 120
-        url = None
-        while url is None:
-            line = board.stdout.readline()
-            assert line or board.poll() is None, "tensorboard exited before printing its URL"
-            match = re.search(r"(http://127\.0\.0\.1:\d+/)", line)
-            url = match.group(1) if match else None
-            assert time.monotonic() < deadline
+        url = served_url(board, deadline)
         runs: list = []
         while "baseline" not in runs:
             assert time.monotonic() < deadline, runs
