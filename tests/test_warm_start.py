@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 
+import pytest
 import torch
 
 from trainables import warm
@@ -56,15 +57,22 @@ def test_a_warm_trial_trains_exactly_like_a_cold_one(tiny_model_dir, tmp_path):
     warm.forget()
 
 
-def test_a_trial_on_the_sweeps_tokenized_data_trains_like_one_that_tokenizes(tiny_model_dir,
-                                                                            tmp_path):
+@pytest.fixture(scope="module")
+def trained(tiny_model_dir, tmp_path_factory):
+    """One 6-step trial that tokenizes its own data: ``(spec, output dir, history)``; its
+    checkpoints are at steps 3 and 6."""
     s = tiny_spec(max_steps=6, eval_steps=3, logging_steps=3)
+    out = tmp_path_factory.mktemp("itself")
+    return s, out, run_trial(s, output_dir=out)
+
+
+def test_a_trial_on_the_sweeps_tokenized_data_trains_like_one_that_tokenizes(trained, tmp_path):
+    s, _, itself = trained
     baseline = evaluate_baseline(s)
     prepared = baseline["prepared_data"]
     assert set(prepared) == {"train", "eval", "seed"} and "input_ids" in prepared["train"].column_names
     assert prepared["eval"].num_rows == baseline["eval_samples"]
     assert prepared["seed"] == s.training["seed"]
-    itself = run_trial(s, output_dir=tmp_path / "itself")
     shared = run_trial(s.replace(prepared_data=prepared), output_dir=tmp_path / "shared")
     assert itself[0]["data_tokenized"] == 1 and shared[0]["data_tokenized"] == 0
     assert _curve(shared) == _curve(itself)
@@ -101,15 +109,13 @@ def test_evaluations_and_checkpoints_leave_the_quantized_base_as_loaded(tiny_mod
     warm.forget()
 
 
-def test_adapters_judged_together_load_the_base_once_and_score_as_alone(tiny_model_dir,
-                                                                        tmp_path):
+def test_adapters_judged_together_load_the_base_once_and_score_as_alone(trained):
     """A promotion evaluates the champion and the challenger on one loaded base model; each
     scores exactly what it scores evaluated alone, on a fresh one."""
     from trainables.trial import evaluate_adapters
 
-    s = tiny_spec(max_steps=6, eval_steps=3, logging_steps=3)
-    run_trial(s, output_dir=tmp_path / "trial")
-    first, last = tmp_path / "trial" / "checkpoint-3", tmp_path / "trial" / "checkpoint-6"
+    s, out, _ = trained
+    first, last = out / "checkpoint-3", out / "checkpoint-6"
     warm.forget()
     loads = warm.loads
     together = evaluate_adapters(s, [first, last])
