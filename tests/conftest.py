@@ -118,11 +118,14 @@ def run_small_sweeps(root: Path, sweeps: dict[str, dict]) -> dict[str, Path]:
         for name, kwargs in sweeps.items():
             kwargs = dict(kwargs)
             env = kwargs.pop("env", None)
-            running[name] = start_cli("run", str(_small_config(root, name, **kwargs)), env=env)
+            config = _small_config(root, name, **kwargs)
+            with open(root / f"{name}.log", "w") as log:  # the child keeps its own handle
+                running[name] = subprocess.Popen(
+                    [sys.executable, "-m", "orchestrator", "run", str(config)], cwd=ROOT,
+                    stdout=log, stderr=subprocess.STDOUT, text=True, env=_environment(env))
         for name, proc in running.items():
-            log, _ = proc.communicate(timeout=900)
-            (root / f"{name}.log").write_text(log)
-            assert proc.returncode == 0, log[-4000:]
+            proc.wait(timeout=900)
+            assert proc.returncode == 0, (root / f"{name}.log").read_text()[-4000:]
     finally:
         for proc in running.values():
             stop(proc)
@@ -267,7 +270,7 @@ def _make_smoke_sweep(root: Path) -> SmokeSweep:
     try:
         deadline = time.monotonic() + 900
         while not (sweep / "status.json").is_file():
-            assert run.poll() is None, run.stderr.read()[-4000:]
+            assert run.poll() is None, (run.stdout.read() + run.stderr.read())[-4000:]
             assert time.monotonic() < deadline, "the sweep never wrote status.json"
             note_sockets()
             time.sleep(0.5)

@@ -51,11 +51,16 @@ class TrialSpec:
             section, name = key.split(".", 1)
             sections[section][name] = value
         lora = sections["lora"]
-        lora["alpha"] = lora_alpha(lora)
+        # the alpha the config (or the search) gave, kept apart from the resolved one, so a
+        # resolved spec resolved again (tests, benchmarks) derives alpha from its new r
+        lora.setdefault("alpha_given", lora.get("alpha"))
+        if "lora.alpha" in searched:
+            lora["alpha_given"] = searched["lora.alpha"]
+        lora["alpha"] = lora_alpha({**lora, "alpha": lora["alpha_given"]})
         target = lora["target_modules"]
         key = "+".join(target) if isinstance(target, list) else target
-        lora["resolved_target_modules"] = self.target_groups.get(key) or (
-            list(target) if isinstance(target, list) else target.split("+"))
+        lora["resolved_target_modules"] = list(self.target_groups.get(key) or (
+            list(target) if isinstance(target, list) else target.split("+")))
         return dataclasses.replace(self, **sections)
 
     def replace(self, **changes: Any) -> TrialSpec:

@@ -8,6 +8,8 @@ from typing import Any
 
 from trainables.lora import lora_alpha
 
+from ..sweepdir.results import vs_base
+
 
 METRIC_TYPES = {"eval_loss": ("loss", "eval loss"),
                 "eval_perplexity": ("perplexity", "eval perplexity"),
@@ -222,9 +224,8 @@ def _quant(quant: dict[str, Any]) -> str:
 
 
 def _delta(value, baseline) -> str:
-    if value is None or baseline is None:
-        return ""
-    return f"{value - baseline:+.4g}"
+    """The change from the base model, relative, as the leaderboard shows it."""
+    return "" if value is None or baseline is None else vs_base(value, baseline)
 
 
 def _eval_description(data: dict[str, Any]) -> str:
