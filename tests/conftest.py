@@ -120,9 +120,7 @@ def run_small_sweeps(root: Path, sweeps: dict[str, dict]) -> dict[str, Path]:
             env = kwargs.pop("env", None)
             config = _small_config(root, name, **kwargs)
             with open(root / f"{name}.log", "w") as log:  # the child keeps its own handle
-                running[name] = subprocess.Popen(
-                    [sys.executable, "-m", "orchestrator", "run", str(config)], cwd=ROOT,
-                    stdout=log, stderr=subprocess.STDOUT, text=True, env=_environment(env))
+                running[name] = start_cli("run", str(config), env=env, stdout=log)
         for name, proc in running.items():
             proc.wait(timeout=900)
             assert proc.returncode == 0, (root / f"{name}.log").read_text()[-4000:]
@@ -146,11 +144,13 @@ def _small_config(root: Path, name: str, *, learning_rate: float, max_steps: int
     )
 
 
-def start_cli(*args: str, env: dict | None = None, stderr: bool = False) -> subprocess.Popen:
+def start_cli(*args: str, env: dict | None = None, stderr: bool = False,
+              stdout=subprocess.PIPE) -> subprocess.Popen:
     """``python -m orchestrator ...`` in the background; stop it with :func:`stop`. Its
-    stderr is read with stdout, or on its own with ``stderr``; ``env`` as for :func:`cli`."""
+    stderr is read with stdout (a pipe, or the file ``stdout``), or on its own with
+    ``stderr``; ``env`` as for :func:`cli`."""
     return subprocess.Popen([sys.executable, "-m", "orchestrator", *args], cwd=ROOT,
-                            stdout=subprocess.PIPE,
+                            stdout=stdout,
                             stderr=subprocess.PIPE if stderr else subprocess.STDOUT, text=True,
                             env=_environment(env))
 

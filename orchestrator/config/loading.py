@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..errors import UserError
-from .plan import SweepPlan, locate_problem
+from .plan import SweepPlan, key_path, locate_problem, source_of
 from .rules import check_metric_only, check_rules, check_space_only
 from .schema import SweepConfig, suggest
 
@@ -76,14 +76,6 @@ def read_yaml(path: Path) -> tuple[dict, dict[tuple, int]]:
     return data, lines
 
 
-def _key_path(key: str) -> tuple[str, ...]:
-    """``a.b.c`` -> ``("a", "b", "c")``; a search-space entry's own name stays dotted."""
-    parts = key.split(".")
-    if parts[0] == "search_space" and len(parts) > 1:
-        return ("search_space", ".".join(parts[1:]))
-    return tuple(parts)
-
-
 def _unbalanced(text: str) -> bool:
     return text.count("{") + text.count("[") > text.count("}") + text.count("]")
 
@@ -130,7 +122,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             value = yaml.safe_load(raw) if raw != "" else None
         except yaml.YAMLError:
             value = raw
-        parts = _key_path(key)
+        parts = key_path(key)
         node = data
         for part in parts[:-1]:
             if not isinstance(node.get(part), dict):
@@ -151,20 +143,11 @@ def value_sources(source: str, lines: dict[tuple, int], overrides: list[str]
         key, sep, _ = item.partition("=")
         if not sep:
             continue
-        path = _key_path(key)
+        path = key_path(key)
         for known in [p for p in where if p[:len(path)] == path]:
             del where[known]
         where[path] = f"command line ({item})"
     return where
-
-
-def _source_of(loc: tuple, where: dict[tuple, str]) -> str | None:
-    if loc in where:
-        return where[loc]
-    for n in range(len(loc) - 1, 0, -1):  # inside a value set on the command line
-        if where.get(loc[:n], "").startswith("command line"):
-            return where[loc[:n]]
-    return None
 
 
 def _section_at(path: tuple) -> type[BaseModel] | None:
@@ -229,7 +212,7 @@ def format_validation_errors(err: ValidationError, where: dict[tuple, str],
     for e in err.errors():
         loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p in ("function-after",)))
         dotted = ".".join(str(p) for p in loc)
-        origin = _source_of(loc, where)
+        origin = source_of(loc, where)
         at = f"{origin}: " if origin else ""
         if e["type"] == "extra_forbidden":
             known = _known_fields(loc)

@@ -6,6 +6,7 @@ leaderboard and resume read it instead of deriving the same facts again.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,13 +34,28 @@ class SweepPlan:
         return [locate_problem(p, self.sources) for p in problems]
 
 
+def key_path(key: str) -> tuple[str, ...]:
+    """``a.b.c`` -> ``("a", "b", "c")``; a search-space entry's own name stays dotted."""
+    parts = key.split(".")
+    if parts[0] == "search_space" and len(parts) > 1:
+        return ("search_space", ".".join(parts[1:]))
+    return tuple(parts)
+
+
+def source_of(loc: tuple, where: dict[tuple, str]) -> str | None:
+    """Where the value at ``loc`` came from: its own entry, or a value set on the command
+    line above it (``lora={r: 4}``); None when neither is known."""
+    if loc in where:
+        return where[loc]
+    for n in range(len(loc) - 1, 0, -1):  # inside a value set on the command line
+        if where.get(loc[:n], "").startswith("command line"):
+            return where[loc[:n]]
+    return None
+
+
 def locate_problem(problem: str, where: dict[tuple, str]) -> str:
-    """``problem`` prefixed with where the value it starts with came from (the longest key
-    path it names), when it names one."""
-    best = None
-    for path in where:
-        dotted = ".".join(str(p) for p in path)
-        if (problem.startswith(dotted) and problem[len(dotted):len(dotted) + 1] in (" ", ":", "[")
-                and (best is None or len(dotted) > len(best[0]))):
-            best = (dotted, path)
-    return f"{where[best[1]]}: {problem}" if best else problem
+    """``problem`` prefixed with where the value it starts with came from (the dotted key it
+    starts with, up to ``" "``, ``":"`` or ``"["``), when that is known."""
+    key = re.match(r"[A-Za-z_][\w.]*", problem)
+    origin = source_of(key_path(key.group(0).rstrip(".")), where) if key else None
+    return f"{origin}: {problem}" if origin else problem
