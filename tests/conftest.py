@@ -103,6 +103,62 @@ def cli(*args: str, timeout: int = 600, env: dict | None = None) -> subprocess.C
                           capture_output=True, text=True, timeout=timeout, env=_environment(env))
 
 
+class ForkedCli:
+    """``python -m orchestrator ...`` as :func:`cli` runs it, but each command in a process
+    forked from one server (tests/cli_server.py) that imported the heavy libraries once: for a
+    module that runs many short commands (promote, generate, validate) where the interpreter's
+    start is not what is tested. The server's environment is this process's with ``env``
+    added, fixed when it starts (the libraries read ``HF_ENDPOINT`` and ``HF_HOME`` at
+    import); a command may change only the variables read when it runs (``CALL_TIME``).
+    Stop it with :meth:`close` (a fixture's teardown)."""
+
+    CALL_TIME = {"HF_TOKEN"}
+    PRELOAD = ["trainables.trial", "orchestrator.cli", "orchestrator.promotion.promote",
+               "orchestrator.promotion.generation", "orchestrator.config.preflight"]
+
+    def __init__(self, workdir: Path, env: dict | None = None):
+        self.env = _environment(env)
+        self.workdir = workdir
+        self.count = 0
+        self.server = subprocess.Popen(
+            [sys.executable, "-m", "tests.cli_server", *self.PRELOAD], cwd=ROOT, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self.env)
+        ready = self.server.stdout.readline()
+        assert ready.strip() == '{"ready": true}', f"the CLI fork server did not start: {ready!r}"
+
+    def __call__(self, *args: str, timeout: int = 600, env: dict | None = None
+                 ) -> subprocess.CompletedProcess:
+        changed = {k: v for k, v in (env or {}).items() if self.env.get(k) != v}
+        assert set(changed) <= self.CALL_TIME, (
+            f"{sorted(set(changed) - self.CALL_TIME)} are read at import: start a ForkedCli "
+            f"with them")
+        self.count += 1
+        out, err = (self.workdir / f"cli-{self.count}.{name}" for name in ("out", "err"))
+        self.server.stdin.write(json.dumps({"args": list(args), "env": changed,
+                                            "timeout": timeout, "stdout": str(out),
+                                            "stderr": str(err)}) + "\n")
+        self.server.stdin.flush()
+        reply = json.loads(self.server.stdout.readline())
+        argv = [sys.executable, "-m", "orchestrator", *args]
+        stdout, stderr = out.read_text(), err.read_text()
+        if reply["timed_out"]:
+            raise subprocess.TimeoutExpired(argv, timeout, stdout, stderr)
+        return subprocess.CompletedProcess(argv, reply["returncode"], stdout, stderr)
+
+    def __enter__(self) -> "ForkedCli":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.server.stdin.close()
+        try:
+            self.server.wait(timeout=30)
+        finally:
+            stop(self.server)
+
+
 def _environment(env: dict | None) -> dict:
     """This process's environment with ``env`` added; a None value removes that variable."""
     return {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}

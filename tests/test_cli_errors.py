@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -15,6 +16,12 @@ def run_main(capsys, *argv) -> tuple[int, str]:
     code = main(list(argv))
     captured = capsys.readouterr()
     return code, captured.out + captured.err
+
+
+def ray_started() -> bool:
+    """Whether Ray runs in this process (a refused ``run`` in-process must not start it)."""
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
 
 
 def test_malformed_yaml_via_the_real_cli(tmp_path):
@@ -85,14 +92,14 @@ def test_valid_config_passes(capsys):
     assert code == 0 and "valid" in out and "targets attention: q_proj" in out
 
 
-def test_impossible_resources_fail_fast_and_write_nothing(tmp_path):
+def test_impossible_resources_fail_fast_and_write_nothing(capsys, tmp_path):
     cfg = write_config(tmp_path / "s.yaml", resources={"gpu": 1},
                        storage={"path": str(tmp_path / "sweeps"), "name": "gpu-on-cpu"})
-    proc = cli("run", str(cfg), timeout=300)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "this machine has no GPU, and a local sweep runs here" in proc.stderr
-    assert "resources.gpu: 0" in proc.stderr and "--address" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    code, err = run_main(capsys, "run", str(cfg))
+    assert code == 2, err[-2000:]
+    assert "this machine has no GPU, and a local sweep runs here" in err
+    assert "resources.gpu: 0" in err and "--address" in err
+    assert "Traceback" not in err and not ray_started()
     assert not (tmp_path / "sweeps" / "gpu-on-cpu").exists()
 
 
@@ -104,14 +111,14 @@ def test_existing_sweep_name_is_refused(capsys, tmp_path, name):
     assert code == 2 and "already exists" in out
 
 
-def test_max_length_too_short_is_a_clear_error_before_any_trial(tiny_model_dir, tmp_path):
+def test_max_length_too_short_is_a_clear_error_before_any_trial(capsys, tiny_model_dir, tmp_path):
     cfg = write_config(tmp_path / "s.yaml", data={"max_length": 8},
                        storage={"path": str(tmp_path / "sweeps"), "name": "too-short"})
-    proc = cli("run", str(cfg), timeout=300)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "Fix: raise data.max_length" in proc.stderr and "Traceback" not in proc.stderr
+    code, out = run_main(capsys, "run", str(cfg))
+    assert code == 2, out[-2000:]
+    assert "Fix: raise data.max_length" in out and "Traceback" not in out
     # Found by pre-flight, with the model's tokenizer: no Ray, no baseline.
-    assert "pre-flight found" in proc.stderr and "baseline" not in proc.stdout
+    assert "pre-flight found" in out and "baseline" not in out and not ray_started()
     assert not (tmp_path / "sweeps" / "too-short").exists()
 
 

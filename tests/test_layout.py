@@ -130,6 +130,24 @@ def test_reading_a_sweep_dir_loads_neither_ray_nor_torch():
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
 
 
+def test_the_driver_names_the_worker_code_without_importing_it():
+    """``run`` and ``resume`` hand Ray the trainable and the one-off tasks through
+    ``trainables.entry``, which imports torch, PEFT, bitsandbytes and TRL only on the worker;
+    promotion, which evaluates adapters in its own process, is the one driver module that
+    imports ``trainables.trial``."""
+    wrong = [f"{name} imports {m}" for name, path in _modules().items()
+             if name.startswith("orchestrator.") and name != "orchestrator.promotion.promote"
+             for m in _imports(name, path, top_only=False)
+             if m == "trainables.trial" or m.startswith("trainables.trial.")]
+    assert not wrong, wrong
+    code = ("import sys\n"
+            "import trainables.entry, orchestrator.run.sweep, orchestrator.run.resume\n"
+            "heavy = [m for m in ('trainables.trial', 'peft', 'bitsandbytes', 'trl')\n"
+            "         if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
+
+
 def test_only_the_command_line_prints():
     """Modules log (``logging.getLogger(__name__)``); the CLI decides where it goes."""
     allowed = {"orchestrator.cli", "orchestrator.reference"}  # reference: its __main__ script

@@ -17,7 +17,7 @@ import pytest
 
 from orchestrator.sweepdir.folder import open_sweep
 
-from .conftest import cli, run_small_sweeps
+from .conftest import ForkedCli, run_small_sweeps
 from .hub_server import HubServer
 
 WRITE, READ = "hf_sentinel_write_token_8c1f", "hf_sentinel_read_token_77aa"
@@ -35,6 +35,14 @@ def hub_env(hub, tmp_path_factory):
     home = tmp_path_factory.mktemp("hf-home")
     return {"HF_ENDPOINT": hub.url, "HF_TOKEN": WRITE, "HF_HOME": str(home),
             "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_ENABLE_HF_TRANSFER": None}
+
+
+@pytest.fixture(scope="module")
+def cli(hub_env, tmp_path_factory):
+    """The CLI, each command in a fresh process forked from one that imported torch and the
+    rest once, with the Hub's environment (tests/cli_server.py)."""
+    with ForkedCli(tmp_path_factory.mktemp("cli"), hub_env) as forked:
+        yield forked
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +70,7 @@ def copy(sweeps, name: str, tmp_path: Path) -> Path:
     return dest
 
 
-def promote(sweep: Path, *args: str, env: dict):
+def promote(cli, sweep: Path, *args: str, env: dict):
     proc = cli("promote", str(sweep), *args, env=env, timeout=600)
     return proc, proc.stdout + proc.stderr
 
@@ -71,12 +79,12 @@ def records(sweep: Path) -> list[dict]:
     return [json.loads(line) for line in (sweep / "promotions.jsonl").read_text().splitlines()]
 
 
-def test_bundle_and_model_card_without_a_repo(sweeps, hub_env, tmp_path):
+def test_bundle_and_model_card_without_a_repo(cli, sweeps, hub_env, tmp_path):
     from huggingface_hub import ModelCard
     from huggingface_hub.repocard_data import model_index_to_eval_results
 
     sweep = copy(sweeps, "weak", tmp_path)  # its config names no repo
-    proc, out = promote(sweep, env={**hub_env, "HF_TOKEN": None})
+    proc, out = promote(cli, sweep, env={**hub_env, "HF_TOKEN": None})
     assert proc.returncode == 0, out
     assert "--repo-id" in out and "hf auth login" in out  # says how to push it
     bundle = sweep / "promoted"
@@ -154,7 +162,7 @@ def _logits(adapter_dir: Path, model_dir: Path):
         return model(**ids).logits
 
 
-def test_champion_challenger_round_trip(sweeps, hub, hub_env, tiny_model_dir, tmp_path):
+def test_champion_challenger_round_trip(cli, sweeps, hub, hub_env, tiny_model_dir, tmp_path):
     import torch
     from huggingface_hub import snapshot_download
 
@@ -162,7 +170,7 @@ def test_champion_challenger_round_trip(sweeps, hub, hub_env, tiny_model_dir, tm
     weak, strong = copy(sweeps, "weak", tmp_path), copy(sweeps, "strong", tmp_path)
 
     # The first promotion creates the (private) repo: one commit, tagged with the sweep.
-    proc, out = promote(weak, "--repo-id", repo, "--private", env=hub_env)
+    proc, out = promote(cli, weak, "--repo-id", repo, "--private", env=hub_env)
     assert proc.returncode == 0, out
     assert "does not exist yet" in out and f"{hub.url}/{repo}/commit/" in out
     first = hub.head(repo)
@@ -177,7 +185,7 @@ def test_champion_challenger_round_trip(sweeps, hub, hub_env, tiny_model_dir, tm
     assert torch.equal(_logits(snap, tiny_model_dir), _logits(checkpoint, tiny_model_dir))
 
     # A much better challenger replaces it, after both are evaluated on the same data.
-    proc, out = promote(strong, "--repo-id", repo, env=hub_env)
+    proc, out = promote(cli, strong, "--repo-id", repo, env=hub_env)
     assert proc.returncode == 0, out
     assert "champion   eval_loss" in out and "challenger eval_loss" in out
     second = hub.head(repo)
@@ -189,7 +197,7 @@ def test_champion_challenger_round_trip(sweeps, hub, hub_env, tiny_model_dir, tm
 
     # A worse challenger: nothing pushed, the head unchanged, both values printed and recorded.
     weak_again = copy(sweeps, "weak", tmp_path / "again")
-    proc, out = promote(weak_again, "--repo-id", repo, env=hub_env)
+    proc, out = promote(cli, weak_again, "--repo-id", repo, env=hub_env)
     assert proc.returncode == 0, out
     assert "verdict: keep the champion" in out
     assert hub.head(repo) == second
@@ -197,7 +205,7 @@ def test_champion_challenger_round_trip(sweeps, hub, hub_env, tiny_model_dir, tm
 
     # The same winner twice: no new commit.
     commits_before = len(hub.commits(repo))
-    proc, out = promote(strong, "--repo-id", repo, env=hub_env)
+    proc, out = promote(cli, strong, "--repo-id", repo, env=hub_env)
     assert proc.returncode == 0, out
     assert "nothing new to push" in out
     assert len(hub.commits(repo)) == commits_before
@@ -209,25 +217,25 @@ def test_champion_challenger_round_trip(sweeps, hub, hub_env, tiny_model_dir, tm
     assert remote.stdout == local.stdout and "$" in remote.stdout
 
 
-def test_min_improvement_and_dry_run(sweeps, hub, hub_env, tmp_path):
+def test_min_improvement_and_dry_run(cli, sweeps, hub, hub_env, tmp_path):
     repo = "acme/threshold"
     weak, strong = copy(sweeps, "weak", tmp_path), copy(sweeps, "strong", tmp_path)
-    proc, out = promote(strong, "--repo-id", repo, "--dry-run", env=hub_env)
+    proc, out = promote(cli, strong, "--repo-id", repo, "--dry-run", env=hub_env)
     assert proc.returncode == 0, out
     assert "--dry-run: nothing pushed" in out and hub.head(repo) is None
-    assert promote(weak, "--repo-id", repo, env=hub_env)[0].returncode == 0
+    assert promote(cli, weak, "--repo-id", repo, env=hub_env)[0].returncode == 0
     head = hub.head(repo)
     # Strong beats weak by a lot, but not by 10000 %: kept.
-    proc, out = promote(strong, "--repo-id", repo, "--min-improvement", "10000%", env=hub_env)
+    proc, out = promote(cli, strong, "--repo-id", repo, "--min-improvement", "10000%", env=hub_env)
     assert proc.returncode == 0 and "keep the champion" in out and hub.head(repo) == head
-    proc, out = promote(strong, "--repo-id", repo, "--min-improvement", "0.01", "--dry-run",
+    proc, out = promote(cli, strong, "--repo-id", repo, "--min-improvement", "0.01", "--dry-run",
                         env=hub_env)
     assert "verdict: promote" in out and "--dry-run" in out and hub.head(repo) == head
-    proc, out = promote(strong, "--repo-id", repo, "--min-improvement", "lots", env=hub_env)
+    proc, out = promote(cli, strong, "--repo-id", repo, "--min-improvement", "lots", env=hub_env)
     assert proc.returncode == 2 and "--min-improvement" in out and "Traceback" not in out
 
 
-def test_different_base_model_is_refused_unless_forced(sweeps, hub, hub_env, tmp_path):
+def test_different_base_model_is_refused_unless_forced(cli, sweeps, hub, hub_env, tmp_path):
     from huggingface_hub import CommitOperationAdd, HfApi
 
     repo = "acme/other-base"
@@ -243,42 +251,43 @@ def test_different_base_model_is_refused_unless_forced(sweeps, hub, hub_env, tmp
         CommitOperationAdd("adapter_model.safetensors", str(bundle / "adapter_model.safetensors")),
         CommitOperationAdd("sweep_summary.json", json.dumps(summary).encode())])
     head = hub.head(repo)
-    proc, out = promote(strong, "--repo-id", repo, env=hub_env)
+    proc, out = promote(cli, strong, "--repo-id", repo, env=hub_env)
     assert proc.returncode == 2 and "meta-llama/Llama-3.2-1B" in out and "--force" in out
     assert "Traceback" not in out and hub.head(repo) == head
-    proc, out = promote(strong, "--repo-id", repo, "--force", env=hub_env)
+    proc, out = promote(cli, strong, "--repo-id", repo, "--force", env=hub_env)
     assert proc.returncode == 0, out
     assert hub.head(repo) != head
 
 
-def test_hub_failures_leave_the_repo_unchanged(sweeps, hub, hub_env, tmp_path):
+def test_hub_failures_leave_the_repo_unchanged(cli, sweeps, hub, hub_env, tmp_path):
     repo = "acme/flaky"
     weak, strong = copy(sweeps, "weak", tmp_path), copy(sweeps, "strong", tmp_path)
-    assert promote(weak, "--repo-id", repo, env=hub_env)[0].returncode == 0
+    assert promote(cli, weak, "--repo-id", repo, env=hub_env)[0].returncode == 0
     head = hub.head(repo)
 
     hub.fail_next("commit", status=500)  # create_commit is not retried by the client
-    proc, out = promote(strong, "--repo-id", repo, env=hub_env)
+    proc, out = promote(cli, strong, "--repo-id", repo, env=hub_env)
     assert proc.returncode == 1 and "HTTP 500" in out and "Nothing was committed" in out, out
     assert "Traceback" not in out and hub.head(repo) == head
     assert (strong / "promoted" / "adapter_model.safetensors").is_file()  # nothing lost locally
 
-    proc, out = promote(strong, "--repo-id", repo, env={**hub_env, "HF_TOKEN": READ})
+    proc, out = promote(cli, strong, "--repo-id", repo, env={**hub_env, "HF_TOKEN": READ})
     assert proc.returncode == 2 and "read-only" in out and hub.head(repo) == head
 
-    proc, out = promote(strong, "--repo-id", repo, env={**hub_env, "HF_TOKEN": "hf_revoked"})
+    proc, out = promote(cli, strong, "--repo-id", repo, env={**hub_env, "HF_TOKEN": "hf_revoked"})
     assert proc.returncode == 2 and "401" in out and "hf auth login" in out
 
     # The run after the outage goes through.
-    assert promote(strong, "--repo-id", repo, env=hub_env)[0].returncode == 0
+    assert promote(cli, strong, "--repo-id", repo, env=hub_env)[0].returncode == 0
     assert hub.head(repo) != head
 
 
-def test_no_token_fails_before_any_work(sweeps, hub, hub_env, tmp_path):
+def test_no_token_fails_before_any_work(cli, sweeps, hub, hub_env, tmp_path):
     strong = copy(sweeps, "strong", tmp_path)
     shutil.rmtree(strong / "promoted")
     requests = len(hub.requests)
-    proc, out = promote(strong, "--repo-id", "acme/no-token", env={**hub_env, "HF_TOKEN": None})
+    proc, out = promote(cli, strong, "--repo-id", "acme/no-token",
+                        env={**hub_env, "HF_TOKEN": None})
     assert proc.returncode == 2 and "needs a Hugging Face token" in out and "HF_TOKEN" in out
     assert not (strong / "promoted").exists() and len(hub.requests) == requests
 
@@ -287,19 +296,19 @@ def test_no_token_fails_before_any_work(sweeps, hub, hub_env, tmp_path):
     (["--repo-id", "acme/bad--name"], "--repo-id 'acme/bad--name'"),
     (["--repo-id", "a/b/c"], "--repo-id 'a/b/c'"),
 ])
-def test_invalid_repo_id(sweeps, hub_env, tmp_path, args, message):
-    proc, out = promote(copy(sweeps, "strong", tmp_path), *args, env=hub_env)
+def test_invalid_repo_id(cli, sweeps, hub_env, tmp_path, args, message):
+    proc, out = promote(cli, copy(sweeps, "strong", tmp_path), *args, env=hub_env)
     assert proc.returncode == 2 and message in out and "Traceback" not in out
 
 
-def test_bad_sweep_dirs_and_adapters(sweeps, hub_env, tmp_path):
-    proc, out = promote(tmp_path / "missing", env=hub_env)
+def test_bad_sweep_dirs_and_adapters(cli, sweeps, hub_env, tmp_path):
+    proc, out = promote(cli, tmp_path / "missing", env=hub_env)
     assert proc.returncode == 2 and "does not exist" in out
-    proc, out = promote(tmp_path, env=hub_env)
+    proc, out = promote(cli, tmp_path, env=hub_env)
     assert proc.returncode == 2 and "not a sweep dir" in out
     unfinished = copy(sweeps, "weak", tmp_path)
     (unfinished / "best.json").unlink()
-    proc, out = promote(unfinished, env=hub_env)
+    proc, out = promote(cli, unfinished, env=hub_env)
     assert proc.returncode == 2 and "no completed trial" in out
     proc = cli("generate", str(tmp_path), PROMPT, env=hub_env)
     assert proc.returncode == 2 and "not an adapter" in proc.stderr

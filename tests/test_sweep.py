@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from benchmarks.console_noise import foreign
+from orchestrator.cli import main
 
 from .conftest import EXAMPLES, SMOKE_LR, cli
 
@@ -99,7 +100,8 @@ def test_real_sweep_writes_the_contract(smoke_sweep, tiny_model_dir):
     assert "base model" in out and f"best adapter: {ckpt}" in out and "wall time" in out
 
 
-def test_generate_answers_from_a_checkpoint_in_its_training_prompt_format(smoke_sweep, tmp_path):
+def test_generate_answers_from_a_checkpoint_in_its_training_prompt_format(smoke_sweep, tmp_path,
+                                                                          capsys):
     """Every checkpoint carries the prompt format it was trained with (the demo's prompts end
     in a newline), so ``generate`` on a checkpoint folder asks as training did: with several
     prompts and a JSONL file, the model loaded once, one JSON line per answer."""
@@ -112,14 +114,17 @@ def test_generate_answers_from_a_checkpoint_in_its_training_prompt_format(smoke_
              "How much does this cost? An oak desk, quality 4 of 5."]
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(json.dumps({"prompt": asked[2]}) + "\n")
-    proc = cli("generate", str(checkpoint), asked[0], asked[1], "--file", str(prompts),
-               "--max-new-tokens", "10", timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    # In this process (torch is loaded already): the command, not the interpreter, is tested.
+    code = main(["generate", str(checkpoint), asked[0], asked[1], "--file", str(prompts),
+                 "--max-new-tokens", "10"])
+    out, err = capsys.readouterr()
+    assert code == 0, err[-3000:]
+    rows = [json.loads(line) for line in out.splitlines()]
     assert [r["prompt"] for r in rows] == asked
     assert all(r["completion"].strip() for r in rows), rows
-    one = cli("generate", str(checkpoint), asked[0], "--max-new-tokens", "10", timeout=600)
-    assert one.returncode == 0 and one.stdout.strip() == rows[0]["completion"].strip()
+    code = main(["generate", str(checkpoint), asked[0], "--max-new-tokens", "10"])
+    out, err = capsys.readouterr()
+    assert code == 0 and out.strip() == rows[0]["completion"].strip(), err[-3000:]
 
 
 def test_validate_of_the_demo_prints_only_our_lines():

@@ -13,7 +13,7 @@ import pytest
 
 from orchestrator.cli import main
 
-from .conftest import EXAMPLES, cli, write_config
+from .conftest import EXAMPLES, ForkedCli, cli, write_config
 from .hub_server import HubServer
 
 PRICE = {"type": "number", "name": "price", "pattern": r"\$\s*([0-9][0-9,]*\.?[0-9]*)"}
@@ -228,39 +228,45 @@ def test_validation_of_task_metrics(tiny_model_dir, tmp_path, capsys):
 
 
 def test_promotion_is_judged_on_the_task_metric(task_sweep, tmp_path):
-    import shutil
-
     sweep, _ = task_sweep
     with HubServer(tokens={WRITE: "write"}, user="acme") as hub:
         env = {"HF_ENDPOINT": hub.url, "HF_TOKEN": WRITE, "HF_HOME": str(tmp_path / "hf"),
                "HF_HUB_DISABLE_TELEMETRY": "1"}
-        first = tmp_path / "first"
-        shutil.copytree(sweep, first)
-        proc = cli("promote", str(first), "--repo-id", "acme/task", env=env, timeout=600)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        card = (first / "promoted" / "README.md").read_text()
-        assert "### Task metrics" in card and "constant answer" in card
-        # A challenger with another adapter: the winner's other kept checkpoint.
-        second = tmp_path / "second"
-        shutil.copytree(sweep, second)
-        best = json.loads((second / "best.json").read_text())
-        rows = {int(r["step"]): float(r["task_price_mae"])
-                for r in _progress(second / f"trial_{best['trial_id']}")}
-        other = next(c for c in sorted((second / f"trial_{best['trial_id']}").glob("checkpoint_*"))
-                     if c.name != Path(best["checkpoint_path"]).name)
-        step = json.loads((other / "trainer_state.json").read_text())["global_step"]
-        best.update(checkpoint_path=str(other), value=rows[step], step=step)
-        (second / "best.json").write_text(json.dumps(best))
-        shutil.rmtree(second / "promoted", ignore_errors=True)
-        proc = cli("promote", str(second), "--repo-id", "acme/task", env=env, timeout=600)
-        out = proc.stdout + proc.stderr
-        assert proc.returncode == 0, out
-        assert "champion   task_price_mae" in out and "challenger task_price_mae" in out
-        record = json.loads((second / "promotions.jsonl").read_text().splitlines()[-1])
-        assert record["metric"] == "task_price_mae" and record["mode"] == "min"
-        wins = record["challenger_value"] < record["champion"]["value"]
-        assert record["verdict"] == ("promoted" if wins else "kept champion")
-        assert math.isfinite(record["champion"]["value"])
+        with ForkedCli(tmp_path, env) as cli:  # two promotions, torch and the rest imported once
+            _promote_twice(cli, sweep, env, tmp_path)
+
+
+def _promote_twice(cli: ForkedCli, sweep: Path, env: dict, tmp_path: Path) -> None:
+    """The sweep's winner promoted, then a challenger judged against it on the task metric."""
+    import shutil
+
+    first = tmp_path / "first"
+    shutil.copytree(sweep, first)
+    proc = cli("promote", str(first), "--repo-id", "acme/task", env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    card = (first / "promoted" / "README.md").read_text()
+    assert "### Task metrics" in card and "constant answer" in card
+    # A challenger with another adapter: the winner's other kept checkpoint.
+    second = tmp_path / "second"
+    shutil.copytree(sweep, second)
+    best = json.loads((second / "best.json").read_text())
+    rows = {int(r["step"]): float(r["task_price_mae"])
+            for r in _progress(second / f"trial_{best['trial_id']}")}
+    other = next(c for c in sorted((second / f"trial_{best['trial_id']}").glob("checkpoint_*"))
+                 if c.name != Path(best["checkpoint_path"]).name)
+    step = json.loads((other / "trainer_state.json").read_text())["global_step"]
+    best.update(checkpoint_path=str(other), value=rows[step], step=step)
+    (second / "best.json").write_text(json.dumps(best))
+    shutil.rmtree(second / "promoted", ignore_errors=True)
+    proc = cli("promote", str(second), "--repo-id", "acme/task", env=env, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "champion   task_price_mae" in out and "challenger task_price_mae" in out
+    record = json.loads((second / "promotions.jsonl").read_text().splitlines()[-1])
+    assert record["metric"] == "task_price_mae" and record["mode"] == "min"
+    wins = record["challenger_value"] < record["champion"]["value"]
+    assert record["verdict"] == ("promoted" if wins else "kept champion")
+    assert math.isfinite(record["champion"]["value"])
 
 
 def test_report_shows_the_answers_and_loss_against_the_task_metric(task_sweep):

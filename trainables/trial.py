@@ -13,6 +13,7 @@ import logging
 import os
 import posixpath
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -221,6 +222,23 @@ def _trial_storage():
     return storage.storage_filesystem, storage.trial_fs_path
 
 
+def _quiet_stop() -> None:
+    """Ray stops a trial's worker with SIGTERM, and its handler raises SystemExit wherever the
+    process is: inside a garbage-collection callback Python prints that as "Exception ignored
+    in ..." with a traceback, which reaches the sweep's console. That exit is the one asked
+    for; any other unraisable exception is reported as before."""
+    if getattr(sys.unraisablehook, "qlora_sweep", False):
+        return  # a reused worker has it already
+    default = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if not isinstance(unraisable.exc_value, SystemExit):
+            default(unraisable)
+
+    hook.qlora_sweep = True
+    sys.unraisablehook = hook
+
+
 def tune_trainable(config: dict[str, Any], *, base: TrialSpec) -> None:
     """Ray Tune entry point: ``tune.with_parameters(tune_trainable, base=spec)``; ``config``
     is the trial's searched values."""
@@ -234,6 +252,7 @@ def tune_trainable(config: dict[str, Any], *, base: TrialSpec) -> None:
     # Ray logs a line per persisted checkpoint; the driver's table already shows progress.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     logging.getLogger("ray.tune").setLevel(logging.WARNING)
+    _quiet_stop()
     started = time.monotonic()
     spec = base.for_trial(config)
     output_dir = tempfile.mkdtemp(prefix="qlora-sweep-trial-")

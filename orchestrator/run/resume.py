@@ -211,7 +211,7 @@ def tokenize_once(cfg: SweepConfig, derived: SweepPlan, spec: TrialSpec,
         return spec
     prepared = saved_data(sweep_dir, remote=remote)
     if prepared is None:
-        from trainables.trial import prepare_data
+        from trainables.entry import prepare_data
 
         log.info("tokenizing the data for the trials ...")
         prepared = on_worker(cfg, prepare_data, spec, "tokenizing the data")

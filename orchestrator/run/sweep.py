@@ -152,7 +152,7 @@ def run_sweep(cfg: SweepConfig, derived: SweepPlan, *,
 
 def _baseline(cfg: SweepConfig, spec: TrialSpec) -> dict[str, Any]:
     """Evaluate the base model once, on a worker with a trial's resources."""
-    from trainables.trial import evaluate_baseline
+    from trainables.entry import evaluate_baseline
 
     baseline = on_worker(cfg, evaluate_baseline, spec,
                           f"the baseline evaluation of {cfg.model.name_or_path}")

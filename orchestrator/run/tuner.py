@@ -119,7 +119,7 @@ def _callbacks(cfg: SweepConfig, derived: SweepPlan, spec: TrialSpec, *,
 def _trainable(cfg: SweepConfig, spec: TrialSpec):
     from ray import tune
 
-    from trainables.trial import tune_trainable
+    from trainables.entry import tune_trainable
 
     from .cluster import trial_request
 
