@@ -18,6 +18,15 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
+# The suite runs two pytest workers, each with its sweeps' Ray processes, on as few as 2
+# cores. An OpenMP thread of torch that waits for the others spins on its core by default,
+# and on a shared core that spinning takes the time of the thread it waits for: a 2-thread
+# trial in a test took twice the time and 2.5 times the CPU beside two busy processes.
+# Waiting threads sleep instead, here and in every process the tests start (set before
+# torch is imported; it changes no result). A user's sweep keeps the default: Ray gives each
+# trial's worker as many threads as the trial has CPUs.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 
 # What the fast tier (``-m fast``, ``make test-fast``) may not use: a model or a sweep.
 HEAVY_FIXTURES = {"tiny_model_dir", "smoke_sweep"}
