@@ -24,7 +24,7 @@ demo: setup
 	$(VENV)/bin/qlora-sweep run examples/demo_cpu.yaml
 
 test: setup
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=15 tests
 
 test-fast: setup
 	$(PY) -m pytest -q -m fast tests

@@ -32,15 +32,17 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 HEAVY_FIXTURES = {"tiny_model_dir", "smoke_sweep"}
 
 
-# Modules by their serial run time on 2 cores, longest first (measured 2026-12-03 with
-# --durations=0): pytest-xdist hands each worker whole files in this order, so the long ones
-# start at once instead of forming a tail on one worker. The shared smoke sweep is made by
-# test_status, early; its other readers come last, when it exists. Unlisted modules run after
-# these, in file order. Only the order changes, never what runs.
+# Modules by their run time on 2 cores, longest first (measured 2026-12-03 with
+# --durations=0, both workers busy): pytest-xdist hands each worker whole files in this order
+# (the Makefile's --no-loadscope-reorder keeps it; by default xdist would put the files with
+# the most tests first), so the long ones start at once instead of forming a tail on one
+# worker. The shared smoke sweep is made by test_status, early; its other readers come last,
+# when it exists. Unlisted modules run after these, in file order. Only the order changes,
+# never what runs.
 LONGEST_FIRST = [
-    "test_promote", "test_task_metrics", "test_driver_faults", "test_cluster", "test_faults",
-    "test_status", "test_early_eval", "test_ray_job", "test_warm_start", "test_trainable",
-    "test_auto_resources", "test_first_hour", "test_cli_errors", "test_deferred_metrics",
+    "test_driver_faults", "test_cluster", "test_promote", "test_task_metrics", "test_faults",
+    "test_status", "test_early_eval", "test_ray_job", "test_trainable", "test_auto_resources",
+    "test_warm_start", "test_first_hour", "test_deferred_metrics", "test_cli_errors",
 ]
 SMOKE_READERS_LAST = ["test_untrusted", "test_sweep", "test_report", "test_loopback",
                       "test_tensorboard"]

@@ -19,6 +19,8 @@ import textwrap
 
 import pytest
 
+from orchestrator.cli import main
+
 from .conftest import ROOT, cli, write_config
 from .s3_server import listing, s3_server
 
@@ -73,6 +75,17 @@ def _sweep_config(tmp_path, name: str, **sections):
     )
 
 
+def run_here(capsys, *args: str) -> tuple[int, str]:
+    """``qlora-sweep run ARGS`` in this process, for a run refused before any trial (the
+    interpreter's start is not what is tested): its exit code and stderr. A Ray it joined
+    for the checks is left again."""
+    code = main(["run", *args])
+    err = capsys.readouterr().err
+    ray = sys.modules.get("ray")
+    assert ray is None or not ray.is_initialized(), "the refused run left Ray connected"
+    return code, err
+
+
 def _probe(ray_cluster, code: str, env: dict | None = None) -> list:
     """Run ``code`` in a fresh Python joined to the cluster; the values it prints as reprs."""
     script = (f"from orchestrator.run.ray_session import init_ray\n"
@@ -98,7 +111,8 @@ def test_a_shared_folder_seen_by_every_node_is_accepted(ray_cluster, tmp_path):
     assert not list((tmp_path / "shared").glob(".qlora-sweep-probe-*"))  # removed again
 
 
-def test_a_sweep_in_cloud_storage_keeps_everything_in_the_bucket(ray_cluster, s3, tmp_path):
+def test_a_sweep_in_cloud_storage_keeps_everything_in_the_bucket(ray_cluster, s3, tmp_path,
+                                                                  capsys):
     uri = f"s3://{BUCKET}/team/cloud"
     config = write_config(
         tmp_path / "cloud.yaml",
@@ -160,42 +174,40 @@ def test_a_sweep_in_cloud_storage_keeps_everything_in_the_bucket(ray_cluster, s3
     assert {"report/report.html", "promoted/adapter_model.safetensors", "promoted/README.md",
             "promotions.jsonl"} <= set(files)
     # The same name again is refused, before anything starts.
-    again = cli("run", str(config), "--address", ray_cluster.address, timeout=300)
-    assert again.returncode == 2 and f"the sweep dir {uri} already exists" in again.stderr
+    code, err = run_here(capsys, str(config), "--address", ray_cluster.address)
+    assert code == 2 and f"the sweep dir {uri} already exists" in err
 
 
-def test_a_bucket_that_cannot_be_written_is_a_preflight_error(s3, tmp_path):
+def test_a_bucket_that_cannot_be_written_is_a_preflight_error(s3, tmp_path, capsys):
     config = write_config(tmp_path / "nobucket.yaml",
                           storage={"path": "s3://no-such-bucket/sweeps", "name": "x"})
-    proc = cli("run", str(config), timeout=300)
-    err = proc.stderr
-    assert proc.returncode == 2, proc.stdout + err
+    code, err = run_here(capsys, str(config))
+    assert code == 2, err
     assert "storage.path = 's3://no-such-bucket/sweeps': cannot write there" in err
     assert "Fix: check the bucket name and this machine's credentials" in err
     assert "Traceback" not in err
 
 
-def test_a_local_storage_path_on_several_nodes_is_refused(ray_cluster, tmp_path):
+def test_a_local_storage_path_on_several_nodes_is_refused(ray_cluster, tmp_path, capsys):
     config = _sweep_config(tmp_path, "local-only")
-    proc = cli("run", str(config), "--address", ray_cluster.address, timeout=300)
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    err = proc.stderr
+    code, err = run_here(capsys, str(config), "--address", ray_cluster.address)
+    assert code == 2, err
     assert "a local path, on a Ray cluster of 3 nodes" in err
     assert "Fix: put storage.path on a shared file system" in err and "storage.shared: true" in err
     assert "Traceback" not in err
     assert not (tmp_path / "shared" / "local-only").exists()
 
 
-def test_a_request_no_node_can_ever_meet_fails_fast(ray_cluster, tmp_path):
+def test_a_request_no_node_can_ever_meet_fails_fast(ray_cluster, tmp_path, capsys):
     for resources, words in (({"gpu": 1}, "Fix: set resources.gpu: 0 to train on CPU"),
                              ({"cpu": 4}, "lower resources.cpu")):
         config = _sweep_config(tmp_path, "never-" + "-".join(resources),
                                resources=resources, storage={"shared": True})
-        proc = cli("run", str(config), "--address", ray_cluster.address, timeout=300)
-        assert proc.returncode == 2, proc.stdout + proc.stderr
-        assert "no node of the Ray cluster can run a trial" in proc.stderr
-        assert "127.0.0.1: 1 CPU, 0 GPU" in proc.stderr and "no autoscaler" in proc.stderr
-        assert words in proc.stderr and "Traceback" not in proc.stderr
+        code, err = run_here(capsys, str(config), "--address", ray_cluster.address)
+        assert code == 2, err
+        assert "no node of the Ray cluster can run a trial" in err
+        assert "127.0.0.1: 1 CPU, 0 GPU" in err and "no autoscaler" in err
+        assert words in err and "Traceback" not in err
 
 
 def test_trials_wait_for_node_types_the_autoscaler_can_add(ray_cluster, tmp_path):

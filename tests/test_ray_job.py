@@ -106,7 +106,7 @@ def test_a_sweep_submitted_as_a_ray_job_succeeds_and_logs_its_leaderboard(ray_he
         tmp_path / "job.yaml",
         data={"max_eval_samples": 40},
         training={"max_steps": 20, "eval_steps": 10},
-        search_space={"training.learning_rate": {"choice": [3e-3, 1e-3]}},
+        search_space={"training.learning_rate": {"choice": [3e-3]}},
         search={"algorithm": "grid"},
         scheduler={"type": "none"},
         storage={"path": str(tmp_path / "sweeps"), "name": "job"},
@@ -116,7 +116,7 @@ def test_a_sweep_submitted_as_a_ray_job_succeeds_and_logs_its_leaderboard(ray_he
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert _job_status(ray_head, "qlora-sweep-ok") == "SUCCEEDED"
     logs = ray_cli("job", "logs", "--address", ray_head, "qlora-sweep-ok", timeout=60).stdout
-    assert "best trial" in logs and "base model" in logs and "2 trials: 2 completed" in logs
+    assert "best trial" in logs and "base model" in logs and "1 trials: 1 completed" in logs
     status = json.loads((tmp_path / "sweeps" / "job" / "status.json").read_text())
     assert status["state"] == "finished"
     first = min(calendar.timegm(time.strptime(t["started_at"], "%Y-%m-%dT%H:%M:%SZ"))

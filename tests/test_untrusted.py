@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import cli, served_url, start_cli, stop
+from .conftest import ForkedCli, cli, served_url, start_cli, stop
 from .hub_server import HubServer
 
 WRITE = "hf_sentinel_write_token_untrusted"
@@ -98,21 +98,22 @@ def _tensorboard_serves(sweep: Path) -> None:
         stop(board)
 
 
-def test_reading_a_sweep_dir_never_unpickles(shared_sweep):
+def test_reading_a_sweep_dir_never_unpickles(shared_sweep, tmp_path):
     sweep, marker, _ = shared_sweep
-    ran = []
     for args in (["status", str(sweep)], ["status", str(sweep), "--format", "json"],
-                 ["status", str(sweep), "--format", "csv"], ["report", str(sweep)],
-                 ["promote", str(sweep), "--dry-run"]):
+                 ["status", str(sweep), "--format", "csv"], ["report", str(sweep)]):
         proc = cli(*args, timeout=600)
         assert proc.returncode == 0, (args, proc.stdout + proc.stderr)
         assert "Traceback" not in proc.stderr, (args, proc.stderr)
-        ran.append(args[0])
     _tensorboard_serves(sweep)
-    for adapter in (_best_checkpoint(sweep), sweep / "promoted"):
-        proc = cli("generate", str(adapter), "Wireless mouse, 2.4 GHz", "--max-new-tokens", "4",
-                   timeout=600)
-        assert proc.returncode == 0, (adapter, proc.stdout + proc.stderr)
+    # The commands that load torch: each in a process forked from one that imported it.
+    with ForkedCli(tmp_path) as forked:
+        proc = forked("promote", str(sweep), "--dry-run")
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
+        for adapter in (_best_checkpoint(sweep), sweep / "promoted"):
+            proc = forked("generate", str(adapter), "Wireless mouse, 2.4 GHz",
+                          "--max-new-tokens", "4")
+            assert proc.returncode == 0, (adapter, proc.stdout + proc.stderr)
     assert not marker.exists(), f"a planted pickle ran: {marker.read_text()}"
 
 
@@ -132,13 +133,14 @@ def test_a_pickle_only_adapter_is_refused_unless_allowed(shared_sweep, tmp_path)
             CommitOperationAdd("adapter_model.bin", payload)])
         head = hub.head("acme/pickled")
 
-        for args in (["promote", str(sweep), "--repo-id", "acme/pickled"],
-                     ["generate", "acme/pickled", "Wireless mouse"]):
-            proc = cli(*args, env=env, timeout=600)
-            out = proc.stdout + proc.stderr
-            assert proc.returncode == 2, (args, out)
-            assert "Traceback" not in out, out
-            assert "adapter_model.bin" in out and "--allow-pickle" in out, out
+        with ForkedCli(tmp_path, env) as forked:
+            for args in (["promote", str(sweep), "--repo-id", "acme/pickled"],
+                         ["generate", "acme/pickled", "Wireless mouse"]):
+                proc = forked(*args, timeout=600)
+                out = proc.stdout + proc.stderr
+                assert proc.returncode == 2, (args, out)
+                assert "Traceback" not in out, out
+                assert "adapter_model.bin" in out and "--allow-pickle" in out, out
         assert hub.head("acme/pickled") == head  # nothing pushed
         record = (sweep / "promotions.jsonl").read_text().splitlines()[-1]
         assert "pickle" in record
