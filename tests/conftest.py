@@ -40,8 +40,8 @@ HEAVY_FIXTURES = {"tiny_model_dir", "smoke_sweep"}
 # when it exists. Unlisted modules run after these, in file order. Only the order changes,
 # never what runs.
 LONGEST_FIRST = [
-    "test_driver_faults", "test_cluster", "test_promote", "test_task_metrics", "test_faults",
-    "test_status", "test_early_eval", "test_ray_job", "test_trainable", "test_auto_resources",
+    "test_driver_faults", "test_faults", "test_promote", "test_status", "test_task_metrics",
+    "test_cluster", "test_early_eval", "test_ray_job", "test_auto_resources", "test_trainable",
     "test_warm_start", "test_first_hour", "test_deferred_metrics", "test_cli_errors",
 ]
 SMOKE_READERS_LAST = ["test_untrusted", "test_sweep", "test_report", "test_loopback",
@@ -343,14 +343,18 @@ def _make_smoke_sweep(root: Path) -> SmokeSweep:
             time.sleep(0.5)
         watcher = start_cli("status", str(sweep), "--watch", "--interval", "2")
         running = {}
+
+        def trial_running(data) -> bool:
+            return any(t["status"] == "running" and t["steps_run"] for t in data["trials"])
+
         while run.poll() is None and not running:
             note_sockets()
-            proc = cli("status", str(sweep), "--format", "json", timeout=120)
-            if proc.returncode == 0:
-                data = json.loads(proc.stdout)
-                if any(t["status"] == "running" and t["steps_run"] for t in data["trials"]):
-                    running = data
-            time.sleep(1)
+            # The file first (cheap), then the command, as a user would ask it.
+            if trial_running(read_status(sweep) or {"trials": []}):
+                proc = cli("status", str(sweep), "--format", "json", timeout=120)
+                if proc.returncode == 0 and trial_running(json.loads(proc.stdout)):
+                    running = json.loads(proc.stdout)
+            time.sleep(0.5)
         for _ in range(10):  # workers open their servers as they start
             if run.poll() is not None:
                 break

@@ -118,8 +118,9 @@ def test_a_sweep_in_cloud_storage_keeps_everything_in_the_bucket(ray_cluster, s3
         tmp_path / "cloud.yaml",
         data={"max_eval_samples": 40},
         training={"max_steps": 20, "eval_steps": 10},
-        search_space={"training.learning_rate": {"choice": [3e-3, 2e-3, 1e-3]}},
-        search={"algorithm": "optuna", "num_trials": 3},
+        # Two trials at once: no node has room for both (one CPU each), so two nodes train.
+        search_space={"training.learning_rate": {"choice": [3e-3, 2e-3]}},
+        search={"algorithm": "optuna", "num_trials": 2},
         scheduler={"type": "none"},
         storage={"path": f"s3://{BUCKET}/team", "name": "cloud"},
     )
@@ -139,7 +140,7 @@ def test_a_sweep_in_cloud_storage_keeps_everything_in_the_bucket(ray_cluster, s3
 
     status = json.loads(read_text(f"{uri}/status.json"))
     trials = status["trials"]
-    assert len(trials) == 3 and all(t["status"] == "completed" for t in trials), trials
+    assert len(trials) == 2 and all(t["status"] == "completed" for t in trials), trials
     assert len({t["node_id"] for t in trials}) >= 2  # placed on at least two nodes
     for t in trials:
         trial = f"trial_{t['trial_id']}/"
@@ -156,7 +157,7 @@ def test_a_sweep_in_cloud_storage_keeps_everything_in_the_bucket(ray_cluster, s3
     shown = cli("status", uri, "--format", "json", timeout=120)
     assert shown.returncode == 0, shown.stderr[-3000:]
     data = json.loads(shown.stdout)
-    assert data["state"] == "finished" and data["path"] == uri and len(data["trials"]) == 3
+    assert data["state"] == "finished" and data["path"] == uri and len(data["trials"]) == 2
     assert cli("report", uri, timeout=300).returncode == 0
     # Reading commands leave the tokenized data in the bucket; resume asks for it.
     assert not (mirror_dir(uri) / "tokenized").exists()

@@ -83,7 +83,8 @@ def test_a_sweep_ranks_early_rungs_on_the_subset(tmp_path, tiny_model_dir):
         data={"max_eval_samples": 40},
         training={"max_steps": 30, "eval_steps": 10, "max_grad_norm": 0.0},
         search_space={"training.learning_rate": {"choice": [3e-3, 2e-3, 1e-6]}},
-        search={"algorithm": "optuna", "num_trials": 3, "max_concurrent": 2, "seed": 1,
+        # One at a time: one worker process for the three trials (Ray reuses it).
+        search={"algorithm": "optuna", "num_trials": 3, "max_concurrent": 1, "seed": 1,
                 "initial_points": [{"training.learning_rate": 3e-3},
                                    {"training.learning_rate": 2e-3},
                                    {"training.learning_rate": 1e-6}]},
