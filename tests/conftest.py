@@ -121,7 +121,7 @@ class ForkedCli:
     start is not what is tested. The server's environment is this process's with ``env``
     added, fixed when it starts (the libraries read ``HF_ENDPOINT`` and ``HF_HOME`` at
     import); a command may change only the variables read when it runs (``CALL_TIME``).
-    Stop it with :meth:`close` (a fixture's teardown)."""
+    A context manager: the server is stopped on leaving it."""
 
     CALL_TIME = {"HF_TOKEN"}
     PRELOAD = ["trainables.trial", "orchestrator.cli", "orchestrator.promotion.promote",
@@ -149,7 +149,9 @@ class ForkedCli:
                                             "timeout": timeout, "stdout": str(out),
                                             "stderr": str(err)}) + "\n")
         self.server.stdin.flush()
-        reply = json.loads(self.server.stdout.readline())
+        line = self.server.stdout.readline()
+        assert line, f"the CLI fork server exited ({self.server.poll()}) running {args}"
+        reply = json.loads(line)
         argv = [sys.executable, "-m", "orchestrator", *args]
         stdout, stderr = out.read_text(), err.read_text()
         if reply["timed_out"]:
