@@ -116,7 +116,7 @@ def test_a_sweep_submitted_as_a_ray_job_succeeds_and_logs_its_leaderboard(ray_he
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert _job_status(ray_head, "qlora-sweep-ok") == "SUCCEEDED"
     logs = ray_cli("job", "logs", "--address", ray_head, "qlora-sweep-ok", timeout=60).stdout
-    assert "best trial" in logs and "base model" in logs and "1 trials: 1 completed" in logs
+    assert "best trial" in logs and "base model" in logs and "1 trial: 1 completed" in logs
     status = json.loads((tmp_path / "sweeps" / "job" / "status.json").read_text())
     assert status["state"] == "finished"
     first = min(calendar.timegm(time.strptime(t["started_at"], "%Y-%m-%dT%H:%M:%SZ"))

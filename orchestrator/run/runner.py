@@ -184,7 +184,8 @@ def finish(cfg: SweepConfig, derived: SweepPlan, results, *, sweep_dir: Path,
     log.info("")
     log.info(render_table(rows, metric=metric, searched=searched, baseline=baseline))
     counts = {s: sum(r["status"] == s for r in rows) for s in ("completed", "stopped_early", "errored")}
-    log.info(f"{len(rows)} trials: {counts['completed']} completed, {counts['stopped_early']} "
+    log.info(f"{len(rows)} trial{'' if len(rows) == 1 else 's'}: {counts['completed']} "
+             f"completed, {counts['stopped_early']} "
              f"stopped early (ASHA), {counts['errored']} errored")
     if best is None:
         log.info(f"no trial produced a usable {metric}; see the errors above and in {sweep_dir}")

@@ -135,8 +135,11 @@ class NewSweep(Start):
         tuner = build_tuner(cfg, phase.derived, phase.spec, storage_path=loc.storage_path,
                             name=loc.name, sweep_dir=str(loc.sweep_dir), remote=loc.remote,
                             concurrency=concurrency)
-        log.info(f"starting {cfg.search.num_trials if cfg.search.algorithm != 'grid' else 'grid'} "
-                 f"trials ({cfg.search.algorithm}, {cfg.scheduler.type}), {concurrency} at a time")
+        n = cfg.search.num_trials
+        planned = "grid trials" if cfg.search.algorithm == "grid" else (
+            "1 trial" if n == 1 else f"{n} trials")
+        log.info(f"starting {planned} ({cfg.search.algorithm}, {cfg.scheduler.type}), "
+                 f"{concurrency} at a time")
         return tuner
 
 
