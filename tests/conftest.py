@@ -114,6 +114,13 @@ def cli(*args: str, timeout: int = 600, env: dict | None = None) -> subprocess.C
                           capture_output=True, text=True, timeout=timeout, env=_environment(env))
 
 
+def ray_started() -> bool:
+    """Whether Ray runs in this process (a command run in-process and refused before any
+    trial must not leave it started or joined)."""
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
+
+
 class ForkedCli:
     """``python -m orchestrator ...`` as :func:`cli` runs it, but each command in a process
     forked from one server (tests/cli_server.py) that imported the heavy libraries once: for a

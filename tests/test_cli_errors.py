@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
 from orchestrator.cli import main
 
-from .conftest import EXAMPLES, cli, write_config
+from .conftest import EXAMPLES, cli, ray_started, write_config
 
 
 def run_main(capsys, *argv) -> tuple[int, str]:
     code = main(list(argv))
     captured = capsys.readouterr()
     return code, captured.out + captured.err
-
-
-def ray_started() -> bool:
-    """Whether Ray runs in this process (a refused ``run`` in-process must not start it)."""
-    ray = sys.modules.get("ray")
-    return ray is not None and ray.is_initialized()
 
 
 def test_malformed_yaml_via_the_real_cli(tmp_path):

@@ -21,7 +21,7 @@ import pytest
 
 from orchestrator.cli import main
 
-from .conftest import ROOT, cli, write_config
+from .conftest import ROOT, cli, ray_started, write_config
 from .s3_server import listing, s3_server
 
 
@@ -81,8 +81,7 @@ def run_here(capsys, *args: str) -> tuple[int, str]:
     for the checks is left again."""
     code = main(["run", *args])
     err = capsys.readouterr().err
-    ray = sys.modules.get("ray")
-    assert ray is None or not ray.is_initialized(), "the refused run left Ray connected"
+    assert not ray_started(), "the refused run left Ray connected"
     return code, err
 
 
