@@ -126,6 +126,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warn_untested_versions() -> None:
+    """Once, at the commands that start work: libraries outside the tested versions."""
+    from trainables.compat.versions import TESTED, untested
+
+    lines = untested()
+    if lines:
+        pins = " ".join(f"'{name}=={TESTED[name]}.*'" for name in TESTED
+                        if any(line.startswith(f"{name} ") for line in lines))
+        logging.getLogger("orchestrator.cli").warning(
+            "warning: qlora-sweep was tested with other versions of %s. It may work; if a trial "
+            "fails inside one of them, install the tested ones: pip install %s",
+            ", ".join(lines), pins)
+
+
 def _promote(args) -> int:
     from .promotion.promote import promote
 
@@ -179,6 +193,7 @@ def _report(args) -> int:
 def _resume(args) -> int:
     from .run.resume import resume_sweep
 
+    _warn_untested_versions()
     return resume_sweep(args.sweep_dir, args.overrides, address=args.address,
                         allow_space_change=args.allow_space_change)
 
@@ -187,6 +202,7 @@ def _validate(args) -> int:
     from .config.loading import load_config
     from .config.preflight import preflight, require_local_fit
 
+    _warn_untested_versions()
     cfg, derived = load_config(args.config, args.overrides)
     require_local_fit(cfg, derived, args.address)
     spec = preflight(cfg, derived)
@@ -194,7 +210,8 @@ def _validate(args) -> int:
     print(f"{args.config}: valid")
     print(f"  model:   {cfg.model.name_or_path} ({cfg.model.quantization.mode})")
     print(f"  data:    {spec.data['train']['path']} (format: {spec.data_format})")
-    print(f"  search:  {cfg.search.algorithm}, {cfg.search.num_trials} trials, "
+    trials = f"{cfg.search.num_trials} trial{'s' if cfg.search.num_trials != 1 else ''}"
+    print(f"  search:  {cfg.search.algorithm}, {trials}, "
           f"{cfg.search.metric} ({derived.mode}); scheduler: {cfg.scheduler.type}")
     print(f"  metrics: {', '.join(cfg.reported_metrics)}")
     for name, dom in space.items():
@@ -208,6 +225,7 @@ def _run(args) -> int:
     from .config.loading import load_config
     from .run.sweep import run_sweep
 
+    _warn_untested_versions()
     cfg, derived = load_config(args.config, args.overrides)
     return run_sweep(cfg, derived, address=args.address)
 

@@ -3,6 +3,7 @@ its cause (exit 2, no traceback), and the command line follows conventions."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -171,3 +172,76 @@ def test_a_corrupt_jsonl_line_is_reported_once_by_its_line_number(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2 and "line 6 is not valid JSON" in out
     assert "pyarrow" not in out and "row 5" not in out, out
+
+
+def test_an_unknown_key_under_a_scorer_gets_its_section_keys_and_a_suggestion(capsys, tmp_path):
+    """A typo inside a list entry (a scorer) is named with its index, the keys of that entry
+    are listed, and the closest one suggested (it said "known keys here: ." before)."""
+    config = write_config(tmp_path / "s.yaml",
+                          evaluation={"scorers": [{"type": "label", "lables": ["a", "b"]}]})
+    code, out = validate(capsys, config)
+    assert code == 2, out
+    assert "evaluation.scorers[0].lables: unknown key" in out
+    assert "Did you mean 'evaluation.scorers[0].labels'?" in out
+    assert "known keys here: type, name, pattern, tolerance, labels" in out
+
+
+@pytest.mark.parametrize("typo, meant", [("scheduler.grace=30", "scheduler.grace_period"),
+                                         ("storage.keep=1", "storage.keep_checkpoints"),
+                                         ("training.lr=0.001", "training.learning_rate")])
+def test_a_shortened_key_is_suggested_by_the_name_it_begins(capsys, tmp_path, typo, meant):
+    code, out = validate(capsys, write_config(tmp_path / "s.yaml"), typo)
+    assert code == 2 and f"Did you mean '{meant}'?" in out, out
+
+
+def test_data_columns_map_a_files_own_column_names(capsys, tmp_path):
+    """``data.columns`` reads question/answer rows as prompt/completion; a mapped column the
+    file lacks is named with the file's columns and the closest one."""
+    rows = [{"question": f"Capital of country {i}?", "answer": f"City {i}"} for i in range(6)]
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = write_config(tmp_path / "s.yaml", data={"train": str(data), "eval": None,
+                                                     "columns": {"prompt": "question",
+                                                                 "completion": "answer"}})
+    code, out = validate(capsys, config)
+    assert code == 0 and "(format: prompt_completion)" in out, out
+    code, out = validate(capsys, config, "data.columns={prompt: questoin, completion: answer}")
+    assert code == 2 and "has columns question, answer" in out, out
+    assert "prompt: questoin (did you mean question?)" in out
+    code, out = validate(capsys, config, "data.columns={promt: question}")
+    assert code == 2 and "did you mean prompt for promt?" in out, out
+
+    from trainables.data import load_splits
+
+    train, evalset, fmt = load_splits({"train": {"path": str(data), "local": True,
+                                                 "columns": {"prompt": "question",
+                                                             "completion": "answer"}},
+                                       "eval": None, "eval_fraction": 0.34}, seed=0)
+    assert fmt == "prompt_completion" and train.column_names == ["prompt", "completion"]
+    got = list(train["completion"]) + list(evalset["completion"])
+    assert sorted(got) == sorted(r["answer"] for r in rows)
+
+
+def test_a_fixed_single_training_is_valid_with_every_search_algorithm(capsys, tmp_path):
+    config = write_config(tmp_path / "s.yaml", search_space={}, search={"num_trials": 1})
+    for algorithm in ("optuna", "random", "grid"):
+        code, out = validate(capsys, config, f"search.algorithm={algorithm}")
+        assert code == 0 and "1 trial," in out, out
+
+
+def test_libraries_outside_the_tested_versions_are_named():
+    """The tested versions are this environment's (the suite runs on them), and pyproject's
+    ranges start at them; another minor version is named with the tested one."""
+    import re
+    import tomllib
+
+    from trainables.compat.versions import TESTED, untested
+
+    assert untested() == []
+    assert untested({"ray": "2.61.0", "trl": "1.16.3", "torch": "2.13.0+cu124"}) == [
+        "ray 2.61.0 (tested: 2.60.x)"]
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    lower = {re.split(r"[\[<>=]", d)[0]: re.search(r">=([0-9.]+)", d).group(1) for d in deps}
+    for name, tested in TESTED.items():
+        if name != "torch":  # a GPU user's own CUDA build of torch may be older
+            assert lower[name] == tested, (name, lower[name], tested)

@@ -20,6 +20,8 @@ FORMAT_COLUMNS = {
     "messages": ("messages",),
     "instruction": ("instruction", "output"),
 }
+# The columns ``data.columns`` may map a file's own column names to.
+MAPPABLE_COLUMNS = ("prompt", "completion", "messages", "instruction", "input", "output")
 _BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
@@ -114,7 +116,32 @@ def load_source(source: dict[str, Any]):
     if len(ds) == 0:
         raise DataError(f"the data source {path} has no rows. Fix: point it at a file with "
                         f"at least one example.")
-    return ds
+    return rename_columns(ds, source.get("columns") or {}, where=path)
+
+
+def rename_columns(ds, columns: dict[str, str], *, where: str):
+    """The file's own columns under the format's names (``data.columns``: format -> file).
+
+    Raises:
+        DataError: a mapped column is not in the file, or its format name is already taken.
+    """
+    if not columns:
+        return ds
+    import difflib
+
+    missing = []
+    for fmt, own in columns.items():
+        if own not in ds.column_names:
+            close = difflib.get_close_matches(own, ds.column_names, n=1)
+            missing.append(f"{fmt}: {own}" + (f" (did you mean {close[0]}?)" if close else ""))
+    if missing:
+        raise DataError(f"{where} has columns {', '.join(ds.column_names)}, but data.columns "
+                        f"maps {', '.join(missing)}, which it does not have. Fix: name the "
+                        f"file's columns on the right of data.columns.")
+    taken = [fmt for fmt, own in columns.items() if fmt != own and fmt in ds.column_names]
+    if taken:
+        ds = ds.remove_columns(taken)  # the mapped column replaces the file's own of that name
+    return ds.rename_columns({own: fmt for fmt, own in columns.items() if own != fmt})
 
 
 def detect_format(columns: list[str], requested: str = "auto", *, where: str = "data") -> str:

@@ -154,13 +154,24 @@ def _section_at(path: tuple) -> type[BaseModel] | None:
     """The schema model found by following ``path`` from the root (None if it leaves it)."""
     current: Any = SweepConfig
     for part in path:
+        if isinstance(part, int):  # an item of a list section (evaluation.scorers[0])
+            continue
         field = getattr(current, "model_fields", {}).get(part)
         if field is None:
             return None
-        ann = field.annotation
-        current = next((a for a in getattr(ann, "__args__", (ann,))
-                        if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        current = _model_in(field.annotation)
     return current
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The schema model an annotation holds: itself, or inside ``X | None``, ``list[X]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def _known_fields(loc: tuple) -> list[str]:
@@ -177,10 +188,19 @@ _LIMITS = {"greater_than": "greater than", "greater_than_equal": "at least",
            "less_than": "less than", "less_than_equal": "at most"}
 
 
-def _fix(e: dict, dotted: str) -> str:
+def _dotted(loc: tuple) -> str:
+    """``evaluation.scorers[0].labels``: keys joined by dots, list items in brackets."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _fix(e: dict, loc: tuple) -> str:
     """What to change for one pydantic error, said from its type (not the field's
     description, which says what the setting is, not what to write)."""
     kind, ctx = e["type"], e.get("ctx") or {}
+    dotted = _dotted(loc)
     if kind in _LIMITS:
         limit = next(iter(ctx.values()), "?")
         return f"set {dotted} to a number {_LIMITS[kind]} {limit}."
@@ -197,10 +217,10 @@ def _fix(e: dict, dotted: str) -> str:
     if kind in ("list_type", "tuple_type"):
         return f"write a list for {dotted}, e.g. [a, b]."
     if kind in ("dict_type", "model_type", "model_attributes_type"):
-        known = _known_fields(tuple(dotted.split(".")) + ("",))
+        known = _known_fields(loc + ("",))
         keys = f" ({', '.join(known)})" if known else ""
         return f"write {dotted} as a mapping of keys{keys}, one per line under it."
-    desc = _describe(tuple(dotted.split(".")))
+    desc = _describe(loc)
     return f"change {dotted} ({desc.rstrip('.')})." if desc else f"change {dotted}."
 
 
@@ -211,13 +231,13 @@ def format_validation_errors(err: ValidationError, where: dict[tuple, str],
     problems = []
     for e in err.errors():
         loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p in ("function-after",)))
-        dotted = ".".join(str(p) for p in loc)
+        dotted = _dotted(loc)
         origin = source_of(loc, where)
         at = f"{origin}: " if origin else ""
         if e["type"] == "extra_forbidden":
             known = _known_fields(loc)
             close = suggest(str(loc[-1]), known)
-            near = ".".join(map(str, loc[:-1] + (close,))) if close else None
+            near = _dotted(loc[:-1] + (close,)) if close else None
             fix = (f"Did you mean '{near}'? Fix: rename it to {near}" if near
                    else "Fix: remove it, or use one of the keys known here")
             problems.append(f"{at}{dotted}: unknown key. {fix}; known keys here: "
@@ -233,7 +253,7 @@ def format_validation_errors(err: ValidationError, where: dict[tuple, str],
             continue
         value = e.get("input")
         msg = e["msg"].removeprefix("Value error, ").rstrip(".")
-        fix = "" if "Fix:" in msg else f" Fix: {_fix(e, dotted)}"
+        fix = "" if "Fix:" in msg else f" Fix: {_fix(e, loc)}"
         problems.append(f"{at}{dotted} = {value!r}: {msg}.{fix}")
     return problems
 

@@ -24,7 +24,7 @@ def data_sources(cfg: SweepConfig, derived: SweepPlan) -> dict[str, Any]:
         if src is None:
             return None
         return {"path": local_path or src.path, "split": src.split, "subset": src.subset,
-                "local": local_path is not None}
+                "local": local_path is not None, "columns": dict(cfg.data.columns)}
 
     return {
         "train": source(cfg.data.train, derived.train_path),

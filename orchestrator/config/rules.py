@@ -193,9 +193,7 @@ def check_rules(cfg: SweepConfig, *, base_dir: Path) -> tuple[SweepPlan, list[st
             problems.append(f"search.algorithm = 'grid' needs every search_space entry to be a "
                             f"choice, but {', '.join(ranged)} are ranges. Fix: use choice lists, "
                             f"or search.algorithm: optuna.")
-        if not domains:
-            problems.append("search.algorithm = 'grid' with an empty search_space has nothing "
-                            "to combine. Fix: add choice entries to search_space.")
+        # An empty grid is the one combination of no settings: a single fixed training.
 
     for i, point in enumerate(cfg.search.initial_points if space_ok else []):
         missing = [k for k in domains if k not in point]

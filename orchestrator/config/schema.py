@@ -89,7 +89,31 @@ class DataSection(Section):
         "step; attention never crosses examples. The eval data is not packed, so eval metrics "
         "stay comparable.")
 
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="Your files' own column names for the format's "
+        "columns: {prompt: question, completion: answer} (or messages, instruction, input, "
+        "output); columns not named keep their names.")
+
     _coerce = field_validator("train", "eval", mode="before")(_source)
+
+    @field_validator("columns")
+    @classmethod
+    def _columns(cls, v):
+        from trainables.data import MAPPABLE_COLUMNS
+
+        unknown = [k for k in v if k not in MAPPABLE_COLUMNS]
+        if unknown:
+            close = {k: suggest(k, list(MAPPABLE_COLUMNS)) for k in unknown}
+            hint = "; ".join(f"did you mean {c} for {k}?" for k, c in close.items() if c)
+            raise ValueError(f"{', '.join(unknown)} is not a column of a known format "
+                             f"({', '.join(MAPPABLE_COLUMNS)}){'; ' + hint if hint else ''}. "
+                             f"Fix: write the format's column name on the left and your file's on "
+                             f"the right, e.g. {{prompt: question, completion: answer}}")
+        twice = sorted({c for c in v.values() if list(v.values()).count(c) > 1})
+        if twice:
+            raise ValueError(f"the file column {', '.join(twice)} is mapped to more than one "
+                             f"format column. Fix: map each file column once")
+        return v
 
 
 class LoraSection(Section):
@@ -442,5 +466,10 @@ def suggest(name: str, known: list[str]) -> str | None:
         if candidate in known:
             return candidate
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-    return close[0] if close else None
+    if close:
+        return close[0]
+    # A shortened name (scheduler.grace, storage.keep): the one known name it begins a word of.
+    words = [k for k in known if last and any(w.startswith(last) for w in
+                                              k.rpartition(".")[2].split("_"))]
+    return words[0] if len(words) == 1 else None
 

@@ -132,3 +132,45 @@ def run_generate(adapter: str, prompts: list[str], *, revision: str | None,
                         f"of the same model.") from None
     except ValueError as err:
         raise UserError(f"ADAPTER {adapter}: {err}.") from None
+    except RuntimeError as err:  # torch's load_state_dict: the adapter is for another model
+        mismatch = _first_size_mismatch(str(err))
+        if mismatch is None:
+            raise
+        trained_on = _trained_on(adapter_dir)
+        raise UserError(
+            f"--base-model {model['name_or_path']}: the adapter does not fit this model "
+            f"({mismatch}); it was trained on {trained_on}. Fix: pass --base-model with "
+            f"{trained_on} (or a local copy of it), or leave --base-model out.") from None
+
+
+def _first_size_mismatch(message: str) -> str | None:
+    """``layer X: the adapter has shape A, the model B`` from torch's size-mismatch error."""
+    import re
+
+    found = re.search(r"size mismatch for (\S+?): copying a param with shape torch\.Size\((\[[^]]*\])"
+                      r"\) from checkpoint, the shape in current model is torch\.Size\((\[[^]]*\])",
+                      message)
+    if not found:
+        return None
+    name, theirs, ours = found.groups()
+    name = name.removeprefix("base_model.model.").replace(".default.weight", "")
+    return f"{name}: the adapter has shape {theirs}, the model {ours}"
+
+
+def _trained_on(adapter_dir: Path) -> str:
+    """The base model an adapter names (bundle summary, else its PEFT config)."""
+    summary = adapter_dir / "sweep_summary.json"
+    if summary.is_file():
+        name = (json.loads(summary.read_text()).get("base_model") or {}).get("name_or_path")
+        if name:
+            return name
+    for folder in adapter_dir.resolve().parents[:3]:  # a checkpoint: SWEEP/trial_x/checkpoint_n
+        if (folder / SWEEP_YAML).is_file():
+            import yaml
+
+            name = (yaml.safe_load((folder / SWEEP_YAML).read_text()).get("model") or {}).get(
+                "name_or_path")
+            if name:
+                return name
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    return config.get("base_model_name_or_path") or "the model it names"

@@ -32,15 +32,18 @@ def optuna_storage(sweep_dir: str):
 
 
 def search_alg(cfg: SweepConfig, *, sweep_dir: str, concurrency: int, name: str,
-               with_initial_points: bool = True, rank_key: str | None = None):
+               with_initial_points: bool = True, rank_key: str | None = None,
+               searched: bool = True):
     """``with_initial_points=False``: a study for a changed space, whose initial points were
     already evaluated in the first one. ``rank_key``: the result key Optuna ranks on when it
-    is not the metric (``search_value``, with ``scheduler.early_eval_samples``)."""
+    is not the metric (``search_value``, with ``scheduler.early_eval_samples``).
+    ``searched=False``: the space is empty (one fixed training); there is nothing for Optuna
+    to sample (OptunaSearch refuses an empty space), so Tune's own generator runs the trial."""
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     points = (initial_points(cfg) if with_initial_points else None) or None
-    if cfg.search.algorithm == "optuna":
+    if cfg.search.algorithm == "optuna" and searched:
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
@@ -207,7 +210,8 @@ def build_tuner(cfg: SweepConfig, derived: SweepPlan, spec: TrialSpec, *,
             metric=None if own else metric,
             mode=None if own else mode,
             search_alg=search_alg(cfg, sweep_dir=sweep_dir, concurrency=concurrency,
-                                  name=name, rank_key=derived.rank_key),
+                                  name=name, rank_key=derived.rank_key,
+                                  searched=bool(derived.domains)),
             scheduler=scheduler(cfg, derived),
             num_samples=1 if grid else cfg.search.num_trials,
             trial_name_creator=lambda t: f"trial_{t.trial_id}",
