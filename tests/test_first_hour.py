@@ -245,3 +245,38 @@ def test_libraries_outside_the_tested_versions_are_named():
     for name, tested in TESTED.items():
         if name != "torch":  # a GPU user's own CUDA build of torch may be older
             assert lower[name] == tested, (name, lower[name], tested)
+
+
+def _broken_sweep_dirs(root):
+    """Sweep dirs a user may hand a command: none, an empty folder, and files cut short."""
+    (root / "empty").mkdir()
+    cut = root / "cut"
+    cut.mkdir()
+    (cut / "sweep.yaml").write_text("model: {name_or_path: builtin:tiny-llama\ndata: [")
+    partial = root / "partial"
+    partial.mkdir()
+    (partial / "sweep.yaml").write_text("model: {name_or_path: builtin:tiny-llama}\n")
+    status = root / "status"
+    status.mkdir()
+    (status / "sweep.yaml").write_text(
+        "model: {name_or_path: builtin:tiny-llama}\ndata: {train: x.jsonl}\n"
+        "search: {metric: eval_loss, num_trials: 1}\n")
+    (status / "status.json").write_text('{"state": "running", "trials": [')
+    return {"missing": root / "missing", "empty": root / "empty", "cut": cut,
+            "partial": partial, "status": status}
+
+
+@pytest.mark.parametrize("command", ["status", "report", "resume", "promote", "tensorboard",
+                                     "generate"])
+def test_every_command_on_a_broken_sweep_dir_says_what_is_wrong_without_a_traceback(
+        capsys, tmp_path, command):
+    """Each documented command that takes a sweep dir, on one that is missing, empty, or has
+    a file cut short: one message with a Fix, a non-zero exit, no traceback (a cut sweep.yaml
+    or status.json raised yaml's or json's own error before)."""
+    for name, folder in _broken_sweep_dirs(tmp_path).items():
+        argv = [command, str(folder)] + (["a prompt"] if command == "generate" else [])
+        code = main(argv)
+        captured = capsys.readouterr()
+        out = captured.out + captured.err
+        assert code != 0 and "Traceback" not in out, (name, out)
+        assert "Fix:" in captured.err, (name, out)

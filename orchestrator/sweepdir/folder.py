@@ -160,7 +160,36 @@ class SweepDir:
 
 
 def _json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+    """A JSON file of the sweep dir, None when absent.
+
+    Raises:
+        UserError: it is there but not JSON (cut short by a full disk or a copy).
+    """
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: not valid JSON ({getattr(err, 'msg', err)}); the file was cut "
+                        f"short or changed by hand. Fix: restore it from a copy of the sweep "
+                        f"dir.") from None
+
+
+def _sweep_config(path: Path) -> dict:
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        first = str(err).strip().splitlines()[0]
+        raise UserError(f"{path}: not valid YAML ({first}); the sweep's resolved config was cut "
+                        f"short or changed by hand. Fix: restore it from a copy of the sweep "
+                        f"dir.") from None
+    missing = [k for k in ("model", "data", "search") if not isinstance(config, dict)
+               or not isinstance(config.get(k), dict)]
+    if missing:
+        raise UserError(f"{path}: not a sweep's resolved config (no {', '.join(missing)} "
+                        f"section); it was cut short or changed by hand. Fix: restore it from a "
+                        f"copy of the sweep dir.")
+    return config
 
 
 def open_sweep(path: str | Path, *, files: str = "all") -> SweepDir:
@@ -195,6 +224,6 @@ def open_sweep(path: str | Path, *, files: str = "all") -> SweepDir:
     if not (p / SWEEP_YAML).is_file():
         raise UserError(f"SWEEP_DIR {path}: not a sweep dir (it has no sweep.yaml). Fix: give "
                         f"the folder that `qlora-sweep run` printed as 'sweep dir'.")
-    config = yaml.safe_load((p / SWEEP_YAML).read_text())
+    config = _sweep_config(p / SWEEP_YAML)
     return SweepDir(path=p.resolve(), config=config, baseline=_json(p / BASELINE),
                     best=_json(p / BEST), remote=remote)
