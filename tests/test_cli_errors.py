@@ -96,6 +96,22 @@ def test_impossible_resources_fail_fast_and_write_nothing(capsys, tmp_path):
     assert not (tmp_path / "sweeps" / "gpu-on-cpu").exists()
 
 
+def test_a_cluster_address_where_nothing_answers_is_said_at_once(capsys, tmp_path):
+    """Ray retries such an address for minutes, printing its own log lines; the sweep says
+    what is wrong within seconds, for run and for a Ray Client address alike."""
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = write_config(tmp_path / "s.yaml", storage={"path": str(tmp_path / "sweeps")})
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        code, err = run_main(capsys, "run", str(cfg), "--address", address)
+        assert code == 2, err[-2000:]
+        assert f"--address {address}: nothing answers at 127.0.0.1:{port}" in err, err
+        assert "Fix:" in err and "Traceback" not in err and not ray_started()
+
+
 @pytest.mark.parametrize("name", ["taken"])
 def test_existing_sweep_name_is_refused(capsys, tmp_path, name):
     (tmp_path / "sweeps" / name).mkdir(parents=True)

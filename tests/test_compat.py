@@ -43,6 +43,15 @@ def test_the_cluster_config_getter_and_the_loopback_switch():
     assert cluster_config() is None  # no Ray running: no GCS, no config
 
 
+def test_a_cluster_address_resolves_as_ray_init_resolves_it(monkeypatch):
+    from trainables.compat.ray_private import bootstrap_address
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    host, _, port = bootstrap_address("10.1.2.3:6379").rpartition(":")
+    assert (host, port) == ("10.1.2.3", "6379")
+    assert bootstrap_address("local") is None
+
+
 def test_ashas_bracket_takes_results_and_fills_its_rungs():
     from types import SimpleNamespace
 

@@ -57,8 +57,49 @@ def loopback_only() -> None:
     keep_loopback_node_ip()
 
 
+def reachable(address: str, *, timeout: float = 5.0) -> None:
+    """Something answers at the cluster address, or a UserError says so at once (Ray itself
+    retries an address where nothing listens for minutes, printing its C++ log lines).
+
+    Raises:
+        UserError: no cluster found for ``auto``, or nothing answers at the address.
+    """
+    import socket
+
+    from trainables.compat.ray_private import bootstrap_address
+
+    given = address
+    try:
+        if address.startswith("ray://"):  # Ray Client: its server, by default on port 10001
+            address = address.removeprefix("ray://")
+        else:
+            address = bootstrap_address(address) or ""
+    except (ConnectionError, ValueError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(f"--address {given}: no Ray cluster found ({first}). Fix: start one "
+                        f"(`ray start --head`), or give the head node's address as host:6379 "
+                        f"(`ray status` on the head prints it).") from None
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return  # Ray reports an address it cannot parse itself
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as err:
+        why = err.strerror or type(err).__name__
+        raise UserError(f"--address {given}: nothing answers at {host}:{port} ({why}, within "
+                        f"{timeout:g} s). Fix: check the head node's address and port (`ray "
+                        f"status` on the head prints it; GCS listens on 6379, Ray Client on "
+                        f"10001), that the cluster is up, and that a firewall lets this machine "
+                        f"reach it.") from None
+
+
 def init_ray(address: str | None) -> bool:
-    """Connect to (or start) Ray; returns whether this call started it."""
+    """Connect to (or start) Ray; returns whether this call started it.
+
+    Raises:
+        UserError: ``address`` (or ``RAY_ADDRESS``) names a cluster that does not answer.
+    """
     import ray
 
     if ray.is_initialized():
@@ -74,6 +115,7 @@ def init_ray(address: str | None) -> bool:
             from trainables.compat.ray_private import keep_loopback_node_ip
 
             keep_loopback_node_ip()
+        reachable(address)
         ray.init(address=address, runtime_env=_runtime_env(), logging_level=logging.WARNING)
     else:
         # "local": a new Ray on this machine, even when a `ray start` cluster runs here

@@ -168,3 +168,18 @@ def extendable_search(searcher, *, total: int, space: dict | None = None):
                     self.set_state(cloudpickle.load(f))
 
     return ExtendedSearch()
+
+
+def bootstrap_address(address: str) -> str | None:
+    """The ``host:port`` that ``ray.init(address=...)`` connects to for a GCS address or
+    ``"auto"`` (resolved as Ray resolves it: ``RAY_ADDRESS``, then the last ``ray start`` of
+    this machine), None where Ray would start a new one.
+
+    Relies on: ``ray._private.services.canonicalize_bootstrap_address`` (2.60), which
+    ``ray.init`` calls itself. Raises ConnectionError when ``"auto"`` finds no cluster.
+    """
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+    except ImportError as err:
+        raise ChangedAPI("ray._private.services.canonicalize_bootstrap_address", err) from err
+    return canonicalize_bootstrap_address(address)
