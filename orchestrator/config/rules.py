@@ -49,15 +49,19 @@ def _misaligned_rungs(cfg: SweepConfig, max_t: int, grace: int) -> list[str]:
     whole = rf if float(rf).is_integer() else max(2, round(rf))
     suggestion = f"scheduler.grace_period: {fit}" + (
         "" if whole == rf else f" and reduction_factor: {whole:g}")
+    from .schema import REPORTED_METRICS
+
+    metric = cfg.search.metric
+    harm = ("so the task metrics would be generated at each trial's last step only"
+            if metric in REPORTED_METRICS else
+            f"so ASHA, ranking on search.metric = {metric}, would never stop a trial")
     return [f"evaluation.cadence = 'rungs' with ASHA's rungs at steps "
             f"{', '.join(f'{r:g}' for r in rungs)} (scheduler.grace_period = {grace}, "
             f"reduction_factor = {rf:g}) and an evaluation every training.eval_steps = {every}: "
             f"{', '.join(f'{r:g}' for r in off)} "
             f"{'is not an evaluation step' if len(off) == 1 else 'are not evaluation steps'}. "
             f"ASHA decides at a trial's first evaluation at or after a rung, where no answer "
-            f"was generated (its task "
-            f"metrics are NaN there), so ASHA could not rank on them and would never stop a "
-            f"trial. Fix: put every rung on an evaluation step (e.g. {suggestion}), or set "
+            f"was generated (its task metrics are NaN there), {harm}. Fix: put every rung on an evaluation step (e.g. {suggestion}), or set "
             f"evaluation.cadence: every."]
 
 

@@ -168,8 +168,10 @@ class SchedulerSection(Section):
     grace_period: int | None = Field(
         None, gt=0, description="Steps before ASHA may stop a trial; default: training.eval_steps.")
     reduction_factor: float = Field(2.0, gt=1, description="ASHA keeps 1/reduction_factor per rung.")
-    max_t: int | None = Field(None, gt=0, description="Last ASHA rung, in steps; default: "
-                              "training.max_steps.")
+    max_t: int | None = Field(None, gt=0, description="ASHA's max_t, in steps: where every "
+                              "trial ends; default and only value: training.max_steps (ASHA "
+                              "stops a trial at max_t, so a lower one would cut every trial "
+                              "short).")
     early_eval_samples: int | None = Field(
         None, ge=1, description="Evaluate on a fixed random subset of this many eval examples "
         "(the same for every trial) before ASHA's last stopping rung, and on the whole eval set "
@@ -194,7 +196,9 @@ class ResourcesSection(Section):
         "(with resources.gpu: auto on CPU: the estimate).")
     accelerator_type: str | None = Field(
         None, min_length=1, description="Only nodes with this accelerator run trials (Ray's "
-        "accelerator_type resource: A10G, L4, A100, H100, ...); needs resources.gpu > 0.")
+        "accelerator_type resource: A10G, L4, A100, H100, ...); needs resources.gpu > 0. "
+        "With resources.gpu: auto, the share is sized on this type's GPUs (unset: on the "
+        "smallest GPU type a trial can land on).")
     warm_start: bool = Field(
         True, description="A worker keeps the loaded, quantized base model for its next trial "
         "(Ray actor reuse): a new trial only swaps the LoRA adapter. false: every trial loads "
@@ -390,7 +394,9 @@ class SweepConfig(Section):
                                       description="Fixed SFT settings (used where not searched).")
     search_space: dict[str, Any] = Field(
         default_factory=dict, description="Searched settings (dotted names), optionally on top "
-        "of a preset: {preset: cpu-demo, lora.r: {choice: [8, 16]}}.")
+        "of a preset: {preset: cpu-demo, lora.r: {choice: [8, 16]}}. Any lora.* or training.* "
+        "setting but training.max_steps, eval_steps, logging_steps, deferred_metrics and seed, "
+        "which every trial must share.")
     search: SearchSection = Field(default_factory=SearchSection, description="Search algorithm.")
     scheduler: SchedulerSection = Field(default_factory=SchedulerSection,
                                         description="Early stopping.")
