@@ -138,7 +138,18 @@ def gpu_memory_by_type(kinds: list[str | None], *,
         raise UserError(f"resources.gpu = auto: no GPU worker of {', '.join(missing)} answered "
                         f"within {timeout:.0f} s, so its memory is unknown. Fix: {pin}set "
                         f"resources.gpu to a number (1, or 0.5 to put two trials on a GPU).")
-    return {kind: ray.get(ref) for kind, ref in refs.items()}
+    memory = {}
+    for kind, ref in refs.items():
+        try:
+            memory[kind] = ray.get(ref)
+        except ray.exceptions.RayTaskError as err:  # e.g. a torch without CUDA on that node
+            cause = str(err.cause if getattr(err, "cause", None) else err).strip()
+            raise UserError(f"resources.gpu = auto: reading the memory of a GPU of "
+                            f"{_name(kind)} failed on its worker ({cause.splitlines()[-1]}). "
+                            f"Fix: check that torch sees the GPU there (a CUDA build of torch "
+                            f"on that node), or set resources.gpu to a number (1, or 0.5 to "
+                            f"put two trials on a GPU).") from None
+    return memory
 
 
 def _name(kind: str | None) -> str:
