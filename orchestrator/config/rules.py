@@ -14,8 +14,8 @@ from search_spaces.domains import Domain, encode_choice
 from trainables.metrics import SEARCH_VALUE
 
 from .plan import SweepPlan
-from .schema import (DATA_SUFFIXES, NOT_SEARCHABLE, SEARCHABLE_SECTIONS, SweepConfig,
-                     searchable_keys, suggest)
+from .schema import (DATA_SUFFIXES, NOT_SEARCHABLE, REPORTED_METRICS, SEARCHABLE_SECTIONS,
+                     SweepConfig, searchable_keys, suggest)
 
 
 def asha_rungs(grace_period: int, max_t: int, reduction_factor: float) -> list[float]:
@@ -49,8 +49,6 @@ def _misaligned_rungs(cfg: SweepConfig, max_t: int, grace: int) -> list[str]:
     whole = rf if float(rf).is_integer() else max(2, round(rf))
     suggestion = f"scheduler.grace_period: {fit}" + (
         "" if whole == rf else f" and reduction_factor: {whole:g}")
-    from .schema import REPORTED_METRICS
-
     metric = cfg.search.metric
     harm = ("so the task metrics would be generated at each trial's last step only"
             if metric in REPORTED_METRICS else
@@ -61,8 +59,8 @@ def _misaligned_rungs(cfg: SweepConfig, max_t: int, grace: int) -> list[str]:
             f"{', '.join(f'{r:g}' for r in off)} "
             f"{'is not an evaluation step' if len(off) == 1 else 'are not evaluation steps'}. "
             f"ASHA decides at a trial's first evaluation at or after a rung, where no answer "
-            f"was generated (its task metrics are NaN there), {harm}. Fix: put every rung on an evaluation step (e.g. {suggestion}), or set "
-            f"evaluation.cadence: every."]
+            f"was generated (its task metrics are NaN there), {harm}. Fix: put every rung on "
+            f"an evaluation step (e.g. {suggestion}), or set evaluation.cadence: every."]
 
 
 def _early_eval(cfg: SweepConfig, max_t: int, grace: int) -> tuple[int | None, list[str]]:
@@ -86,13 +84,13 @@ def _early_eval(cfg: SweepConfig, max_t: int, grace: int) -> tuple[int | None, l
                         f"Fix: use fewer (e.g. {max(1, cfg.data.max_eval_samples // 4)}) or "
                         f"remove early_eval_samples.")
     stopping = [r for r in asha_rungs(grace, max_t, cfg.scheduler.reduction_factor) if r < max_t]
-    # ASHA decides at the first report at or after a milestone (67.5: step 68 on)
     if not stopping:
         problems.append(f"{name} with scheduler.grace_period = {grace} and max_t = {max_t}: "
                         f"ASHA has no rung before the end, so every evaluation would be on the "
                         f"whole set anyway. Fix: lower grace_period, or remove "
                         f"early_eval_samples.")
         return None, problems
+    # ASHA decides at the first report at or after a milestone (67.5: from step 68 on)
     return math.ceil(stopping[-1]), problems
 
 

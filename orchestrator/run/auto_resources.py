@@ -179,9 +179,10 @@ def gpu_share(need: int, memory: dict[str | None, int], *, largest: str = "a tri
                if larger and not pinned else "turn ")
         raise UserError(
             f"resources.gpu = auto: {largest}, more than the smallest GPU a trial can land on "
-            f"holds with the CUDA context ({each}). Fix: {fix}on training.gradient_checkpointing, or lower "
-            f"training.per_device_train_batch_size (with gradient_accumulation_steps to keep "
-            f"the batch), data.max_length or lora.r; or set resources.gpu: 1 to try anyway.")
+            f"holds with the CUDA context ({each}). Fix: {fix}on "
+            f"training.gradient_checkpointing, or lower training.per_device_train_batch_size "
+            f"(with gradient_accumulation_steps to keep the batch), data.max_length or lora.r; "
+            f"or set resources.gpu: 1 to try anyway.")
     share = share_per_gpu(per_gpu)
     placed = fits(1.0, share)
     told = f"{each}; each trial takes {share:g} GPU ({placed} per GPU)"

@@ -30,7 +30,7 @@ def share_per_gpu(trials: int) -> float:
     """
     if trials < 1:
         raise ValueError(f"trials per GPU must be 1 or more, got {trials}")
-    need = UNITS // trials  # floor: trials x need <= UNITS
+    need = UNITS // min(trials, UNITS)  # floor: trials x need <= UNITS; 1 unit at least
     if UNITS // need > trials:  # past 99 per GPU, the floor would fit one more than planned
         need += 1
     share = need / UNITS
