@@ -130,6 +130,12 @@ CONFIG_MISTAKES = [
     ("a Hub repo id that is not one", ["promote.repo_id=acme/pricing/v2"]),
     ("a threshold that is not a number", ["promote.min_improvement=a lot"]),
     ("a GPU count below zero", ["resources.gpu=-1"]),
+    ("more than one GPU per trial", ["resources.gpu=2"]),
+    ("ASHA's last rung before the last step", ["scheduler.max_t=120"]),
+    ("answers generated at rungs that are not evaluation steps",
+     ["evaluation.cadence=rungs", "scheduler.grace_period=30"]),
+    ("a searched setting every trial must share",
+     ["search_space.training.max_steps={choice: [120, 240]}"]),
     ("a scorer without what it needs", ["evaluation.scorers=[{type: custom, name: f1}]"]),
     ("an override the shell split at its spaces", ["search_space.lora.r={choice:", "[8,", "16]}"]),
 ]

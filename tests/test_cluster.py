@@ -236,3 +236,38 @@ def test_trials_wait_for_node_types_the_autoscaler_can_add(ray_cluster, tmp_path
     assert not p2 and n2 and c2 == 4
     assert "accelerator_type:H100=0.001" in p3[0] and "gpu_a10g (max 4)" in p3[0]
     assert "Fix: set resources.accelerator_type to one the cluster has" in p3[0] and not n3
+
+
+def test_the_gpu_memory_probe_goes_to_each_gpu_type(ray_cluster):
+    """resources.gpu: auto reads one GPU of each type a trial can land on: a node that declares
+    a GPU of type A10G (Ray's accelerator_type:A10G resource, as on cluster.yaml's workers)
+    joins, the probe is pinned to it, and runs there. There is no GPU on this machine, so the
+    probe fails on that node, and says so as a user error instead of a traceback (a node whose
+    torch has no CUDA does the same on a real cluster). A type no node has is named when its
+    probe times out."""
+    node = ray_cluster.add_node(node_ip_address="127.0.0.1", num_cpus=1, num_gpus=1,
+                                resources={"accelerator_type:A10G": 1})
+    try:
+        ray_cluster.wait_for_nodes()
+        [kinds, error, unanswered] = _probe(ray_cluster, """\
+            from orchestrator.errors import UserError
+            from orchestrator.run.auto_resources import gpu_memory_by_type, gpu_types
+            kinds = gpu_types(None)
+            print(repr(kinds))
+            try:
+                gpu_memory_by_type(kinds, timeout=150)
+                print(repr(["no error"]))
+            except UserError as err:
+                print(repr([err.render()]))
+            try:  # a type no node has, nor can get: its probe waits, then says which
+                gpu_memory_by_type(["A10G", "H100"], timeout=3)
+            except UserError as err:
+                print(repr([err.render()]))
+            """)
+    finally:
+        ray_cluster.remove_node(node)
+    assert kinds == ["A10G"]
+    (text,) = error
+    assert "no GPU worker of H100 answered within 3 s" in unanswered[0]
+    assert "reading the memory of a GPU of A10G failed on its worker" in text, text
+    assert "Fix: check that torch sees the GPU there" in text and "Traceback" not in text

@@ -67,6 +67,41 @@ def test_ashas_bracket_takes_results_and_fills_its_rungs():
     assert [len(rung[1]) for rung in bracket._rungs if rung[0] == 10] == [2]
 
 
+# (grace_period, max_t, reduction_factor): the shipped examples, the defaults, and cases where
+# the log ratio is a whole number (a rung exactly at max_t, or just short of it in floats) or
+# the milestones are not whole steps.
+RUNG_CASES = [(60, 240, 2), (200, 1000, 3), (25, 200, 2), (20, 200, 2), (30, 200, 2),
+              (10, 1000, 10), (1, 100, 4), (10, 10, 2), (5, 45, 3), (20, 240, 1.5),
+              (7, 1000, 3.3), (100, 1000, 10), (3, 243, 3), (1, 1000, 10), (20, 100, 1.2),
+              (50, 50, 4), (16, 1024, 2), (13, 900, 2.5)]
+
+
+def test_validation_puts_ashas_rungs_where_rays_bracket_does():
+    """``asha_rungs`` (validation, without Ray) and the milestones of Ray's own ASHA bracket
+    are the same list: the rung checks of ``evaluation.cadence: rungs`` and
+    ``scheduler.early_eval_samples`` depend on it."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    from orchestrator.config.rules import asha_rungs
+    from trainables.compat.ray_private import asha_milestones
+
+    for grace, max_t, factor in RUNG_CASES:
+        asha = ASHAScheduler(time_attr="step", metric="eval_loss", mode="min", max_t=max_t,
+                             grace_period=grace, reduction_factor=factor)
+        ours = asha_rungs(grace, max_t, factor)
+        assert [float(r) for r in ours] == asha_milestones(asha), (grace, max_t, factor)
+
+
+def test_rays_resource_granularity():
+    """GPU shares are floored to, and trials per node counted in, Ray's fixed-point units
+    (``orchestrator/run/resource_units.py``)."""
+    from ray._private import ray_constants
+
+    from orchestrator.run.resource_units import UNITS
+
+    assert ray_constants.MIN_RESOURCE_GRANULARITY * UNITS == 1
+
+
 def test_a_restored_tuners_config_can_be_replaced():
     from ray.tune.impl.tuner_internal import TunerInternal
     from ray.tune.tuner import Tuner

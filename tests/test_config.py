@@ -40,7 +40,11 @@ def test_defaults_pass(tmp_path):
         ({"lora": {"rank": 8}}, "Did you mean 'lora.r'?"),
         ({"trainng": {"max_steps": 8}}, "Did you mean 'training'?"),
         ({"model": {"quantization": {"mode": "3bit"}}}, "model.quantization.mode = '3bit'"),
-        ({"resources": {"gpu": 1.5}}, "fractions only below 1"),
+        ({"resources": {"gpu": 1.5}}, "resources.gpu = 1.5: a trial trains on one GPU"),
+        ({"resources": {"gpu": 2}}, "resources.gpu = 2: a trial trains on one GPU"),
+        ({"resources": {"gpu": 0.00004}}, "below Ray's resource granularity"),
+        ({"scheduler": {"max_t": 10}}, "scheduler.max_t = 10 is below training.max_steps = 20"),
+        ({"search_space": {"training.eval_steps": [5, 10]}}, "a sweep may not search"),
         ({"search": {"algorithm": "bayes"}}, "search.algorithm = 'bayes'"),
         ({"search": {"metric": "eval_accuracy"}}, "trials never report this metric"),
         ({"scheduler": {"grace_period": 50, "max_t": 20}}, "grace_period = 50 is greater than"),
@@ -76,7 +80,10 @@ def test_each_rule_fails_with_its_message(tmp_path, sections, needle):
         {"lora": {"r": 1}},
         {"training": {"learning_rate": 1e-9}},
         {"resources": {"gpu": 0.5}},
-        {"resources": {"gpu": 2}},
+        {"resources": {"gpu": 1}},
+        {"resources": {"gpu": 0.0001}},
+        {"scheduler": {"max_t": 10}, "training": {"max_steps": 10, "eval_steps": 5}},
+        {"search_space": {"training.gradient_accumulation_steps": [1, 2]}},
         {"search": {"algorithm": "grid"}},
         {"search": {"algorithm": "random", "initial_points": [{"lora.r": 8}]}},
         {"scheduler": {"grace_period": 20, "max_t": 20}},
@@ -90,6 +97,55 @@ def test_each_rule_fails_with_its_message(tmp_path, sections, needle):
 )
 def test_passing_side_of_rules(tmp_path, sections):
     assert problems_of(tmp_path, **sections) == []
+
+
+# What validate let through although it breaks a sweep (issue 29, item 8; and more than one
+# GPU per trial, item 7): each breaking override with its message, and the override that fixes
+# it. The config is write_config's: 20 steps, an evaluation every 10.
+CADENCE = ["training.max_steps=200", "training.eval_steps=20", "evaluation.cadence=rungs",
+           "evaluation.scorers=[{type: number, name: price}]"]
+BREAKS_A_SWEEP = [
+    (["resources.gpu=2"], "resources.gpu = 2: a trial trains on one GPU",
+     ["resources.gpu=1"]),
+    (["scheduler.max_t=10"], "scheduler.max_t = 10 is below training.max_steps = 20: ASHA "
+     "stops every trial at step 10", ["scheduler.max_t=10", "training.max_steps=10"]),
+    ([*CADENCE, "scheduler.grace_period=30"],
+     "ASHA's rungs at steps 30, 60, 120 (scheduler.grace_period = 30, reduction_factor = 2) "
+     "and an evaluation every training.eval_steps = 20: 30 is not an evaluation step",
+     [*CADENCE, "scheduler.grace_period=40"]),
+    ([*CADENCE, "scheduler.reduction_factor=1.5"], "67.5, 101.25, 151.875 are not evaluation steps",
+     [*CADENCE, "scheduler.reduction_factor=3"]),
+    (["search_space.training.max_steps={choice: [10, 20]}"],
+     "search_space.training.max_steps: a setting a sweep may not search",
+     ["search_space.training.learning_rate={choice: [0.0001, 0.001]}"]),
+    (["search_space.training.eval_steps={choice: [5, 10]}"],
+     "search_space.training.eval_steps: a setting a sweep may not search",
+     ["search_space.training.gradient_accumulation_steps={choice: [1, 2]}"]),
+]
+
+
+@pytest.mark.parametrize(("breaking", "needle", "fixed"), BREAKS_A_SWEEP,
+                         ids=lambda v: v if isinstance(v, str) else None)
+def test_what_breaks_a_sweep_is_refused_by_validate(capsys, tmp_path, breaking, needle, fixed):
+    from orchestrator.cli import main
+
+    config = write_config(tmp_path / "sweep.yaml")
+    code = main(["validate", str(config), *breaking])
+    out = "".join(capsys.readouterr())
+    assert code == 2 and needle in out, out
+    assert "Fix:" in out and "Traceback" not in out
+    load_config(config, fixed)  # the fix passes (validate's rules; pre-flight needs a model)
+
+
+def test_a_forbidden_search_names_the_allowed_keys(tmp_path):
+    from orchestrator.config.schema import NOT_SEARCHABLE, searchable_keys
+
+    (problem,) = problems_of(tmp_path, search_space={"training.max_steps": [10, 20]})
+    allowed = searchable_keys()
+    assert "Searchable: " + ", ".join(allowed) in problem
+    assert "lora.r" in allowed and "training.learning_rate" in allowed
+    assert not set(NOT_SEARCHABLE) & set(allowed)
+    assert "Fix: remove it from search_space and set it once, under training:" in problem
 
 
 def test_all_problems_reported_together(tmp_path):

@@ -108,7 +108,7 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
     The output (a 15,000-value choice, about 90 KB, printed by validate) is larger than a
     pipe's buffer (64 KB), so the writer is still writing when ``head`` exits."""
     config = write_config(tmp_path / "big.yaml",
-                          search_space={"training.seed": {"choice": list(range(15000))}})
+                          search_space={"lora.r": {"choice": list(range(1, 15001))}})
     proc = subprocess.run(f"{sys.executable} -m orchestrator validate {config} | head -1",
                           shell=True, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.stdout == f"{config}: valid\n"
@@ -120,12 +120,12 @@ def test_local_resources_that_can_never_fit_are_caught_by_validate(capsys, tmp_p
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # this machine, as if it had no GPU
     config = write_config(tmp_path / "s.yaml")
     cores = __import__("os").cpu_count()
-    code, out = validate(capsys, config, f"resources.cpu={cores + 6}", "resources.gpu=2")
+    code, out = validate(capsys, config, f"resources.cpu={cores + 6}", "resources.gpu=1")
     assert code == 2 and "the sweep cannot run on this machine" in out
     assert f"more cores than this machine has ({cores})" in out and "no GPU" in out
     assert out.count("pass --address") == 2
     # for a cluster (--address) the request is checked against the cluster by run, not here
-    code, out = validate(capsys, config, f"resources.cpu={cores + 6}", "resources.gpu=2",
+    code, out = validate(capsys, config, f"resources.cpu={cores + 6}", "resources.gpu=1",
                          "--address", "auto")
     assert code == 0 and "cannot run on this machine" not in out
 

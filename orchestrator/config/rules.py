@@ -14,14 +14,53 @@ from search_spaces.domains import Domain, encode_choice
 from trainables.metrics import SEARCH_VALUE
 
 from .plan import SweepPlan
-from .schema import DATA_SUFFIXES, SEARCHABLE_SECTIONS, SweepConfig, searchable_keys, suggest
+from .schema import (DATA_SUFFIXES, NOT_SEARCHABLE, REPORTED_METRICS, SEARCHABLE_SECTIONS,
+                     SweepConfig, searchable_keys, suggest)
 
 
-def asha_rungs(grace_period: int, max_t: int, reduction_factor: float) -> list[int]:
-    """The steps at which ASHA compares trials (its milestones), lowest first; the last is
-    ``max_t``, where trials end rather than stop."""
-    count = int(math.log(max_t / grace_period) / math.log(reduction_factor) + 1)
-    return [int(grace_period * reduction_factor ** k) for k in range(count)]
+def asha_rungs(grace_period: int, max_t: int, reduction_factor: float) -> list[float]:
+    """The steps at which ASHA compares trials (its milestones), lowest first, as Ray 2.60's
+    ``async_hyperband._Bracket`` computes them (line for line, NumPy's log included, so that
+    validation needs no Ray): ``grace_period x reduction_factor ** k`` for as many rungs as
+    fit up to ``max_t``. A milestone need not be a whole step (``20 x 1.5 ** 3 = 67.5``), nor
+    the last one ``max_t``; ASHA decides at a trial's first report at or after it.
+    ``tests/test_compat.py`` fails if this ever differs from Ray's own bracket."""
+    import numpy as np
+
+    s = 0  # the bracket's index: qlora-sweep's ASHA has one bracket
+    count = int(np.log(max_t / grace_period) / np.log(reduction_factor) - s + 1)
+    rungs = [grace_period * reduction_factor ** (k + s) for k in range(count)]
+    return [int(r) if float(r).is_integer() else float(r) for r in rungs]
+
+
+def _misaligned_rungs(cfg: SweepConfig, max_t: int, grace: int) -> list[str]:
+    """``evaluation.cadence: rungs`` generates at ASHA's rungs; a rung that is not an
+    evaluation step is decided at the next one, where nothing was generated (NaN)."""
+    if cfg.evaluation.cadence != "rungs" or cfg.scheduler.type != "asha" or not \
+            cfg.evaluation.scorers:
+        return []
+    every = cfg.training.eval_steps
+    rf = cfg.scheduler.reduction_factor
+    rungs = asha_rungs(grace, max_t, rf)
+    off = [r for r in rungs if not float(r).is_integer() or int(r) % every]
+    if not off:
+        return []
+    fit = grace if grace % every == 0 else (grace // every + 1) * every
+    whole = rf if float(rf).is_integer() else max(2, round(rf))
+    suggestion = f"scheduler.grace_period: {fit}" + (
+        "" if whole == rf else f" and reduction_factor: {whole:g}")
+    metric = cfg.search.metric
+    harm = ("so the task metrics would be generated at each trial's last step only"
+            if metric in REPORTED_METRICS else
+            f"so ASHA, ranking on search.metric = {metric}, would never stop a trial")
+    return [f"evaluation.cadence = 'rungs' with ASHA's rungs at steps "
+            f"{', '.join(f'{r:g}' for r in rungs)} (scheduler.grace_period = {grace}, "
+            f"reduction_factor = {rf:g}) and an evaluation every training.eval_steps = {every}: "
+            f"{', '.join(f'{r:g}' for r in off)} "
+            f"{'is not an evaluation step' if len(off) == 1 else 'are not evaluation steps'}. "
+            f"ASHA decides at a trial's first evaluation at or after a rung, where no answer "
+            f"was generated (its task metrics are NaN there), {harm}. Fix: put every rung on "
+            f"an evaluation step (e.g. {suggestion}), or set evaluation.cadence: every."]
 
 
 def _early_eval(cfg: SweepConfig, max_t: int, grace: int) -> tuple[int | None, list[str]]:
@@ -51,7 +90,8 @@ def _early_eval(cfg: SweepConfig, max_t: int, grace: int) -> tuple[int | None, l
                         f"whole set anyway. Fix: lower grace_period, or remove "
                         f"early_eval_samples.")
         return None, problems
-    return stopping[-1], problems
+    # ASHA decides at the first report at or after a milestone (67.5: from step 68 on)
+    return math.ceil(stopping[-1]), problems
 
 
 def check_evaluation(cfg: SweepConfig) -> list[str]:
@@ -133,6 +173,12 @@ def _check_domains(domains: dict[str, Domain]) -> list[str]:
     problems = []
     known = searchable_keys()
     for name, dom in domains.items():
+        if name in NOT_SEARCHABLE:
+            problems.append(f"search_space.{name}: a setting a sweep may not search: "
+                            f"{NOT_SEARCHABLE[name]}. Searchable: {', '.join(known)}. Fix: "
+                            f"remove it from search_space and set it once, under "
+                            f"{name.split('.')[0]}:.")
+            continue
         if name not in known:
             close = suggest(name, known)
             hint = f" Did you mean '{close}'?" if close else ""
@@ -229,6 +275,17 @@ def check_rules(cfg: SweepConfig, *, base_dir: Path) -> tuple[SweepPlan, list[st
             problems.append(f"scheduler.max_t = {max_t} is greater than training.max_steps = "
                             f"{cfg.training.max_steps}: no trial runs that long. Fix: leave "
                             f"max_t unset or <= max_steps.")
+        elif max_t < cfg.training.max_steps:
+            # Ray's ASHA stops every trial that reaches max_t: each would end before its
+            # training (and learning-rate schedule) does, counted as stopped early.
+            problems.append(f"scheduler.max_t = {max_t} is below training.max_steps = "
+                            f"{cfg.training.max_steps}: ASHA stops every trial at step {max_t}, "
+                            f"before its training and learning-rate schedule end, so every "
+                            f"trial would be stopped early (and keep only its best checkpoint). "
+                            f"Fix: leave scheduler.max_t unset (it follows training.max_steps), "
+                            f"or set training.max_steps: {max_t}.")
+        elif grace <= max_t:
+            problems += _misaligned_rungs(cfg, max_t, grace)
 
     full_eval_from, early_problems = ((None, []) if grace > max_t
                                       else _early_eval(cfg, max_t, grace))

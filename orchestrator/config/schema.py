@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from trainables.metrics import OPTIMIZABLE as REPORTED_METRICS
 
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+# Ray 2.60 counts resources in 1/10000 units (ray_constants.MIN_RESOURCE_GRANULARITY).
+MIN_GPU_SHARE = 0.0001
 
 
 class Section(BaseModel):
@@ -190,8 +192,10 @@ class SchedulerSection(Section):
     grace_period: int | None = Field(
         None, gt=0, description="Steps before ASHA may stop a trial; default: training.eval_steps.")
     reduction_factor: float = Field(2.0, gt=1, description="ASHA keeps 1/reduction_factor per rung.")
-    max_t: int | None = Field(None, gt=0, description="Last ASHA rung, in steps; default: "
-                              "training.max_steps.")
+    max_t: int | None = Field(None, gt=0, description="ASHA's max_t, in steps: where every "
+                              "trial ends; default and only value: training.max_steps (ASHA "
+                              "stops a trial at max_t, so a lower one would cut every trial "
+                              "short).")
     early_eval_samples: int | None = Field(
         None, ge=1, description="Evaluate on a fixed random subset of this many eval examples "
         "(the same for every trial) before ASHA's last stopping rung, and on the whole eval set "
@@ -203,18 +207,22 @@ class SchedulerSection(Section):
 class ResourcesSection(Section):
     cpu: float = Field(1.0, gt=0, description="CPUs per trial.")
     gpu: float | Literal["auto"] = Field(
-        0.0, description="GPUs per trial; a fraction (0.5) packs trials on one GPU. auto: as "
-        "many trials per GPU as fit its memory, by an estimate of what one trial needs "
-        "(quantized base, adapter, optimizer, activations for the largest r, batch and "
-        "max_length searched); with no GPU in the cluster, trials run on CPU and reserve their "
-        "estimated RAM (resources.memory_gb).")
+        0.0, description="GPUs per trial: 0, 1, or a fraction (0.5) that packs trials on one "
+        "GPU; more than one is refused (a trial trains on one device). auto: as many trials "
+        "per GPU as fit the memory of the smallest GPU type a trial can land on (or of "
+        "resources.accelerator_type), by an estimate of what one trial needs (quantized base, "
+        "adapter, optimizer, activations for the largest r, batch and max_length searched); "
+        "with no GPU in the cluster, trials run on CPU and reserve their estimated RAM "
+        "(resources.memory_gb).")
     memory_gb: float | None = Field(
         None, gt=0, description="RAM reserved per trial in Ray's scheduler (Ray's memory "
         "resource), so no node runs more trials than its memory holds. Unset: none reserved "
         "(with resources.gpu: auto on CPU: the estimate).")
     accelerator_type: str | None = Field(
         None, min_length=1, description="Only nodes with this accelerator run trials (Ray's "
-        "accelerator_type resource: A10G, L4, A100, H100, ...); needs resources.gpu > 0.")
+        "accelerator_type resource: A10G, L4, A100, H100, ...); needs resources.gpu > 0. "
+        "With resources.gpu: auto, the share is sized on this type's GPUs (unset: on the "
+        "smallest GPU type a trial can land on).")
     warm_start: bool = Field(
         True, description="A worker keeps the loaded, quantized base model for its next trial "
         "(Ray actor reuse): a new trial only swaps the LoRA adapter. false: every trial loads "
@@ -228,9 +236,20 @@ class ResourcesSection(Section):
         if v < 0:
             raise ValueError("must be 0 or more, or auto. Fix: e.g. 1 for a GPU per trial, 0.5 "
                              "for two trials per GPU, 0 for CPU only")
-        if v > 1 and not float(v).is_integer():
-            raise ValueError("more than one GPU must be a whole number (fractions only below 1). "
-                             "Fix: round it to a whole number of GPUs")
+        if v > 1:
+            # The trainable loads the model on one device; with several GPUs visible and no
+            # distributed launcher, transformers' Trainer wraps it in nn.DataParallel, which
+            # TRL's SFTTrainer refuses: every trial would fail at its first step.
+            raise ValueError("a trial trains on one GPU (the model is loaded on one device, "
+                             "and TRL's SFTTrainer refuses the nn.DataParallel the Trainer "
+                             "would wrap it in over several GPUs), so every trial would fail. "
+                             "Fix: use resources.gpu: 1 (trials run side by side on the "
+                             "cluster's other GPUs), a fraction (0.5) to pack trials on one "
+                             "GPU, or auto")
+        if 0 < v < MIN_GPU_SHARE:
+            raise ValueError(f"below Ray's resource granularity ({MIN_GPU_SHARE}), so a trial "
+                             f"would get no GPU at all. Fix: use {MIN_GPU_SHARE} or more, or 0 "
+                             f"for CPU only")
         return v
 
 
@@ -399,7 +418,9 @@ class SweepConfig(Section):
                                       description="Fixed SFT settings (used where not searched).")
     search_space: dict[str, Any] = Field(
         default_factory=dict, description="Searched settings (dotted names), optionally on top "
-        "of a preset: {preset: cpu-demo, lora.r: {choice: [8, 16]}}.")
+        "of a preset: {preset: cpu-demo, lora.r: {choice: [8, 16]}}. Any lora.* or training.* "
+        "setting but training.max_steps, eval_steps, logging_steps, deferred_metrics and seed, "
+        "which every trial must share.")
     search: SearchSection = Field(default_factory=SearchSection, description="Search algorithm.")
     scheduler: SchedulerSection = Field(default_factory=SchedulerSection,
                                         description="Early stopping.")
@@ -443,9 +464,25 @@ def reported_metrics(scorers: list) -> dict[str, str]:
 SEARCHABLE_SECTIONS = {"lora": LoraSection, "training": TrainingSection}
 
 
+# Settings of those sections that a search must hold fixed, with why: what a trial is compared
+# on (its step count, its evaluation steps) must be the same for every trial.
+NOT_SEARCHABLE = {
+    "training.max_steps": "it is every trial's length and ASHA's budget (scheduler.max_t); "
+                          "ASHA and the searcher compare trials step for step, so it is one "
+                          "value for the whole sweep",
+    "training.eval_steps": "trials report, checkpoint and meet ASHA's rungs at their "
+                           "evaluation steps, so they must be the same for every trial",
+    "training.logging_steps": "it changes how often the loss is logged, not the model",
+    "training.deferred_metrics": "it changes how metrics are read, not the model",
+    "training.seed": "trials would differ by chance alone, and the searcher would fit that "
+                     "noise; to see a winner's spread, run it again with other seeds",
+}
+
+
 def searchable_keys() -> list[str]:
-    """Every dotted setting a search space may vary."""
-    return [f"{s}.{f}" for s, model in SEARCHABLE_SECTIONS.items() for f in model.model_fields]
+    """Every dotted setting a search space may vary (the allow-list)."""
+    return [key for s, model in SEARCHABLE_SECTIONS.items() for f in model.model_fields
+            if (key := f"{s}.{f}") not in NOT_SEARCHABLE]
 
 
 # Names users bring from PEFT, TRL or other tools, mapped to ours (for "did you mean").

@@ -4,7 +4,12 @@ The estimate (``trainables/memory_estimate.py``) is taken for the most demanding
 search space allows: every combination of the searched settings that move memory (rank,
 target modules, DoRA, dropout, batch sizes, gradient checkpointing, optimizer), each at its
 largest choice or bound. A GPU of M bytes then holds ``M // (estimate + margin + CUDA
-context)`` trials, and each trial asks Ray for that share of a GPU. With no GPU in the
+context)`` trials, and each trial asks Ray for that share of a GPU, floored to Ray's units
+(``resource_units.py``) so that Ray places as many as planned. A cluster may mix GPU types
+(``cluster.yaml``: 24 GB A10G and 80 GB H100 workers), and a trial lands on any GPU that has its
+share free: the memory is read on one GPU of each type a trial can land on, and the share is
+sized on the smallest (``resources.accelerator_type`` pins trials to one type, and the share is
+sized on it). With no GPU in the
 cluster, trials run on CPU: as many per node as its cores allow (``resources.cpu`` each), and
 each reserves its estimated RAM (Ray's ``memory`` resource), so no node takes more than its
 memory holds.
@@ -22,6 +27,7 @@ from trainables.spec import TrialSpec
 from ..config.plan import SweepPlan
 from ..config.schema import SweepConfig
 from ..errors import UserError
+from .resource_units import fits, share_per_gpu
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +41,7 @@ MEMORY_KEYS = ("lora.r", "lora.target_modules", "lora.use_dora", "lora.dropout",
 # not a measured figure.
 CPU_PROCESS_BYTES = 1 * GiB
 GPU_PROBE_TIMEOUT_S = 300
+ACCELERATOR_PREFIX = "accelerator_type:"  # Ray's resource on a node with that accelerator
 
 
 def largest_trial(spec: TrialSpec, derived: SweepPlan, *, on_gpu: bool,
@@ -75,8 +82,41 @@ def largest_trial(spec: TrialSpec, derived: SweepPlan, *, on_gpu: bool,
                key=lambda pair: pair[0].total)
 
 
-def gpu_memory_bytes(timeout: float = GPU_PROBE_TIMEOUT_S) -> int:
-    """Total memory of a GPU of the cluster, read on a GPU worker."""
+def gpu_types(accelerator_type: str | None, *, nodes: list[dict] | None = None,
+              node_types: list | None = None) -> list[str | None]:
+    """The GPU types a trial can land on: ``resources.accelerator_type`` when it is set, else
+    every type of the alive GPU nodes and of the GPU node types the autoscaler can add (Ray
+    gives a node with GPUs a resource ``accelerator_type:<type>``, e.g. ``A10G``; ``None``
+    stands for GPUs of no declared type). Empty: the pinned type is nowhere in the cluster.
+    """
+    from .cluster import alive_nodes, autoscaler_node_types
+
+    nodes = alive_nodes() if nodes is None else nodes
+    node_types = autoscaler_node_types() if node_types is None else node_types
+    pools = ([n.get("Resources", {}) for n in nodes]
+             + [t.resources for t in node_types or [] if t.max_workers != 0])
+    found: list[str | None] = []
+    for resources in pools:
+        if not resources.get("GPU", 0):
+            continue
+        named = [k.split(":", 1)[1] for k in resources if k.startswith(ACCELERATOR_PREFIX)]
+        for kind in named or [None]:
+            if kind not in found:
+                found.append(kind)
+    if accelerator_type:
+        return [accelerator_type] if accelerator_type in found else []
+    return sorted(found, key=lambda k: (k is None, k or ""))
+
+
+def gpu_memory_by_type(kinds: list[str | None], *,
+                       timeout: float = GPU_PROBE_TIMEOUT_S) -> dict[str | None, int]:
+    """Total memory of one GPU of each type, read on a GPU worker of that type (pinned with
+    its ``accelerator_type`` resource; an untyped GPU's probe goes to any GPU). A type that
+    has no alive node makes the autoscaler add one, as a trial would.
+
+    Raises:
+        UserError: a type's probe found no GPU worker within ``timeout``.
+    """
     import ray
 
     def total_memory() -> int:
@@ -84,14 +124,73 @@ def gpu_memory_bytes(timeout: float = GPU_PROBE_TIMEOUT_S) -> int:
 
         return int(torch.cuda.get_device_properties(0).total_memory)
 
-    ref = ray.remote(num_gpus=1, num_cpus=0)(total_memory).remote()
-    try:
-        return ray.get(ref, timeout=timeout)
-    except ray.exceptions.GetTimeoutError:
+    probe = ray.remote(num_gpus=1, num_cpus=0)(total_memory)
+    refs = {kind: probe.options(resources={f"{ACCELERATOR_PREFIX}{kind}": 0.001} if kind
+                                else {}).remote() for kind in kinds}
+    ready, pending = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout)
+    for ref in pending:
         ray.cancel(ref, force=True)
-        raise UserError(f"resources.gpu = auto: no GPU worker answered within {timeout:.0f} s, "
-                        f"so the GPU's memory is unknown. Fix: set resources.gpu to a number "
-                        f"(1, or 0.5 to put two trials on a GPU).") from None
+    missing = [_name(k) for k, ref in refs.items() if ref not in ready]
+    if missing:
+        answered = [k for k, ref in refs.items() if ref in ready and k]
+        pin = (f"set resources.accelerator_type to a type that answered "
+               f"({', '.join(answered)}), or " if answered else "")
+        raise UserError(f"resources.gpu = auto: no GPU worker of {', '.join(missing)} answered "
+                        f"within {timeout:.0f} s, so its memory is unknown. Fix: {pin}set "
+                        f"resources.gpu to a number (1, or 0.5 to put two trials on a GPU).")
+    memory = {}
+    for kind, ref in refs.items():
+        try:
+            memory[kind] = ray.get(ref)
+        except ray.exceptions.RayTaskError as err:  # e.g. a torch without CUDA on that node
+            cause = str(err.cause if getattr(err, "cause", None) else err).strip()
+            raise UserError(f"resources.gpu = auto: reading the memory of a GPU of "
+                            f"{_name(kind)} failed on its worker ({cause.splitlines()[-1]}). "
+                            f"Fix: check that torch sees the GPU there (a CUDA build of torch "
+                            f"on that node), or set resources.gpu to a number (1, or 0.5 to "
+                            f"put two trials on a GPU).") from None
+    return memory
+
+
+def _name(kind: str | None) -> str:
+    return kind or "GPUs of no declared type"
+
+
+def gpu_share(need: int, memory: dict[str | None, int], *, largest: str = "a trial needs",
+              pinned: bool = False) -> tuple[float, str]:
+    """``(share of a GPU per trial, what was decided)``: sized on the smallest GPU of
+    ``memory`` (type -> bytes), where a trial of ``need`` bytes (the estimate) may land, and
+    floored to Ray's units so that exactly as many trials as fit are placed on a GPU.
+
+    Raises:
+        UserError: not even one trial fits the smallest GPU.
+    """
+    from trainables.memory_estimate import trials_per_gpu
+
+    per_type = {kind: trials_per_gpu(need, size) for kind, size in memory.items()}
+    smallest = min(memory, key=lambda k: memory[k])
+    per_gpu = per_type[smallest]
+    each = ", ".join(f"{_name(k)} {memory[k] / GiB:.1f} GiB holds {per_type[k]}"
+                     for k in sorted(memory, key=lambda k: memory[k]))
+    larger = sorted((k for k in per_type if k and per_type[k] > per_gpu),
+                    key=lambda k: per_type[k])
+    if per_gpu == 0:
+        fix = (f"set resources.accelerator_type: {larger[-1]} (a trial fits its GPUs), or turn "
+               if larger and not pinned else "turn ")
+        raise UserError(
+            f"resources.gpu = auto: {largest}, more than the smallest GPU a trial can land on "
+            f"holds with the CUDA context ({each}). Fix: {fix}on "
+            f"training.gradient_checkpointing, or lower training.per_device_train_batch_size "
+            f"(with gradient_accumulation_steps to keep the batch), data.max_length or lora.r; "
+            f"or set resources.gpu: 1 to try anyway.")
+    share = share_per_gpu(per_gpu)
+    placed = fits(1.0, share)
+    told = f"{each}; each trial takes {share:g} GPU ({placed} per GPU)"
+    if len(memory) > 1:
+        told += (f", sized on the smallest ({_name(smallest)}), where a trial may land"
+                 + (f"; resources.accelerator_type: {larger[-1]} would pack "
+                    f"{per_type[larger[-1]]} per GPU there" if larger else ""))
+    return share, told
 
 
 def cluster_has_gpus() -> bool:
@@ -103,12 +202,16 @@ def cluster_has_gpus() -> bool:
 
 
 def resolve_auto(cfg: SweepConfig, derived: SweepPlan, spec: TrialSpec, *,
-                 has_gpus: bool | None = None, gpu_bytes: int | None = None) -> SweepConfig:
+                 has_gpus: bool | None = None,
+                 gpu_memory: dict[str | None, int] | None = None) -> SweepConfig:
     """``cfg`` with ``resources.gpu: auto`` replaced by the share of a GPU a trial takes (or
     0 and a RAM reservation on CPU). Any other ``cfg`` is returned as it is.
+    ``gpu_memory``: each GPU type a trial can land on -> its memory in bytes (default: probed
+    on the cluster, :func:`gpu_memory_by_type`); the share fits the smallest.
 
     Raises:
-        UserError: not even one trial fits the GPU, or no GPU worker answered.
+        UserError: not even one trial fits the smallest GPU, the pinned type is nowhere, or
+            no GPU worker of a type answered.
     """
     if cfg.resources.gpu != "auto":
         return cfg
@@ -124,19 +227,20 @@ def resolve_auto(cfg: SweepConfig, derived: SweepPlan, spec: TrialSpec, *,
                  f"{est.describe()}, {update['memory_gb']:.2f} GiB of RAM reserved per trial")
         return cfg.model_copy(update={"resources": cfg.resources.model_copy(update=update)})
 
-    from trainables.memory_estimate import trials_per_gpu
-
-    gpu_bytes = gpu_memory_bytes() if gpu_bytes is None else gpu_bytes
-    per_gpu = trials_per_gpu(est.total, gpu_bytes)
-    if per_gpu == 0:
-        raise UserError(
-            f"resources.gpu = auto: the largest trial{which} needs about {est.describe()}, more "
-            f"than the GPU's {gpu_bytes / GiB:.1f} GiB holds with the CUDA context. Fix: turn "
-            f"on training.gradient_checkpointing, or lower training.per_device_train_batch_size "
-            f"(with gradient_accumulation_steps to keep the batch), data.max_length or lora.r; "
-            f"or set resources.gpu: 1 to try anyway.")
-    share = round(1 / per_gpu, 4)
-    log.info(f"resources.gpu = auto: the largest trial{which} needs about {est.describe()}; a GPU "
-             f"of {gpu_bytes / GiB:.1f} GiB holds {per_gpu}, so each trial takes {share:g} GPU")
+    if gpu_memory is None:
+        kinds = gpu_types(cfg.resources.accelerator_type)
+        if not kinds:
+            raise UserError(
+                f"resources.accelerator_type = {cfg.resources.accelerator_type!r}: no GPU node "
+                f"of the Ray cluster has it, and its autoscaler cannot add one, so no trial "
+                f"could run. Fix: set it to a type the cluster has "
+                f"({', '.join(k for k in gpu_types(None) if k) or 'none declared'}), or "
+                f"remove it.")
+        gpu_memory = gpu_memory_by_type(kinds)
+    largest = f"the largest trial{which} needs about {est.describe()}"
+    share, told = gpu_share(est.total, gpu_memory, largest=largest,
+                            pinned=bool(cfg.resources.accelerator_type))
+    log.info(f"resources.gpu = auto: {largest}; {told}")
     update = {"gpu": share}
     return cfg.model_copy(update={"resources": cfg.resources.model_copy(update=update)})
+

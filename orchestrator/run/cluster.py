@@ -23,6 +23,7 @@ from typing import Any
 
 from ..config.schema import SweepConfig
 from ..errors import UserError
+from .resource_units import fits, units
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def trial_request(cfg: SweepConfig) -> dict[str, float]:
 
 
 def _fits(resources: dict[str, float], request: dict[str, float]) -> bool:
-    return all(resources.get(k, 0) >= v for k, v in request.items() if v > 0)
+    return all(units(resources.get(k, 0)) >= units(v) for k, v in request.items() if v > 0)
 
 
 def _describe(resources: dict[str, float]) -> str:
@@ -76,13 +77,17 @@ def autoscaler_node_types() -> list[NodeType] | None:
     if bootstrap.is_file():
         import yaml
 
-        launcher = yaml.safe_load(bootstrap.read_text()) or {}
-        types = launcher.get("available_node_types") or {}
-        head = launcher.get("head_node_type")
-        return [NodeType(name, {k: float(v) for k, v in (spec.get("resources") or {}).items()},
-                         0 if name == head else int(spec.get("max_workers", 0)))
-                for name, spec in types.items()]
+        return launcher_node_types(yaml.safe_load(bootstrap.read_text()) or {})
     return None
+
+
+def launcher_node_types(launcher: dict[str, Any]) -> list[NodeType]:
+    """The node types of a cluster launcher config (``cluster.yaml``); the head adds none."""
+    types = launcher.get("available_node_types") or {}
+    head = launcher.get("head_node_type")
+    return [NodeType(name, {k: float(v) for k, v in (spec.get("resources") or {}).items()},
+                     0 if name == head else int(spec.get("max_workers", 0)))
+            for name, spec in types.items()]
 
 
 def alive_nodes() -> list[dict[str, Any]]:
@@ -143,7 +148,8 @@ def max_concurrent(cfg: SweepConfig, *, nodes: list[dict] | None = None,
     def per_node(resources: dict[str, float]) -> int:
         if not _fits(resources, request):
             return 0
-        return int(min(resources.get(k, 0) // v for k, v in counted.items()))
+        # in Ray's integer units: 1 // 0.2 is 4.0 in floats, and 8 // 0.1 is 79.0
+        return min(fits(resources.get(k, 0), v) for k, v in counted.items())
 
     n = sum(per_node(node.get("Resources", {})) for node in nodes)
     for t in node_types or []:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ from trainables.spec import TrialSpec
 from ..config.plan import SweepPlan
 from ..config.schema import SweepConfig
 from ..sweepdir.names import JOURNAL
+
+log = logging.getLogger(__name__)
 
 
 def param_space(derived: SweepPlan, *, grid: bool = False) -> dict[str, Any]:
@@ -74,6 +77,23 @@ def scheduler(cfg: SweepConfig, derived: SweepPlan):
                          reduction_factor=cfg.scheduler.reduction_factor, **ranked)
 
 
+def _rungs(cfg: SweepConfig, derived: SweepPlan) -> list[float]:
+    """ASHA's rungs from Ray's own bracket; they must be those validation checked (the
+    alignment of ``evaluation.cadence: rungs``, the early-eval subset)."""
+    from trainables.compat.ray_private import asha_milestones
+
+    from ..config.rules import asha_rungs
+
+    ray_rungs = asha_milestones(scheduler(cfg, derived))
+    ours = asha_rungs(derived.grace_period, derived.max_t, cfg.scheduler.reduction_factor)
+    if ray_rungs != [float(r) for r in ours]:
+        log.warning(f"Ray's ASHA puts its rungs at {ray_rungs}, validation computed {ours}: "
+                    f"orchestrator.config.rules.asha_rungs does not follow this Ray's bracket "
+                    f"(checked on Ray 2.60 by tests/test_compat.py); the rung checks of "
+                    f"evaluation.cadence and early_eval_samples may be wrong")
+    return [int(r) if r.is_integer() else r for r in ray_rungs]
+
+
 def _own_rank_key(cfg: SweepConfig, derived: SweepPlan) -> bool:
     return derived.rank_key != cfg.search.metric
 
@@ -88,7 +108,6 @@ def _callbacks(cfg: SweepConfig, derived: SweepPlan, spec: TrialSpec, *,
 
     from ..callbacks.disk_guard import DiskGuard
     from ..callbacks.tensorboard_log import TensorBoardCallback
-    from ..config.rules import asha_rungs
     from ..callbacks.trial_status import StatusCallback
 
     searched = list(derived.domains)
@@ -98,8 +117,7 @@ def _callbacks(cfg: SweepConfig, derived: SweepPlan, spec: TrialSpec, *,
         values.setdefault("lora.alpha", spec.for_trial(config).lora["alpha"])
         return values
 
-    rungs = ([] if cfg.scheduler.type == "none" else
-             asha_rungs(derived.grace_period, derived.max_t, cfg.scheduler.reduction_factor))
+    rungs = [] if cfg.scheduler.type == "none" else _rungs(cfg, derived)
     callbacks = [
         CSVLoggerCallback(),
         JsonLoggerCallback(),

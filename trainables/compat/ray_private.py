@@ -106,6 +106,21 @@ def asha_bracket(asha):
     return bracket
 
 
+def asha_milestones(asha) -> list[float]:
+    """The rungs of an ``ASHAScheduler``'s one bracket, lowest first, as Ray computed them.
+
+    Relies on: ``_Bracket._rungs``, a list of ``(milestone, recorded results)``, highest
+    milestone first (2.60). Validation computes the same list without Ray
+    (``orchestrator.config.rules.asha_rungs``); ``tests/test_compat.py`` compares the two.
+    """
+    bracket = asha_bracket(asha)
+    try:
+        milestones = [float(milestone) for milestone, _ in bracket._rungs]
+    except (AttributeError, TypeError, ValueError) as err:
+        raise ChangedAPI("ASHAScheduler._brackets[0]._rungs", err) from err
+    return sorted(milestones)
+
+
 class RestoredTuner:
     """What a restored ``Tuner`` has no public way to change: its scheduler, search algorithm,
     number of samples and callbacks (all pickled in ``tuner.pkl``), and its ``param_space``
