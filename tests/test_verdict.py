@@ -237,3 +237,62 @@ def test_verdict_tells_unparseable_format_only_and_cut_references_apart():
                     scorers=[number])
     assert verdict["findings"] == ["answers_unparseable"]
     assert "only 10% of its answers hold a number" in verdict["warnings"][0]
+
+
+def _facts(*, metric: str, value: float, revision: str | None, trials: int,
+           scheduler: str) -> dict:
+    """What the bundle's sweep_summary.json holds, for a local base model and a label scorer."""
+    eval_row = {"eval_loss": 0.9, "eval_perplexity": 2.46, "eval_mean_token_accuracy": 0.7}
+    return {
+        "sweep": {"name": "sentiment", "metric": metric, "mode": "max", "algorithm": "optuna",
+                  "scheduler": {"type": scheduler}, "num_trials": trials, "search_seed": 0,
+                  "search_space": {"lora.r": "choice [8, 16]"}, "scorers": [LABEL]},
+        "winner": {"trial_id": "t1", "step": 30, "value": value, "eval": eval_row,
+                   "searched": {"lora.r": 8}, "target_modules": ["q_proj"],
+                   "task": {"task_sentiment": value, "task_distinct": 3.0},
+                   "verdict": {"rows": {"winner": {"task_sentiment": value, "task_distinct": 3},
+                                        "base model": {"task_sentiment": 0.0, "task_distinct": 1},
+                                        "constant answer": {"task_sentiment": 0.4,
+                                                            "task_distinct": 1}},
+                               "warnings": []}},
+        "baseline": {"task_sentiment": 0.0, "eval_loss": 3.0, "eval_samples": 49,
+                     "task_samples": 24},
+        "trials": [{"trial_id": "t1", "status": "completed", f"best_{metric}": value,
+                    "best_step": 30}][:trials],
+        "training": {"learning_rate": 1e-4, "max_steps": 30, "per_device_train_batch_size": 4,
+                     "gradient_accumulation_steps": 1, "lr_scheduler_type": "cosine",
+                     "warmup_ratio": 0.0, "seed": 42},
+        "lora": {"r": 8, "alpha_ratio": 2.0, "dropout": 0.05, "target_modules": "attention",
+                 "use_rslora": False, "use_dora": False},
+        "base_model": {"name_or_path": "/models/local-smol", "revision": revision,
+                       "quantization": {"mode": "4bit", "quant_type": "nf4",
+                                        "double_quant": True}},
+        "data": {"format": "prompt_completion",
+                 "train": {"file": "train.jsonl", "sha256": "ab" * 32, "rows": 216},
+                 "eval": {"file": "eval.jsonl", "sha256": "cd" * 32, "rows": 54}},
+        "libraries": {"peft": "0.18"}, "project": {"commit": "0123456789abcdef", "dirty": False},
+    }
+
+
+def test_model_card_states_what_was_scored_and_the_winning_task_metric():
+    from huggingface_hub import ModelCard
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    from orchestrator.promotion.model_card import render_card
+
+    text = render_card(_facts(metric="task_sentiment", value=0.875, revision=None, trials=1,
+                              scheduler="none"), repo_id="acme/sentiment", curve=False)
+    card = ModelCard(text)
+    assert "`eval.jsonl`, 24 examples scored of its 54 rows" in card.text  # not "54 examples"
+    assert "1 trial searched by optuna without early stopping" in card.text
+    assert "revision None" not in card.text and "`None`" not in card.text
+    assert "not recorded (a local model folder)" in card.text
+    assert "+87.5 pts" in card.text  # an accuracy vs a base of 0: points, not "-"
+    _, results = model_index_to_eval_results(card.data.to_dict()["model-index"])
+    assert (results[0].metric_type, results[0].metric_value) == ("sentiment", 0.875)
+    assert "objective" in results[0].metric_name
+    assert {r.metric_type for r in results} >= {"loss", "accuracy"}
+    many = render_card(_facts(metric="eval_loss", value=0.9, revision="abc123", trials=4,
+                              scheduler="asha"), repo_id=None, curve=False)
+    assert "4 trials searched by optuna with asha early stopping" in many
+    assert "`eval.jsonl`, 49 examples scored of its 54 rows" in many
