@@ -72,7 +72,9 @@ def _live_entry(tmp_path: Path) -> dict:
 def test_one_best_step_everywhere_with_ties(tmp_path, keep, capsys, caplog):
     import pandas as pd
 
-    live = _live_entry(tmp_path)
+    with caplog.at_level(logging.INFO):
+        live = _live_entry(tmp_path)
+    assert "trial t1 completed: best eval_loss 1 at step 80" in caplog.messages  # the live line
     result = SimpleNamespace(
         metrics={"trial_id": "t1"}, path=str(tmp_path / "trial_t1"), error=None,
         config={"lora.r": 8}, best_checkpoints=_checkpoints(tmp_path, keep),

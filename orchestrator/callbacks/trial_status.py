@@ -152,7 +152,7 @@ class StatusCallback(Callback):
         if not scored:
             return None
         sign = 1.0 if self._mode == "max" else -1.0
-        return max(scored, key=lambda t: (sign * t["best_value"], -scored.index(t)))
+        return max(scored, key=lambda t: sign * t["best_value"])  # the first of equals
 
     def _progress(self) -> None:
         """One line: how many trials run and have ended, and the best value so far."""
