@@ -133,7 +133,8 @@ def promote(sweep_path: str | Path, *, repo_id: str | None = None, private: bool
     """
     sweep = open_sweep(sweep_path)
     before = _attempts(sweep)
-    options = {"repo_id": repo_id, "dry_run": dry_run, "force": force,
+    options = {"repo_id": repo_id or (sweep.config.get("promote") or {}).get("repo_id"),
+               "dry_run": dry_run, "force": force,
                "min_improvement": min_improvement}
     try:
         return _promote(sweep, repo_id=repo_id, private=private,
