@@ -105,6 +105,15 @@ def test_bundle_and_model_card_without_a_repo(cli, sweeps, hub_env, tmp_path):
     assert "PeftModel" not in card.text or "qlora-sweep generate" in card.text
     assert "| **this adapter**" in card.text and "base model without adapter" in card.text
     assert "training_curve.png" in card.text
+    # What was scored, in words a reader can trust: the 40 eval rows the loss was computed on
+    # (data.max_eval_samples), not the file's row count; a one-trial sweep without early
+    # stopping says so; no Python "None" in the prose.
+    baseline = json.loads((sweep / "baseline.json").read_text())
+    assert f"`pricing_eval.jsonl`, {baseline['eval_samples']} examples scored of its" in card.text
+    assert "1 trial searched by random without early stopping" in card.text
+    assert "1 trials" not in card.text and "none early stopping" not in card.text
+    assert "None" not in card.text.replace("quantization_config=None", "")
+    assert results[0].metric_name.endswith("the sweep's objective")  # what picked the winner
 
     best = json.loads((sweep / "best.json").read_text())
     assert summary["winner"]["trial_id"] == best["trial_id"]
@@ -280,6 +289,13 @@ def test_hub_failures_leave_the_repo_unchanged(cli, sweeps, hub, hub_env, tmp_pa
     # The run after the outage goes through.
     assert promote(cli, strong, "--repo-id", repo, env=hub_env)[0].returncode == 0
     assert hub.head(repo) != head
+    # Every attempt is recorded, the failed ones with why; no token is written.
+    attempts = [r for r in records(strong) if r.get("repo_id") == repo]
+    assert [r["verdict"] for r in attempts] == ["failed", "failed", "failed", "promoted"]
+    assert "HTTP 500" in attempts[0]["reason"] and "read-only" in attempts[1]["reason"]
+    assert "401" in attempts[2]["reason"]
+    text = (strong / "promotions.jsonl").read_text()
+    assert WRITE not in text and READ not in text and "hf_revoked" not in text
 
 
 def test_no_token_fails_before_any_work(cli, sweeps, hub, hub_env, tmp_path):
@@ -290,6 +306,13 @@ def test_no_token_fails_before_any_work(cli, sweeps, hub, hub_env, tmp_path):
                         env={**hub_env, "HF_TOKEN": None})
     assert proc.returncode == 2 and "needs a Hugging Face token" in out and "HF_TOKEN" in out
     assert not (strong / "promoted").exists() and len(hub.requests) == requests
+    assert records(strong)[-1]["verdict"] == "failed"  # the refused attempt is recorded
+    assert "needs a Hugging Face token" in records(strong)[-1]["reason"]
+    # A dry run checks the token first too: one the Hub refuses stops it before the bundle.
+    proc, out = promote(cli, strong, "--repo-id", "acme/no-token", "--dry-run",
+                        env={**hub_env, "HF_TOKEN": "hf_revoked_dry_run"})
+    assert proc.returncode == 2 and "401" in out and not (strong / "promoted").exists()
+    assert "hf_revoked_dry_run" not in (strong / "promotions.jsonl").read_text()
 
 
 @pytest.mark.parametrize("args, message", [

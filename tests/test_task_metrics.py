@@ -155,9 +155,13 @@ def test_constant_reference_and_verdict(task_sweep):
     mae = best["task_metrics"]["task_price_mae"]
     loses = mae >= constant["metrics"]["task_price_mae"]
     assert any("on task_price_mae" in w for w in verdict["warnings"]) == loses
-    assert ("WARNING: the winner does not beat the constant answer on task_price_mae" in log) == loses
+    # Losing is told apart: unreadable answers, or readable ones no better than the constant.
+    assert any(f"WARNING: {why}" in log and "on task_price_mae" in log
+               for why in ("only the format learned", "answers unparseable")) == loses
     if loses:
         assert not verdict["beats_constant"]
+        parsed = best["task_metrics"]["task_price_parsed"]
+        assert verdict["findings"][0] == ("answers_unparseable" if parsed < 0.5 else "format_only")
     # TensorBoard: the constant answer is a run; the examples are text.
     assert any((sweep / "constant_answer").glob("events.out.tfevents.*"))
 

@@ -28,9 +28,10 @@ TENSORBOARD_TAGS = {
     "task_seconds": "system/task_seconds",  # generating and scoring one evaluation
 }
 
-# Keys named task_* that are not metrics of the answers (the examples are text, the others
-# bookkeeping); every other task_* key is a task metric (trainables/scoring.py).
-TASK_BOOKKEEPING = ("task_examples", "task_seconds", "task_samples", "task_reference_distinct")
+# Keys named task_* that are not metrics of the answers (the examples and the label scorers'
+# confusion matrices are JSON text, the others bookkeeping); every other task_* key is a task metric (trainables/scoring.py).
+TASK_BOOKKEEPING = ("task_examples", "task_seconds", "task_samples", "task_reference_distinct",
+                    "task_confusion")
 
 
 def is_task_metric(key: str) -> bool:

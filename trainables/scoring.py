@@ -74,6 +74,20 @@ def all_metric_modes(specs: Sequence[dict[str, Any]]) -> dict[str, str]:
     return modes
 
 
+def share_metrics(specs: Sequence[dict[str, Any]]) -> set[str]:
+    """The task metrics that are shares of the eval items (0 to 1, higher is better: accuracy,
+    exact match, contains, a number scorer's hit and parsed rates). A change in them is read in
+    percentage points; a custom scorer's metrics are not known to be shares."""
+    shares = set()
+    for spec in specs:
+        name = PREFIX + scorer_name(spec)
+        if spec["type"] == "number":
+            shares |= {f"{name}_hit", f"{name}_parsed"}
+        elif spec["type"] != "custom":
+            shares.add(name)
+    return shares
+
+
 def primary_metric(spec: dict[str, Any]) -> str | None:
     return next(iter(metric_modes(spec)), None)
 
@@ -275,3 +289,85 @@ def collapsed(distinct: float | None, *, references: int, distinct_references: i
         return False
     floor = min(distinct_references, max(3, math.ceil(0.1 * references)))
     return distinct < floor
+
+
+NO_LABEL = "(none)"  # a prediction (or reference) that starts with none of the labels
+
+
+def confusion(spec: dict[str, Any], predictions: Sequence[str],
+              references: Sequence[str]) -> dict[str, dict[str, int]]:
+    """A label scorer's confusion matrix: ``{reference label: {predicted label: count}}``, the
+    labels as the scorer reads them (``(none)``: no known label: an unparseable answer, or a
+    reference that is not one of the labels, such as one cut short)."""
+    labels = spec.get("labels")
+    matrix: dict[str, dict[str, int]] = {}
+    for prediction, reference in zip(predictions, references):
+        truth = _label(reference, labels) or NO_LABEL
+        guess = _label(prediction, labels) or NO_LABEL
+        row = matrix.setdefault(truth, {})
+        row[guess] = row.get(guess, 0) + 1
+    return matrix
+
+
+def confusions(specs: Sequence[dict[str, Any]], predictions: Sequence[str],
+               references: Sequence[str]) -> dict[str, dict[str, dict[str, int]]]:
+    """The confusion matrix of every label scorer, by scorer name."""
+    return {scorer_name(s): confusion(s, predictions, references)
+            for s in specs if s["type"] == "label"}
+
+
+def per_label(matrix: dict[str, dict[str, int]]) -> dict[str, dict[str, float]]:
+    """Per reference label: how many eval items have it and the share answered right."""
+    out = {}
+    for truth, row in matrix.items():
+        n = sum(row.values())
+        right = row.get(truth, 0) if truth != NO_LABEL else 0
+        out[truth] = {"items": n, "accuracy": right / n if n else float("nan")}
+    return out
+
+
+def parse_rate(matrix: dict[str, dict[str, int]]) -> float | None:
+    """The share of answers that start with one of the labels (None: no items)."""
+    n = sum(sum(row.values()) for row in matrix.values())
+    unparsed = sum(row.get(NO_LABEL, 0) for row in matrix.values())
+    return (n - unparsed) / n if n else None
+
+
+def pick_examples(specs: Sequence[dict[str, Any]], predictions: Sequence[str],
+                  references: Sequence[str], k: int) -> list[int]:
+    """The indices of ``k`` eval items to show, drawn to cover what the scorers judge: every
+    reference label in turn (a label scorer), the whole range of errors from the best answer
+    to the worst (a number scorer), else the first ``k``. The first four items can all share
+    one label, and a model answering that label everywhere would then look right."""
+    n = min(len(predictions), len(references))
+    if k <= 0 or n == 0:
+        return []
+    if k >= n:
+        return list(range(n))
+    spec = next((s for s in specs if s["type"] in ("label", "number")), None)
+    if spec is not None and spec["type"] == "label":
+        groups: dict[str, list[int]] = {}
+        for i in range(n):
+            groups.setdefault(_label(references[i], spec.get("labels")) or NO_LABEL, []).append(i)
+        picked: list[int] = []
+        queues = sorted(groups.values(), key=len, reverse=True)  # the common labels first
+        while len(picked) < k:
+            for queue in queues:
+                if queue and len(picked) < k:
+                    picked.append(queue.pop(0))
+        return sorted(picked)
+    if spec is not None:
+        pattern = spec.get("pattern") or NUMBER_PATTERN
+        errors = []
+        for i in range(n):
+            truth = extract_number(references[i], pattern)
+            if truth is None:
+                continue
+            guess = extract_number(predictions[i], pattern)
+            errors.append((math.inf if guess is None else abs(guess - truth), i))
+        if len(errors) >= k:
+            errors.sort()
+            # Evenly spaced over the sorted errors: the best, the worst, and between.
+            return sorted({errors[round(j * (len(errors) - 1) / (k - 1))][1] if k > 1
+                           else errors[len(errors) // 2][1] for j in range(k)})
+    return list(range(k))

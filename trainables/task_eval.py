@@ -19,9 +19,10 @@ import time
 from typing import Any
 
 from .early_eval import subset_indices
-from .scoring import score_all
+from .scoring import confusions, pick_examples, score_all
 
 EXAMPLES = "task_examples"  # the reported (prompt, reference, prediction) triples, as JSON text
+CONFUSION = "task_confusion"  # each label scorer's confusion matrix, as JSON text
 SECONDS = "task_seconds"  # time the generation and scoring of one evaluation took
 
 
@@ -116,11 +117,15 @@ class TaskEval:
         predictions = self.predict(model)
         metrics: dict[str, Any] = score_all(self.task["scorers"], predictions, self.references,
                                             search_path=self.task.get("search_path") or ())
-        shown = int(self.task.get("examples", 4))
+        scorers = self.task["scorers"]
+        shown = pick_examples(scorers, predictions, self.references,
+                              int(self.task.get("examples", 4)))
         metrics[EXAMPLES] = json.dumps([
-            {"prompt": self.tokenizer.decode(p, skip_special_tokens=True), "reference": r,
-             "prediction": y}
-            for p, r, y in list(zip(self.prompts, self.references, predictions))[:shown]])
+            {"prompt": self.tokenizer.decode(self.prompts[i], skip_special_tokens=True),
+             "reference": self.references[i], "prediction": predictions[i]} for i in shown])
+        matrices = confusions(scorers, predictions, self.references)
+        if matrices:  # per-label accuracy for status and the report; a few counts
+            metrics[CONFUSION] = json.dumps(matrices)
         metrics[SECONDS] = time.monotonic() - started
         return metrics
 

@@ -25,7 +25,7 @@ from ray.tune import Callback
 from search_spaces.domains import short_name
 from trainables.metrics import SEARCH_VALUE
 
-from ..sweepdir.results import error_summary, task_values, write_json
+from ..sweepdir.results import best_of, error_summary, task_values, write_json
 from ..sweepdir.names import STATUS
 
 log = logging.getLogger(__name__)
@@ -147,10 +147,12 @@ class StatusCallback(Callback):
             Path(staging, STATUS).unlink(missing_ok=True)
 
     def _best(self) -> dict[str, Any] | None:
-        scored = [t for t in self._trials.values() if t.get("best_value") is not None]
+        scored = sorted((t for t in self._trials.values() if t.get("best_value") is not None),
+                        key=lambda t: t["trial_id"])  # equal values: the smaller id, as status
         if not scored:
             return None
-        return self._better(scored, key=lambda t: t["best_value"])
+        sign = 1.0 if self._mode == "max" else -1.0
+        return max(scored, key=lambda t: sign * t["best_value"])  # the first of equals
 
     def _progress(self) -> None:
         """One line: how many trials run and have ended, and the best value so far."""
@@ -209,7 +211,10 @@ class StatusCallback(Callback):
                      node_id=result.get("node_id"))
         if isinstance(value, (int, float)) and math.isfinite(value):
             entry["last_value"] = float(value)
-            if entry["best_value"] is None or self._better(entry["best_value"], value) == value:
+            known = (None if entry["best_value"] is None
+                     else (entry["best_value"], entry["best_step"]))
+            # The one rule for the best step (results.best_of): equal values, the later step.
+            if best_of([v for v in (known, (float(value), step)) if v], mode=self._mode) != known:
                 entry.update(best_value=float(value), best_step=step,
                              task=task_values(result))  # the answers' metrics at that step
         else:  # scheduler.early_eval_samples: an evaluation on the eval subset

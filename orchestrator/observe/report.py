@@ -156,15 +156,17 @@ def _table(header: list[str], rows: list[tuple[str, list[str]]]) -> str:
 
 def _leaderboard_html(sweep: SweepDir, data: dict[str, Any]) -> str:
     header, table = leaderboard_cells(data["trials"], metric=data["metric"],
-                                      searched=sweep.searched, baseline=sweep.baseline)
+                                      searched=sweep.searched, baseline=sweep.baseline,
+                                      share=sweep.share)
     best_id = (data["best"] or {}).get("trial_id")
     return _table(header, [("best" if row[1] == best_id else
                             "baseline" if row[2] in ("baseline", "reference") else "", row) for row in table])
 
 
-def _task_html(sweep: SweepDir) -> str:
+def _task_html(sweep: SweepDir, data: dict[str, Any]) -> str:
     """What the winner answers: base / constant / winner on the task metrics with the sweep's
-    warnings, and a few (prompt, reference, prediction) examples at its best step."""
+    warnings, per-label accuracy for label scorers, and a few (prompt, reference, prediction)
+    examples at its best step, drawn to cover the labels or the range of errors."""
     import json
 
     best = sweep.best or {}
@@ -185,13 +187,34 @@ def _task_html(sweep: SweepDir) -> str:
     examples = json.loads(at_best.get("task_examples") or "[]")
     sample = ""
     if examples:
-        sample = ("<h3>The winner's answers (at its best step)</h3>" + _table(
+        sample = ("<h3>The winner's answers (at its best step; examples drawn to cover the "
+                  "labels or the range of errors)</h3>" + _table(
             ["prompt", "reference", "prediction"],
             [("", [e["prompt"], e["reference"], e["prediction"]]) for e in examples]))
-    return (f"<h2>Task metrics</h2>\n{table}\n{warnings_html}\n<p class=\"caption\">Greedy "
+    labels = _labels_html((data.get("best") or {}).get("labels") or {})
+    return (f"<h2>Task metrics</h2>\n{table}\n{warnings_html}\n{labels}<p class=\"caption\">Greedy "
             f"answers to the eval prompts, scored against the references. The constant answer "
             f"is what a model that learned only the answers' format and distribution "
             f"scores.</p>\n{sample}")
+
+
+def _labels_html(views: dict[str, Any]) -> str:
+    """Each label scorer's confusion matrix (rows: the reference label, columns: the answer's)
+    with each label's accuracy: one accuracy can hide a label the model never answers."""
+    from .status import per_label_text
+
+    out = []
+    for name, view in views.items():
+        matrix = view["confusion"]
+        answered = list(dict.fromkeys(p for row in matrix.values() for p in row))
+        columns = list(dict.fromkeys([*matrix, *answered]))
+        rows = [("", [truth, *[str(matrix[truth].get(c, 0)) for c in columns],
+                      f"{view['per_label'][truth]['accuracy']:.0%}"]) for truth in matrix]
+        out.append(f"<h3>{html.escape(name)}: answers per reference label</h3>"
+                   + _table(["reference \\ answer", *columns, "accuracy"], rows)
+                   + f'<p class="caption">{html.escape(per_label_text(view))}. (none): no '
+                     f'label recognised.</p>')
+    return "\n".join(out) + ("\n" if out else "")
 
 
 def _img(path: Path) -> str:
@@ -215,10 +238,10 @@ def render_html(sweep: SweepDir, data: dict[str, Any], figures: list[Figure], ou
     if data["baseline"] is not None:
         facts.append(("base model", f"{metric} {data['baseline']:.4f} (before fine-tuning)"))
     if best:
-        rel = best["relative_to_baseline"]
+        vs = best.get("vs_base", "-")
         facts.append(("best trial", f"{best['trial_id']}: {metric} {best['value']:.4f} at step "
-                                    f"{best['step']}" + (f" ({rel:+.1%} vs the base model)"
-                                                         if rel is not None else "")))
+                                    f"{best['step']}" + (f" ({vs} vs the base model)"
+                                                         if vs != "-" else "")))
     model = (sweep.config.get("model") or {}).get("name_or_path", "?")
     facts.append(("base model id", str(model)))
     facts.append(("Optuna study", "the sweep's journal (optuna.journal)" if study_source == "journal"
@@ -236,8 +259,9 @@ def render_html(sweep: SweepDir, data: dict[str, Any], figures: list[Figure], ou
 {_leaderboard_html(sweep, data)}
 <p class="caption">Best value of {html.escape(metric)} over each trial's evaluations; the base
 model's row is the same evaluation before fine-tuning. "stopped early at step N": ASHA stopped
-the trial at its rung of N steps. "vs base": the change from the base model, relative.</p>
-{_task_html(sweep)}
+the trial at its rung of N steps. "vs base": the change from the base model: in percentage points for an accuracy (a share of
+the eval items), else relative.</p>
+{_task_html(sweep, data)}
 {chr(10).join(sections)}
 <p class="note">Written by <code>qlora-sweep report</code> from {html.escape(sweep.where)}.</p>
 </body></html>

@@ -18,7 +18,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..errors import UserError
-from ..sweepdir.results import relative_change, render_table, strict_dumps, task_values
+from ..sweepdir.results import (points_change, relative_change, render_table, strict_dumps,
+                                task_values, vs_base)
 from ..sweepdir.folder import SweepDir, open_sweep
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,35 @@ def driver_gone(status: dict[str, Any]) -> bool:
     return False
 
 
+def label_view(sweep: SweepDir, trial_id: str, step: int | None) -> dict[str, Any] | None:
+    """Per label scorer, the trial's confusion matrix at ``step``, each label's accuracy and
+    the share of answers that named a label; None without label scorers (or their record)."""
+    import json
+
+    from trainables.scoring import parse_rate, per_label
+
+    best = sweep.best or {}
+    if best.get("trial_id") == trial_id and best.get("step") == step and "confusion" in best:
+        matrices = best["confusion"]
+    else:  # a running sweep: the trial's report at that step
+        at = next((h for h in sweep.history(trial_id) if h["step"] == step), {})
+        raw = at.get("task_confusion")
+        matrices = json.loads(raw) if isinstance(raw, str) and raw else None
+    if not matrices:
+        return None
+    return {name: {"per_label": per_label(matrix), "parsed": parse_rate(matrix),
+                   "confusion": matrix} for name, matrix in matrices.items()}
+
+
+def per_label_text(view: dict[str, Any]) -> str:
+    """"positive 90% (20), negative 50% (10); 95% of answers name a label"."""
+    parts = [f"{label} {row['accuracy']:.0%} ({row['items']})"
+             for label, row in sorted(view["per_label"].items(), key=lambda kv: -kv[1]["items"])]
+    parsed = view.get("parsed")
+    return ", ".join(parts) + (f"; {parsed:.0%} of answers name a label" if parsed is not None
+                               else "")
+
+
 def summary(sweep: SweepDir) -> dict[str, Any]:
     """What ``status`` shows, as data: the sweep's state, counts, best so far, every trial."""
     status = sweep.status() or {}
@@ -62,9 +92,16 @@ def summary(sweep: SweepDir) -> dict[str, Any]:
     best = None
     if scored:
         top = scored[0]
-        best = {"trial_id": top["trial_id"], "value": top[f"best_{metric}"],
-                "step": top["best_step"], "baseline": base,
-                "relative_to_baseline": relative_change(top[f"best_{metric}"], base)}
+        value, share = top[f"best_{metric}"], sweep.share
+        # An accuracy is compared in points (also with a base of 0), an error relatively.
+        best = {"trial_id": top["trial_id"], "value": value, "step": top["best_step"],
+                "baseline": base,
+                "relative_to_baseline": None if share else relative_change(value, base),
+                "points_vs_baseline": points_change(value, base) if share else None,
+                "vs_base": vs_base(value, base, share=share)}
+        labels = label_view(sweep, top["trial_id"], top["best_step"])
+        if labels:  # label scorers: the per-label accuracy behind the one number
+            best["labels"] = labels
     state = status.get("state", "finished")
     if driver_gone(status):
         state = "interrupted"
@@ -111,11 +148,13 @@ def _text(sweep: SweepDir, data: dict[str, Any], searched: list[str]) -> str:
         vs = ""
         if best["baseline"] is not None:
             vs = f" (base model {best['baseline']:.4f}"
-            vs += f", {best['relative_to_baseline']:+.1%})" if best["relative_to_baseline"] is not None else ")"
+            vs += f", {best['vs_base']})" if best["vs_base"] != "-" else ")"
         lines.append(f"best so far: trial {best['trial_id']}, {metric} {best['value']:.4f} at "
                      f"step {best['step']}{vs}")
+    for name, view in ((best or {}).get("labels") or {}).items():
+        lines.append(f"  {name}, per label (accuracy, items): {per_label_text(view)}")
     lines += ["", render_table(data["trials"], metric=metric, searched=searched,
-                               baseline=sweep.baseline).rstrip("\n")]
+                               baseline=sweep.baseline, share=sweep.share).rstrip("\n")]
     return "\n".join(lines)
 
 

@@ -59,6 +59,7 @@ def summary(sweep: SweepDir, spec: TrialSpec, derived: SweepPlan,
             "num_trials": len(sweep.leaderboard()),
             "search_seed": cfg["search"]["seed"],
             "search_space": {k: d.describe() for k, d in derived.domains.items()},
+            "scorers": (cfg.get("evaluation") or {}).get("scorers") or [],
         },
         "winner": {
             "trial_id": best["trial_id"],

@@ -86,13 +86,24 @@ class Hub:
 
     def check_write_access(self) -> str:
         """Who the token belongs to; fails early for no token or a read-only token."""
+        return self.check_access(write=True)
+
+    def check_access(self, *, write: bool) -> str | None:
+        """Who the token belongs to (None: no token, accepted only without ``write``).
+
+        Raises:
+            UserError: no token (with ``write``), a token the Hub refuses, or a read-only
+                token (with ``write``).
+        """
         if not self.has_token():
+            if not write:
+                return None
             raise UserError(f"promoting to {self.repo_id} needs a Hugging Face token and none was "
                             f"found (HF_TOKEN is unset and there is no login). {LOGIN_FIX}")
         with hub_errors("checking the token", self.repo_id):
             info = self.api.whoami()
         role = ((info.get("auth") or {}).get("accessToken") or {}).get("role")
-        if role == "read":
+        if write and role == "read":
             raise UserError(f"the token of {info.get('name')} is read-only, and promoting to "
                             f"{self.repo_id} needs write permission. {LOGIN_FIX}")
         return info.get("name", "")

@@ -8,7 +8,7 @@ from typing import Any
 
 from trainables.lora import lora_alpha
 
-from ..sweepdir.results import vs_base
+from ..sweepdir.results import is_share, vs_base
 
 
 METRIC_TYPES = {"eval_loss": ("loss", "eval loss"),
@@ -49,12 +49,8 @@ def card_data(facts: dict[str, Any], *, repo_id: str | None):
     dataset_type = evaluation.get("hub_id") or data["train"].get("hub_id") or "json"
     dataset_name = (evaluation.get("hub_id") or evaluation.get("file")
                     or f"held-out part of {data['train'].get('file') or data['train'].get('hub_id')}")
-    winner = facts["winner"]
     results = []
-    metric = facts["sweep"]["metric"]
-    values = {metric: winner["value"]}
-    for name, (metric_type, metric_name) in METRIC_TYPES.items():
-        value = values.get(name, winner.get("eval", {}).get(name))
+    for key, value, metric_type, metric_name in _index_metrics(facts):
         if value is not None and math.isfinite(float(value)):
             results.append(EvalResult(task_type="text-generation", task_name="Text generation",
                                       dataset_type=dataset_type, dataset_name=dataset_name,
@@ -74,12 +70,41 @@ def card_data(facts: dict[str, Any], *, repo_id: str | None):
     )
 
 
+def _index_metrics(facts: dict[str, Any]) -> list[tuple[str, Any, str, str]]:
+    """``(key, value, metric_type, metric_name)`` of the ``model-index``: first the metric that
+    picked the winner (a task metric too), then the winner's other task metrics (each scorer's
+    primary one), then the loss metrics."""
+    winner, metric = facts["winner"], facts["sweep"]["metric"]
+    rows = (winner.get("verdict") or {}).get("rows") or {}
+    primaries = [m for m in rows.get("winner") or {} if m != "task_distinct"]
+    values = {**(winner.get("task") or {}), **(winner.get("eval") or {}), metric: winner["value"]}
+    out = []
+    for key in dict.fromkeys([metric, *primaries, *METRIC_TYPES]):
+        if key in METRIC_TYPES:
+            metric_type, name = METRIC_TYPES[key]
+        else:  # a task metric: the scorer's name and statistic, as the sweep reports it
+            metric_type, name = key.removeprefix("task_"), f"{key.removeprefix('task_')} (task metric)"
+        if key == metric:
+            name += ", the sweep's objective"
+        out.append((key, values.get(key), metric_type, name))
+    return out
+
+
+def _revision(base: dict[str, Any]) -> str:
+    """The base model's revision as a sentence can say it (never "None")."""
+    if base.get("revision"):
+        return f"`{base['revision']}`"
+    if is_hub_id(base["name_or_path"]):
+        return "not pinned (the Hub's main branch when the sweep ran)"
+    return "not recorded (a local model folder)"
+
+
 def _usage(facts: dict[str, Any], repo_id: str | None) -> str:
     base = facts["base_model"]
     adapter = repo_id or "path/to/promoted"
     quant = base["quantization"]
     if not is_hub_id(base["name_or_path"]):
-        return (f"The base model is `{base['name_or_path']}` (revision `{base['revision']}`), "
+        return (f"The base model is `{base['name_or_path']}` (revision {_revision(base)}), "
                 f"which is not on the Hub; `qlora-sweep generate` loads it with this adapter:\n\n"
                 f"```bash\nqlora-sweep generate {adapter} \"your prompt\"\n```\n")
     if quant["mode"] == "4bit":
@@ -133,11 +158,12 @@ def render_card(facts: dict[str, Any], *, repo_id: str | None, curve: bool) -> s
     hyper_rows.insert(2, ["lora.alpha", alpha, "alpha_ratio × r"])
     hyper_rows.insert(5, ["target modules", ", ".join(winner.get("target_modules") or []),
                           "what the group selects in this model"])
+    share = is_share(metric, sweep.get("scorers"))  # an accuracy: the change in points
     trials = [t for t in facts["trials"] if t.get(f"best_{metric}") is not None]
     compare = [["**this adapter** (trial " + winner["trial_id"] + ")", winner["value"],
-                _delta(winner["value"], baseline), winner["step"]]]
+                _delta(winner["value"], baseline, share), winner["step"]]]
     compare += [[f"runner-up {i} (trial {t['trial_id']}, {t['status']})", t[f"best_{metric}"],
-                 _delta(t[f"best_{metric}"], baseline), t.get("best_step")]
+                 _delta(t[f"best_{metric}"], baseline, share), t.get("best_step")]
                 for i, t in enumerate([t for t in trials if t["trial_id"] != winner["trial_id"]][:4], 1)]
     if baseline is not None:
         compare.append(["base model without adapter", baseline, "", 0])
@@ -155,8 +181,7 @@ def render_card(facts: dict[str, Any], *, repo_id: str | None, curve: bool) -> s
 
 A {'QLoRA' if base['quantization']['mode'] != 'none' else 'LoRA'} adapter for
 `{base['name_or_path']}`, fine-tuned on `{data_name}` ({data['format']} format). It is the
-winner of the hyperparameter sweep `{sweep['name']}`: {sweep['num_trials']} trials searched by
-{sweep['algorithm']} with {sweep['scheduler']['type']} early stopping, ranked by {metric}
+winner of the hyperparameter sweep `{sweep['name']}`: {_trials_searched(sweep)}, ranked by {metric}
 ({'lower' if mode == 'min' else 'higher'} is better) on the same eval data.
 
 ## How to use it
@@ -164,7 +189,7 @@ winner of the hyperparameter sweep `{sweep['name']}`: {sweep['num_trials']} tria
 {_usage(facts, repo_id)}
 ## Evaluation
 
-{metric} on the eval set ({_eval_description(data)}), against the base model and the runner-up
+{metric} on the eval set ({_eval_description(data, facts.get("baseline"), metric)}), against the base model and the runner-up
 trials of the same sweep:
 
 {_table(["model", metric, "vs base model", "step"], compare)}
@@ -184,7 +209,7 @@ most {training['max_steps']} steps and this is its checkpoint at step {winner['s
 - search: {sweep['algorithm']}, seed {sweep['search_seed']}; training seed {training['seed']}
 - trials: {', '.join(f'{n} {s}' for s, n in statuses.items())}
 - training data: `{data_name}` (sha256 `{train.get('sha256') or train.get('fingerprint')}`)
-- base model revision: `{base['revision']}`
+- base model revision: {_revision(base)}
 - libraries: {libs}
 - qlora-sweep commit: `{commit}`
 
@@ -223,15 +248,33 @@ def _quant(quant: dict[str, Any]) -> str:
     return "8-bit" if quant["mode"] == "8bit" else "full precision (no quantization)"
 
 
-def _delta(value, baseline) -> str:
-    """The change from the base model, relative, as the leaderboard shows it."""
-    return "" if value is None or baseline is None else vs_base(value, baseline)
+def _delta(value, baseline, share: bool = False) -> str:
+    """The change from the base model as the leaderboard shows it (points for an accuracy)."""
+    return "" if value is None or baseline is None else vs_base(value, baseline, share=share)
 
 
-def _eval_description(data: dict[str, Any]) -> str:
+def _trials_searched(sweep: dict[str, Any]) -> str:
+    """"4 trials searched by optuna with asha early stopping"; "1 trial ... without early
+    stopping"."""
+    n = sweep["num_trials"]
+    scheduler = sweep["scheduler"]["type"]
+    stopping = "without early stopping" if scheduler == "none" else f"with {scheduler} early stopping"
+    return f"{n} trial{'' if n == 1 else 's'} searched by {sweep['algorithm']} {stopping}"
+
+
+def _eval_description(data: dict[str, Any], baseline: dict[str, Any] | None,
+                      metric: str) -> str:
+    """Which eval data, and how many examples were SCORED: the task metrics' samples for a
+    task metric, the rows the loss was computed on otherwise (not the file's row count: rows
+    may be capped by data.max_eval_samples or evaluation.samples, or dropped as too long)."""
     evaluation = data["eval"]
+    baseline = baseline or {}
+    scored = baseline.get("task_samples" if metric.startswith("task_") else "eval_samples")
     if evaluation.get("held_out_fraction_of_train") is not None:
-        return f"{evaluation['held_out_fraction_of_train']:.0%} held out of the training data"
+        where = f"{evaluation['held_out_fraction_of_train']:.0%} held out of the training data"
+        return where + (f", {scored} examples scored" if scored else "")
     name = evaluation.get("file") or evaluation.get("hub_id")
     rows = evaluation.get("rows")
-    return f"`{name}`" + (f", {rows} examples" if rows else "")
+    if not scored:
+        return f"`{name}`" + (f", {rows} rows" if rows else "")
+    return f"`{name}`, {scored} examples scored" + (f" of its {rows} rows" if rows and rows != scored else "")

@@ -4,7 +4,8 @@ The flow, in the order that loses nothing: check the token (before any work), wr
 bundle into the sweep dir, read the repo's head, evaluate champion and challenger on the
 sweep's eval data, decide, then push everything in one commit with ``parent_commit`` set to
 the head that was judged (so a push that raced another one fails instead of overwriting it),
-and tag it with the sweep's name. Every attempt is recorded in ``promotions.jsonl``.
+and tag it with the sweep's name. Every attempt is recorded in ``promotions.jsonl``, a failed
+one too (``"verdict": "failed"`` and why), never with a token in it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -89,8 +91,31 @@ def _champion_base(summary: dict | None, adapter_config: dict | None) -> dict[st
 def _record(sweep: SweepDir, entry: dict[str, Any]) -> None:
     entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **entry}
     with open(sweep.path / PROMOTIONS, "a") as f:
-        f.write(strict_dumps(entry) + "\n")
+        f.write(redact(strict_dumps(entry)) + "\n")
     sweep.save()  # a cloud sweep dir gets the record and the bundle too
+
+
+# What a Hugging Face token looks like: never written into a record, whatever said it.
+_TOKEN_PATTERN = re.compile(r"\bhf_[A-Za-z0-9_]{6,}")
+
+
+def redact(text: str) -> str:
+    """``text`` without the token in use (wherever a server or library may have echoed it) nor
+    anything shaped like a Hugging Face token."""
+    try:
+        from huggingface_hub import get_token
+
+        token = get_token()
+    except Exception:  # no hub client, or an unreadable login cache: nothing to hide then
+        token = None
+    if token:
+        text = text.replace(token, "<token>")
+    return _TOKEN_PATTERN.sub("<token>", text)
+
+
+def _attempts(sweep: SweepDir) -> int:
+    path = sweep.path / PROMOTIONS
+    return sum(1 for _ in path.open()) if path.is_file() else 0
 
 
 def promote(sweep_path: str | Path, *, repo_id: str | None = None, private: bool | None = None,
@@ -100,15 +125,38 @@ def promote(sweep_path: str | Path, *, repo_id: str | None = None, private: bool
 
     Unset options come from the sweep's ``promote`` section. The adapter already in the repo is
     read as safetensors only; one stored only as a pickle is refused unless ``allow_pickle``.
+    Every attempt on a sweep dir that could be opened is recorded in ``promotions.jsonl``,
+    failed ones with why.
 
     Raises:
         UserError: anything the user can fix; nothing is pushed then.
     """
+    sweep = open_sweep(sweep_path)
+    before = _attempts(sweep)
+    options = {"repo_id": repo_id or (sweep.config.get("promote") or {}).get("repo_id"),
+               "dry_run": dry_run, "force": force,
+               "min_improvement": min_improvement}
+    try:
+        return _promote(sweep, repo_id=repo_id, private=private,
+                        min_improvement=min_improvement, force=force, dry_run=dry_run,
+                        allow_pickle=allow_pickle)
+    except (Exception, KeyboardInterrupt) as err:
+        if _attempts(sweep) == before:  # not recorded by the step that refused
+            why = (err.render().removeprefix("error: ") if isinstance(err, UserError)
+                   else "interrupted (Ctrl-C)" if isinstance(err, KeyboardInterrupt)
+                   else f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[-1]}")
+            _record(sweep, {**{k: v for k, v in options.items() if v not in (None, False)},
+                            "verdict": "failed", "reason": why})
+        raise
+
+
+def _promote(sweep: SweepDir, *, repo_id: str | None, private: bool | None,
+             min_improvement: float | str | None, force: bool, dry_run: bool,
+             allow_pickle: bool) -> dict[str, Any]:
     from .bundle import build_bundle
     from ..config.loading import load_config
     from ..config.preflight import preflight
 
-    sweep = open_sweep(sweep_path)
     best = sweep.require_best()
     section = sweep.config.get("promote") or {}
     repo_id = repo_id or section.get("repo_id")
@@ -126,9 +174,11 @@ def promote(sweep_path: str | Path, *, repo_id: str | None = None, private: bool
         from .hub import Hub
 
         hub = Hub(repo_id)
-        if not dry_run:
-            user = hub.check_write_access()
-            log.info(f"Hub: {hub.api.endpoint} as {user}")
+        # Before any work (the bundle, the evaluation): a push needs a token with write
+        # access; a dry run pushes nothing, so a read-only token, or none for a public repo,
+        # will do, but a token the Hub refuses stops it here too.
+        user = hub.check_access(write=not dry_run)
+        log.info(f"Hub: {hub.api.endpoint} as {user or 'anonymous (no token)'}")
 
     cfg, derived = load_config(sweep.path / SWEEP_YAML)
     spec = preflight(cfg, derived)

@@ -27,8 +27,8 @@ from ..config.plan import SweepPlan
 from ..config.schema import SweepConfig
 from ..errors import INTERRUPTED_EXIT, RUNTIME_EXIT, UserError
 from ..sweepdir.remote import Mirror
-from ..sweepdir.results import (best_record, render_table, trial_rows, vs_base, write_json,
-                                 write_leaderboard)
+from ..sweepdir.results import (best_record, is_share, render_table, trial_rows, vs_base,
+                                write_json, write_leaderboard)
 from .cluster import check_cluster
 from .ray_session import init_ray, quiet_ray_output
 from ..sweepdir.names import BEST, LEADERBOARD
@@ -182,7 +182,8 @@ def finish(cfg: SweepConfig, derived: SweepPlan, results, *, sweep_dir: Path,
     write_leaderboard(rows, sweep_dir / LEADERBOARD, metric=metric, searched=searched)
     best = best_record(rows, metric=metric, mode=mode, searched=searched, baseline=baseline)
     log.info("")
-    log.info(render_table(rows, metric=metric, searched=searched, baseline=baseline))
+    share = is_share(metric, cfg.evaluation.scorers)  # an accuracy: "vs base" in points
+    log.info(render_table(rows, metric=metric, searched=searched, baseline=baseline, share=share))
     counts = {s: sum(r["status"] == s for r in rows) for s in ("completed", "stopped_early", "errored")}
     log.info(f"{len(rows)} trial{'' if len(rows) == 1 else 's'}: {counts['completed']} "
              f"completed, {counts['stopped_early']} "
@@ -193,13 +194,14 @@ def finish(cfg: SweepConfig, derived: SweepPlan, results, *, sweep_dir: Path,
     from ..observe.verdict import judge, render
 
     verdict = judge(winner=best.get("task_metrics") or {}, baseline=baseline,
-                    scorers=[s.model_dump() for s in cfg.evaluation.scorers])
+                    scorers=[s.model_dump() for s in cfg.evaluation.scorers],
+                    confusion=best.get("confusion"))
     if verdict is not None:
         best["verdict"] = verdict
     write_json(sweep_dir / BEST, best)
     log.info(f"best trial {best['trial_id']}: {metric} {best['value']:.4f} at step {best['step']} "
              f"(base model {_number(best['baseline_value'])}, "
-             f"{vs_base(best['value'], best['baseline_value'])})")
+             f"{vs_base(best['value'], best['baseline_value'], share=share)})")
     if verdict is not None:
         log.info("")
         log.info("task metrics on the eval prompts (what the models answer):")

@@ -79,6 +79,13 @@ class SweepDir:
         return self.config["search"].get("mode") or reported_metrics(scorers).get(self.metric, "min")
 
     @property
+    def share(self) -> bool:
+        """Whether the sweep's metric is an accuracy-like share, compared in points."""
+        from .results import is_share
+
+        return is_share(self.metric, (self.config.get("evaluation") or {}).get("scorers"))
+
+    @property
     def searched(self) -> list[str]:
         """The searched settings' dotted names (``lora.r``, ``training.learning_rate``...)."""
         status = self.status() or {}
@@ -120,7 +127,7 @@ class SweepDir:
             rows.append(row)
         order = {"running": 0, "paused": 1, "pending": 2}
         rows.sort(key=lambda r: (*best_first(r, metric=metric, mode=self.mode),
-                                 order.get(r["status"], 3)))
+                                 order.get(r["status"], 3), r["trial_id"]))
         return rows
 
     def history(self, trial_id: str) -> list[dict[str, Any]]:

@@ -53,6 +53,21 @@ def _location(checkpoint) -> str:
 _TASK_UNSHOWN = ("_rmsle", "_parsed")
 
 
+def best_of(history, *, mode: str):
+    """The best ``(value, step)`` of a trial's evaluations ``[(value, step), ...]``; None when
+    it has none.
+
+    The one rule for a trial's best step, used by the live progress line (``status.json``),
+    ``leaderboard.csv``, ``status``, the final table and ``best.json``: the best value, and
+    among equal values the LATEST step. Latest, because that is the checkpoint Ray's
+    checkpoint manager keeps (``CheckpointConfig(num_to_keep=...)`` sorts by the score and,
+    among equal scores, deletes the older checkpoints first), so the step named is the step
+    whose checkpoint exists.
+    """
+    sign = 1.0 if mode == "max" else -1.0
+    return max(history, key=lambda vs: (sign * vs[0], vs[1]), default=None)
+
+
 def task_values(metrics: dict[str, Any] | None) -> dict[str, float]:
     """The task metrics (``task_*``) of one report or evaluation, finite ones only."""
     out = {}
@@ -97,7 +112,7 @@ def trial_rows(results, *, metric: str, mode: str, max_steps: int,
             status = "completed"
         else:
             status = "stopped_early"
-        best_value, best_step = (better(history, key=lambda vs: vs[0]) if history else (None, None))
+        best_value, best_step = best_of(history, mode=mode) or (None, None)
         # scheduler.early_eval_samples: a trial stopped before any whole-set evaluation has
         # only its values on the eval subset; shown apart, never ranked with whole-set ones.
         subset = []
@@ -105,11 +120,12 @@ def trial_rows(results, *, metric: str, mode: str, max_steps: int,
             subset = [float(v) for v in df[SEARCH_VALUE]
                       if v is not None and math.isfinite(float(v))]
         checkpoint, at = None, {}
-        ranked = [(c, m) for c, m in (result.best_checkpoints or [])
+        ranked = {int(m.get("step") or 0): (c, m) for c, m in (result.best_checkpoints or [])
                   if m.get(metric) is not None and math.isfinite(float(m[metric]))
-                  and _usable(c)]
-        if ranked:
-            best_ckpt, at = better(ranked, key=lambda cm: float(cm[1][metric]))
+                  and _usable(c)}
+        chosen = best_of([(float(m[metric]), step) for step, (c, m) in ranked.items()], mode=mode)
+        if chosen:
+            best_ckpt, at = ranked[chosen[1]]
             checkpoint = _location(best_ckpt)
         row = {"trial_id": trial_id, "status": status}
         row.update({k: (result.config or {}).get(k) for k in searched})
@@ -123,8 +139,11 @@ def trial_rows(results, *, metric: str, mode: str, max_steps: int,
         if not at_best and best_step is not None and df is not None:
             at_best = df[df["step"] == best_step].iloc[-1].to_dict()
         row.update(task_values(at_best))
+        if isinstance(at_best.get("task_confusion"), str):  # label scorers, at that step
+            row["task_confusion"] = at_best["task_confusion"]
         rows.append(row)
-    rows.sort(key=lambda r: best_first(r, metric=metric, mode=mode))
+    # Equal values: the trial with the smaller id first, as ``status`` and the live line do.
+    rows.sort(key=lambda r: (*best_first(r, metric=metric, mode=mode), r["trial_id"]))
     return rows
 
 
@@ -172,6 +191,8 @@ def best_record(rows: list[dict], *, metric: str, mode: str, searched: list[str]
     task = task_values(top)
     if task:  # with evaluation.scorers: the task metrics at that checkpoint
         record["task_metrics"] = task
+    if top.get("task_confusion"):  # label scorers: {scorer: {reference: {predicted: n}}}
+        record["confusion"] = json.loads(top["task_confusion"])
     return record
 
 
@@ -193,25 +214,47 @@ def _status_text(row: dict) -> str:
     return row["status"].replace("_", " ") + restarted
 
 
+def is_share(metric: str, scorers: list | None = None) -> bool:
+    """Whether ``metric`` is a share of the eval items (an accuracy: 0 to 1, higher is
+    better), compared with the base model in percentage points rather than relatively."""
+    from trainables.scoring import share_metrics
+
+    specs = [s.model_dump() if hasattr(s, "model_dump") else s for s in scorers or []]
+    return metric == "eval_mean_token_accuracy" or metric in share_metrics(specs)
+
+
 def relative_change(value: float | None, base: float | None) -> float | None:
-    """``(value - base) / |base|``: the "vs base" of the leaderboard, status and report
-    (None without both, or with a base of 0)."""
+    """``(value - base) / |base|``: the "vs base" of an error-like metric (None without both,
+    or with a base of 0)."""
     if value is None or base is None or not base:
         return None
     return (value - base) / abs(base)
 
 
-def vs_base(value: float | None, base: float | None) -> str:
-    """The "vs base" cell: a relative change, ``-78.3%``."""
+def points_change(value: float | None, base: float | None) -> float | None:
+    """``(value - base) * 100``: the "vs base" of a share (an accuracy), in percentage points;
+    a base of 0 is an ordinary base here (a base model that answers nothing right)."""
+    if value is None or base is None:
+        return None
+    return (value - base) * 100
+
+
+def vs_base(value: float | None, base: float | None, *, share: bool = False) -> str:
+    """The "vs base" cell: for a share (accuracy) the change in points, ``+12.5 pts``; else
+    relative, ``-78.3%`` ("-" with a base of 0)."""
+    if share:
+        change = points_change(value, base)
+        return "-" if change is None else f"{change:+.1f} pts"
     change = relative_change(value, base)
     return "-" if change is None else f"{change:+.1%}"
 
 
 def leaderboard_cells(rows: list[dict], *, metric: str, searched: list[str],
-                      baseline: dict | None) -> tuple[list[str], list[list[str]]]:
+                      baseline: dict | None, share: bool = False
+                      ) -> tuple[list[str], list[list[str]]]:
     """The leaderboard as text cells (header, rows), then the references: the base model and,
     with task metrics, the constant answer (what learning only the answers' format and
-    distribution gets)."""
+    distribution gets). ``share``: the metric is an accuracy, "vs base" in points."""
     short = {k: short_name(k) for k in searched}
     tasks = [k for k in task_columns(rows, baseline) if k != metric]
     header = ["#", "trial", "status", *[short[k] for k in searched], f"best {metric}",
@@ -220,7 +263,7 @@ def leaderboard_cells(rows: list[dict], *, metric: str, searched: list[str],
     table = []
     for i, r in enumerate(rows, 1):
         value = r[f"best_{metric}"]
-        delta = vs_base(value, base_value)
+        delta = vs_base(value, base_value, share=share)
         shown = _fmt(value)
         if value is None and r.get("subset_value") is not None:
             shown = f"{_fmt(r['subset_value'])} (subset)"
@@ -239,9 +282,10 @@ def leaderboard_cells(rows: list[dict], *, metric: str, searched: list[str],
 
 
 def render_table(rows: list[dict], *, metric: str, searched: list[str],
-                 baseline: dict | None) -> str:
+                 baseline: dict | None, share: bool = False) -> str:
     """A plain-text leaderboard with the base model's row for comparison."""
-    header, table = leaderboard_cells(rows, metric=metric, searched=searched, baseline=baseline)
+    header, table = leaderboard_cells(rows, metric=metric, searched=searched, baseline=baseline,
+                                      share=share)
     widths = [max(len(h), *(len(row[i]) for row in table)) if table else len(h)
               for i, h in enumerate(header)]
     out = io.StringIO()
