@@ -190,7 +190,7 @@ def _sweep_config(path: Path) -> dict:
         raise UserError(f"{path}: not valid YAML ({first}); the sweep's resolved config was cut "
                         f"short or changed by hand. Fix: restore it from a copy of the sweep "
                         f"dir.") from None
-    missing = [k for k in ("model", "data", "search") if not isinstance(config, dict)
+    missing = [k for k in ("search",) if not isinstance(config, dict)
                or not isinstance(config.get(k), dict)]
     if missing:
         raise UserError(f"{path}: not a sweep's resolved config (no {', '.join(missing)} "
