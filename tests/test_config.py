@@ -84,6 +84,7 @@ def test_each_rule_fails_with_its_message(tmp_path, sections, needle):
         {"resources": {"gpu": 0.0001}},
         {"scheduler": {"max_t": 10}, "training": {"max_steps": 10, "eval_steps": 5}},
         {"search_space": {"training.gradient_accumulation_steps": [1, 2]}},
+        {"search_space": {"training.seed": [1, 2]}},  # allowed: a trial's data split follows it
         {"search": {"algorithm": "grid"}},
         {"search": {"algorithm": "random", "initial_points": [{"lora.r": 8}]}},
         {"scheduler": {"grace_period": 20, "max_t": 20}},

@@ -108,7 +108,7 @@ def test_a_closed_pipe_ends_quietly(tmp_path):
     The output (a 15,000-value choice, about 90 KB, printed by validate) is larger than a
     pipe's buffer (64 KB), so the writer is still writing when ``head`` exits."""
     config = write_config(tmp_path / "big.yaml",
-                          search_space={"lora.r": {"choice": list(range(1, 15001))}})
+                          search_space={"training.seed": {"choice": list(range(15000))}})
     proc = subprocess.run(f"{sys.executable} -m orchestrator validate {config} | head -1",
                           shell=True, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.stdout == f"{config}: valid\n"

@@ -419,8 +419,7 @@ class SweepConfig(Section):
     search_space: dict[str, Any] = Field(
         default_factory=dict, description="Searched settings (dotted names), optionally on top "
         "of a preset: {preset: cpu-demo, lora.r: {choice: [8, 16]}}. Any lora.* or training.* "
-        "setting but training.max_steps, eval_steps, logging_steps, deferred_metrics and seed, "
-        "which every trial must share.")
+        "setting but training.max_steps and training.eval_steps, which every trial shares.")
     search: SearchSection = Field(default_factory=SearchSection, description="Search algorithm.")
     scheduler: SchedulerSection = Field(default_factory=SchedulerSection,
                                         description="Early stopping.")
@@ -464,18 +463,15 @@ def reported_metrics(scorers: list) -> dict[str, str]:
 SEARCHABLE_SECTIONS = {"lora": LoraSection, "training": TrainingSection}
 
 
-# Settings of those sections that a search must hold fixed, with why: what a trial is compared
-# on (its step count, its evaluation steps) must be the same for every trial.
+# Settings of those sections that a search must hold fixed, with why: ASHA and the searcher
+# compare trials step for step, at the same evaluation steps (searching training.seed stays
+# allowed: each trial then splits and tokenizes its own data, see run/sweep.py).
 NOT_SEARCHABLE = {
     "training.max_steps": "it is every trial's length and ASHA's budget (scheduler.max_t); "
                           "ASHA and the searcher compare trials step for step, so it is one "
                           "value for the whole sweep",
     "training.eval_steps": "trials report, checkpoint and meet ASHA's rungs at their "
                            "evaluation steps, so they must be the same for every trial",
-    "training.logging_steps": "it changes how often the loss is logged, not the model",
-    "training.deferred_metrics": "it changes how metrics are read, not the model",
-    "training.seed": "trials would differ by chance alone, and the searcher would fit that "
-                     "noise; to see a winner's spread, run it again with other seeds",
 }
 
 
