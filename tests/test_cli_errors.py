@@ -102,6 +102,7 @@ def test_existing_sweep_name_is_refused(capsys, tmp_path, name):
     cfg = write_config(tmp_path / "s.yaml", storage={"path": str(tmp_path / "sweeps"), "name": name})
     code, out = run_main(capsys, "run", str(cfg))
     assert code == 2 and "already exists" in out
+    assert "token lengths (builtin:tiny-llama tokenizer" in out  # run logs pre-flight's table
 
 
 def test_max_length_too_short_is_a_clear_error_before_any_trial(capsys, tiny_model_dir, tmp_path):

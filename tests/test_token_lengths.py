@@ -153,3 +153,47 @@ def test_references_are_the_completions_as_written_not_their_cut_tokens(tiny_mod
         "completion": [[{"role": "assistant", "content": "negative"}]],
         "input_ids": [ids[:cut]], "labels": [[-100] * start + ids[start:cut]]})
     assert prompts_and_references(chat, tok, [0])[1] == ["negative"]
+
+
+def lengths(name: str, *, rows: int, cut: int, longest: int = 90, total: int | None = None):
+    from trainables.token_lengths import SplitLengths
+
+    return SplitLengths(name=name, rows=rows, prompt=(60, 70, 80), completion=(5, 8, 10),
+                        longest=longest, cut=cut, dropped=0, max_length=80,
+                        total=total or rows)
+
+
+@pytest.mark.fast
+def test_how_many_cut_rows_are_an_error():
+    from orchestrator.config.data_fit import length_problems
+
+    ok = lengths("eval", rows=10, cut=0)
+    # 5 % of the training rows cut is a warning; more is an error; one cut eval row is one.
+    problems, warnings = length_problems([lengths("train", rows=100, cut=5), ok])
+    assert not problems and len(warnings) == 1 and "5 of 100 train rows (5.0 %)" in warnings[0]
+    problems, warnings = length_problems([lengths("train", rows=100, cut=6), ok])
+    assert len(problems) == 1 and not warnings and "at most 5 % may" in problems[0]
+    problems, _ = length_problems([lengths("train", rows=100, cut=0),
+                                   lengths("eval", rows=10, cut=1)])
+    assert len(problems) == 1 and "1 of 10 eval rows (10.0 %) would be cut" in problems[0]
+    # The length that fits: the longest row rounded up to 16, within what the model takes.
+    assert "data.max_length: 96 or more" in problems[0] and "is 90 tokens" in problems[0]
+    problems, _ = length_problems([lengths("train", rows=100, cut=0), lengths(
+        "eval", rows=10, cut=1, longest=600)], model_max=512)
+    assert "data.max_length: 512 or more (the model takes at most 512 tokens" in problems[0]
+    # A large training set is counted on a seeded sample, and the message says so.
+    problems, _ = length_problems([lengths("train", rows=20_000, cut=2_000, total=90_000), ok])
+    assert "2000 of 20000 train rows (10.0 %; a seeded sample of the 90000)" in problems[0]
+
+
+@pytest.mark.fast
+def test_the_builtin_model_warning_looks_at_what_the_prompts_are_about():
+    from orchestrator.config.data_fit import builtin_domain_warning
+
+    demo = [json.loads(line)["prompt"]
+            for line in (EXAMPLES / "data/pricing_train.jsonl").read_text().splitlines()]
+    assert builtin_domain_warning("builtin:tiny-llama", demo) == []
+    chat = [[{"role": "user", "content": p.strip()}] for p in demo]  # the demo as chat rows
+    assert builtin_domain_warning("builtin:tiny-llama", chat) == []
+    capitals = [f"What is the capital of {c}?\n" for c in ("France", "Peru", "Japan")]
+    assert "SmolLM2-135M-Instruct" in builtin_domain_warning("builtin:tiny-llama", capitals)[0]

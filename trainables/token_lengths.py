@@ -34,6 +34,7 @@ class SplitLengths:
     cut: int  # rows whose completion loses tokens (the dropped ones included)
     dropped: int  # rows with no completion token left
     max_length: int
+    total: int = 0  # rows in the split (more than ``rows`` when a sample was counted)
 
     @property
     def cut_share(self) -> float:
@@ -81,9 +82,19 @@ def _stats(values: list[int]) -> tuple[int, int, int]:
     return ordered[(n - 1) // 2], ordered[max(0, math.ceil(0.95 * n) - 1)], ordered[-1]
 
 
-def split_lengths(name: str, ds, tokenizer, max_length: int) -> SplitLengths:
-    """The token lengths of one split, and the rows ``max_length`` would cut or drop."""
-    lengths = row_lengths(ds, tokenizer)
+def sample(ds, rows: int | None):
+    """``ds``, or a seeded sample of ``rows`` of its rows when it has more."""
+    if rows is None or len(ds) <= rows:
+        return ds
+    return ds.shuffle(seed=0).select(range(rows))
+
+
+def split_lengths(name: str, ds, tokenizer, max_length: int, *,
+                  rows: int | None = None) -> SplitLengths:
+    """The token lengths of one split, and the rows ``max_length`` would cut or drop; with
+    ``rows``, of a seeded sample of that many rows when the split has more."""
+    total = len(ds)
+    lengths = row_lengths(sample(ds, rows), tokenizer)
     prompts = [p for p, _ in lengths] or [0]
     completions = [t - p for p, t in lengths] or [0]
     return SplitLengths(
@@ -91,4 +102,4 @@ def split_lengths(name: str, ds, tokenizer, max_length: int) -> SplitLengths:
         longest=max((t for _, t in lengths), default=0),
         cut=sum(t > max_length for _, t in lengths),
         dropped=sum(p >= max_length for p, _ in lengths),
-        max_length=max_length)
+        max_length=max_length, total=total)
