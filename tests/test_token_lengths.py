@@ -68,8 +68,8 @@ def test_a_max_length_that_cuts_labels_is_refused_with_the_length_that_fits(
             "left" in eval_line
     else:
         assert ": 42 of 60 train rows (70.0 %) would lose part or all" in train_line
-        assert ": 7 of 12 eval rows (58.3 %) would be cut;" in eval_line
-    assert "at most 5 % may" in train_line and "references cut short" in eval_line
+        assert ": 7 of 12 eval rows (58.3 %) would be cut:" in eval_line
+    assert "at most 5 % may" in train_line and "measured on cut answers" in eval_line
     longest, fits = (82, "data.max_length: 96") if chat else (76, "data.max_length: 80")
     for line in problems:
         assert f"Fix: set {fits} or more (the longest row, prompt and completion, is " \

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from trainables.token_lengths import SplitLengths
 
 # More cut training rows than this share is an error: a max_length chosen for other data, not
 # a long tail of a few outliers.
@@ -41,11 +44,12 @@ def fitting_length(longest: int) -> int:
     return -(-longest // 16) * 16
 
 
-def length_table(splits: list, *, model: str) -> list[str]:
+def length_table(splits: list[SplitLengths], *, model: str) -> list[str]:
     """The per-split token lengths as a small table, one line each."""
     limit = splits[0].max_length
     head = ["split", "rows", "prompt med/p95/max", "completion med/p95/max", "cut", "dropped"]
-    rows = [[s.name, str(s.rows) if s.rows == s.total else f"{s.rows} of {s.total}", "/".join(map(str, s.prompt)), "/".join(map(str, s.completion)),
+    rows = [[s.name, str(s.rows) if s.rows == s.total else f"{s.rows} of {s.total}",
+             "/".join(map(str, s.prompt)), "/".join(map(str, s.completion)),
              f"{s.cut} ({100 * s.cut_share:.1f} %)", str(s.dropped)] for s in splits]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     lines = [f"token lengths ({model} tokenizer; data.max_length = {limit}; cut: the "
@@ -56,7 +60,7 @@ def length_table(splits: list, *, model: str) -> list[str]:
     return lines
 
 
-def length_problems(splits: list, *, model_max: int | None = None
+def length_problems(splits: list[SplitLengths], *, model_max: int | None = None
                     ) -> tuple[list[str], list[str]]:
     """``(problems, warnings)`` for the rows ``data.max_length`` cuts (see the module doc)."""
     longest = max(s.longest for s in splits)
@@ -79,9 +83,10 @@ def length_problems(splits: list, *, model_max: int | None = None
         share = f"{s.cut} of {s.rows} {s.name} rows ({100 * s.cut_share:.1f} %{sampled})"
         if s.name == "eval":
             problems.append(
-                f"data.max_length = {limit}: {share} would be cut{dropped}; their answers would "
-                f"be scored against references cut short (or not at all), which makes the "
-                f"task metrics, the constant answer and the verdict wrong. {fix}")
+                f"data.max_length = {limit}: {share} would be cut{dropped}: the eval loss "
+                f"would be measured on cut answers and a row with nothing left is not "
+                f"evaluated at all, so the trials, the base model and the constant answer "
+                f"would be judged on other data than yours. {fix}")
         elif s.cut_share > MAX_CUT_TRAIN_SHARE:
             problems.append(
                 f"data.max_length = {limit}: {share} would lose part or all of their completion "
