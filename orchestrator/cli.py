@@ -200,12 +200,12 @@ def _resume(args) -> int:
 
 def _validate(args) -> int:
     from .config.loading import load_config
-    from .config.preflight import preflight, require_local_fit
+    from .config.preflight import preflight_report, require_local_fit
 
     _warn_untested_versions()
     cfg, derived = load_config(args.config, args.overrides)
     require_local_fit(cfg, derived, args.address)
-    spec = preflight(cfg, derived)
+    spec, fit = preflight_report(cfg, derived)
     space = derived.domains
     print(f"{args.config}: valid")
     print(f"  model:   {cfg.model.name_or_path} ({cfg.model.quantization.mode})")
@@ -218,6 +218,10 @@ def _validate(args) -> int:
         print(f"  {name}: {dom.describe()}")
     for key, modules in spec.target_groups.items():
         print(f"  targets {key}: {', '.join(modules)}")
+    for line in fit.table:
+        print(f"  {line}")
+    for warning in fit.warnings:
+        print(f"warning: {warning}")
     return 0
 
 

@@ -118,6 +118,7 @@ def test_existing_sweep_name_is_refused(capsys, tmp_path, name):
     cfg = write_config(tmp_path / "s.yaml", storage={"path": str(tmp_path / "sweeps"), "name": name})
     code, out = run_main(capsys, "run", str(cfg))
     assert code == 2 and "already exists" in out
+    assert "token lengths (builtin:tiny-llama tokenizer" in out  # run logs pre-flight's table
 
 
 def test_max_length_too_short_is_a_clear_error_before_any_trial(capsys, tiny_model_dir, tmp_path):
@@ -125,7 +126,7 @@ def test_max_length_too_short_is_a_clear_error_before_any_trial(capsys, tiny_mod
                        storage={"path": str(tmp_path / "sweeps"), "name": "too-short"})
     code, out = run_main(capsys, "run", str(cfg))
     assert code == 2, out[-2000:]
-    assert "Fix: raise data.max_length" in out and "Traceback" not in out
+    assert "Fix: set data.max_length: 48 or more" in out and "Traceback" not in out
     # Found by pre-flight, with the model's tokenizer: no Ray, no baseline.
     assert "pre-flight found" in out and "baseline" not in out and not ray_started()
     assert not (tmp_path / "sweeps" / "too-short").exists()

@@ -31,6 +31,9 @@ def test_real_sweep_writes_the_contract(smoke_sweep, tiny_model_dir):
     assert "resources.gpu = auto: no GPU in the cluster, so trials run on CPU" in out
     assert "GiB of RAM reserved per trial" in out and resolved["resources"]["gpu"] == "auto"
     assert Path(resolved["data"]["train"]["path"]).is_absolute()
+    # Pre-flight's token lengths, per split, before any trial.
+    assert "token lengths (builtin:tiny-llama tokenizer; data.max_length = 64" in out
+    assert out.index("token lengths") < out.index("evaluating the base model")
 
     rows = list(csv.DictReader(open(sweep / "leaderboard.csv")))
     assert len(rows) == 5

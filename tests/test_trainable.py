@@ -132,6 +132,19 @@ def test_nan_loss_raises_training_diverged(tmp_path):
         run_trial(s, output_dir=tmp_path / "nan")
 
 
+def assert_lengths_as_trl_tokenized(spec: TrialSpec, trainer) -> None:
+    """Pre-flight's token counts (trainables/token_lengths.py) are those of the rows TRL's
+    SFTTrainer built: prompt tokens (masked) and prompt + completion, row by row."""
+    from trainables.data import load_splits
+    from trainables.token_lengths import row_lengths
+
+    train, evalset, _fmt = load_splits(spec.data, seed=int(spec.training["seed"]))
+    for ours, theirs in ((train, trainer.train_dataset), (evalset, trainer.eval_dataset)):
+        built = [(sum(label == -100 for label in labels), len(labels))
+                 for labels in theirs["labels"]]
+        assert row_lengths(ours, trainer.processing_class) == built
+
+
 @pytest.mark.parametrize("fmt", ["messages", "instruction"])
 def test_other_row_formats_train(tmp_path, fmt):
     import json
@@ -154,6 +167,7 @@ def test_other_row_formats_train(tmp_path, fmt):
     # Completion-only loss: the prompt tokens are masked out of the loss.
     learned = sum(1 for label in sample["labels"] if label != -100)
     assert 0 < learned < len(sample["input_ids"])
+    assert_lengths_as_trl_tokenized(s, trainer)
     history = run_trial(s, output_dir=tmp_path / "out")
     assert [h["step"] for h in history] == [5, 10]
     assert history[-1]["eval_loss"] < history[0]["eval_loss"]
@@ -170,6 +184,7 @@ def test_examples_too_long_for_max_length_are_a_clear_error(tmp_path):
 def test_packing_trains_padding_free_and_leaves_the_eval_data_as_it_is(tiny_model_dir, tmp_path):
     unpacked = tiny_spec({"max_length": 128}, max_steps=4, eval_steps=4)  # 2-3 examples a row
     plain = build_trainer(unpacked, str(tmp_path / "plain"), save=False)
+    assert_lengths_as_trl_tokenized(unpacked, plain)
     s = tiny_spec({"max_length": 128, "packing": True}, max_steps=4, eval_steps=4)
     packed = build_trainer(s, str(tmp_path / "packed"), save=False)
     # Several examples share a max_length row; a batch is one flat sequence, no pad tokens,

@@ -26,11 +26,22 @@ CONFUSION = "task_confusion"  # each label scorer's confusion matrix, as JSON te
 SECONDS = "task_seconds"  # time the generation and scoring of one evaluation took
 
 
+def reference_text(completion, tokenizer) -> str:
+    """A row's untruncated completion as text: what its answer is scored against. (TRL keeps
+    the ``completion`` column beside the tokens; text completions end with the EOS it added.)"""
+    if isinstance(completion, list):  # chat: the assistant's message
+        return str(completion[-1]["content"]).strip()
+    eos = tokenizer.eos_token
+    return (completion.removesuffix(eos) if eos else completion).strip()
+
+
 def prompts_and_references(dataset, tokenizer, indices: list[int]) -> tuple[list[list[int]], list[str]]:
     """The prompt token ids and the reference text of the tokenized eval rows at ``indices``.
 
     TRL marks the completion with ``completion_mask`` (or, once it built them, with labels
-    that are -100 on the prompt).
+    that are -100 on the prompt). The reference is the row's completion as written, never its
+    tokens cut at ``data.max_length``; only rows tokenized without their text (none that
+    this project writes) fall back to decoding the tokens.
     """
     columns = dataset.column_names
     prompts, references = [], []
@@ -46,7 +57,8 @@ def prompts_and_references(dataset, tokenizer, indices: list[int]) -> tuple[list
                              "task metrics need prompt/completion data")
         start = mask.index(1) if 1 in mask else len(ids)
         prompts.append(ids[:start])
-        references.append(tokenizer.decode(ids[start:], skip_special_tokens=True).strip())
+        references.append(reference_text(row["completion"], tokenizer) if "completion" in columns
+                          else tokenizer.decode(ids[start:], skip_special_tokens=True).strip())
     return prompts, references
 
 

@@ -299,16 +299,8 @@ def _pretrain(model, tokenizer, corpus: list[str], recipe: dict):
     return float(loss.item())
 
 
-def build(dest: Path, recipe: dict | None = None) -> None:
-    """Build the builtin model from its recipe into ``dest`` (which must not exist)."""
-    import torch
-    import transformers
-    from transformers import LlamaForCausalLM
-
-    transformers.utils.logging.disable_progress_bar()
-    started = time.monotonic()
-    r = recipe or RECIPE
-    torch.manual_seed(r["seed"])
+def _corpus(r: dict) -> list[str]:
+    """The pre-training corpus of the recipe (the tokenizer is trained on it too)."""
     priced = frozenset()
     if r.get("price_lines"):
         from .pricing_rule import CATEGORIES
@@ -319,6 +311,40 @@ def build(dest: Path, recipe: dict | None = None) -> None:
         corpus += price_corpus(r["price_lines"], r["seed"], r.get("factor_share", 0.1),
                                r.get("list_share", 0.0))
         random.Random(r["seed"]).shuffle(corpus)
+    return corpus
+
+
+def tokenizer(recipe: dict | None = None):
+    """The builtin model's tokenizer: the built model's, or, before the model is built, the
+    same tokenizer trained alone from the recipe (about 1.5 s, where the whole build takes
+    minutes), so pre-flight can count tokens before the first run."""
+    dest = model_dir(recipe)
+    if (dest / "config.json").is_file():
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(dest)
+    key = recipe_key(recipe)
+    if key not in _TOKENIZERS:  # once per process (validate in tests, a resumed check)
+        r = recipe or RECIPE
+        _TOKENIZERS[key] = _train_tokenizer(_corpus(r), r["vocab_size"],
+                                            bool(r.get("split_digits")))
+    return _TOKENIZERS[key]
+
+
+_TOKENIZERS: dict = {}  # recipe key -> the tokenizer trained alone (read only)
+
+
+def build(dest: Path, recipe: dict | None = None) -> None:
+    """Build the builtin model from its recipe into ``dest`` (which must not exist)."""
+    import torch
+    import transformers
+    from transformers import LlamaForCausalLM
+
+    transformers.utils.logging.disable_progress_bar()
+    started = time.monotonic()
+    r = recipe or RECIPE
+    torch.manual_seed(r["seed"])
+    corpus = _corpus(r)
     log.info(f"building builtin:{NAME} (recipe {recipe_key(r)}): training the tokenizer")
     tokenizer = _train_tokenizer(corpus, r["vocab_size"], bool(r.get("split_digits")))
     model = LlamaForCausalLM(llama_config(r))

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from search_spaces.targets import TargetError, resolve_groups, resolve_target
 from trainables.spec import TrialSpec
 
+from .data_fit import DataFit, check_data_fit
 from .plan import SweepPlan
 from .schema import SweepConfig, looks_like_a_path
 from ..errors import UserError
@@ -161,30 +162,6 @@ def _check_cloud_storage(uri: str) -> list[str]:
     return []
 
 
-def check_max_length(model: dict[str, Any], data: dict[str, Any], fmt: str | None) -> list[str]:
-    """Some training prompt leaves room for its completion within ``data.max_length`` (checked
-    on the first rows, with the model's tokenizer; the builtin model only once it is built)."""
-    from trainables import tiny_llama
-    from trainables.data import DataError, load_source, prompt_lengths
-    from trainables.model import load_tokenizer
-
-    builtin = tiny_llama.is_builtin(model["name_or_path"])
-    if fmt is None or builtin and not (tiny_llama.model_dir() / "config.json").is_file():
-        return []
-    try:
-        tokenizer = load_tokenizer(model)
-        lengths = prompt_lengths(load_source(data["train"]), fmt, tokenizer)
-    except (DataError, OSError, ValueError):  # reported by the data and model checks
-        return []
-    limit = data["max_length"]
-    if not lengths or min(lengths) < limit:
-        return []
-    return [f"data.max_length = {limit}: every training prompt checked ({len(lengths)}) is at "
-            f"least {min(lengths)} tokens long, so truncation would leave no completion to "
-            f"learn from. Fix: raise data.max_length above the prompts (the longest checked "
-            f"is {max(lengths)} tokens)."]
-
-
 def check_chat_template(model: dict[str, Any], fmt: str | None) -> list[str]:
     """A ``messages`` dataset is rendered with the tokenizer's chat template: it must have one.
     (The builtin tiny Llama has one.)"""
@@ -270,9 +247,27 @@ def check_local_resources(cfg: SweepConfig) -> list[str]:
     return problems
 
 
+class Preflight(NamedTuple):
+    """What pre-flight returns: the sweep's trial spec, and what to show the user (the
+    token-length table, warnings)."""
+
+    spec: TrialSpec
+    fit: DataFit
+
+
 def preflight(cfg: SweepConfig, derived: SweepPlan) -> TrialSpec:
     """Every check that needs no Ray: data, model config, target groups. Returns the sweep's
     trial spec (each trial's is ``spec.for_trial(its searched values)``).
+
+    Raises:
+        UserError: with every problem found.
+    """
+    return preflight_report(cfg, derived).spec
+
+
+def preflight_report(cfg: SweepConfig, derived: SweepPlan) -> Preflight:
+    """:func:`preflight`, with the token-length table and the warnings that ``validate``
+    prints and ``run`` logs.
 
     Raises:
         UserError: with every problem found.
@@ -285,10 +280,14 @@ def preflight(cfg: SweepConfig, derived: SweepPlan) -> TrialSpec:
     problems += task_problems
     if not model_problems:
         problems += check_chat_template(cfg.model.model_dump(), fmt)
-        problems += check_max_length(cfg.model.model_dump(), data, fmt)
+        fit = check_data_fit(cfg.model.model_dump(), data, fmt, seed=cfg.training.seed)
+        problems += fit.problems
+    else:
+        fit = DataFit()
     if problems:
         raise UserError(f"pre-flight found {len(problems)} problem(s)", derived.locate(problems))
-    return TrialSpec(
+    fit = DataFit(table=fit.table, warnings=derived.locate(fit.warnings))
+    return Preflight(TrialSpec(
         model=cfg.model.model_dump(),
         data=data,
         data_format=fmt,
@@ -301,7 +300,7 @@ def preflight(cfg: SweepConfig, derived: SweepPlan) -> TrialSpec:
         task_eval=task,
         # written into every checkpoint (trainables.generate.PROMPT_FORMAT)
         prompt_format={"data_format": fmt, "prompt_suffix": suffix},
-    )
+    ), fit)
 
 
 def task_eval(cfg: SweepConfig, derived: SweepPlan) -> tuple[dict[str, Any] | None, list[str]]:

@@ -38,7 +38,9 @@ class Quantization(Section):
 class ModelSection(Section):
     name_or_path: str = Field(
         "builtin:tiny-llama", min_length=1,
-        description="Base causal LM: a Hub id, a local folder, or builtin:tiny-llama.")
+        description="Base causal LM: a Hub id, a local folder, or builtin:tiny-llama (pre-trained "
+        "for the demo's pricing data only; for your own data use a real model, e.g. "
+        "HuggingFaceTB/SmolLM2-135M-Instruct).")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
     quantization: Quantization = Field(default_factory=Quantization,
                                        description="How the base model is quantized.")
@@ -81,8 +83,9 @@ class DataSection(Section):
         "instruction/input/output, or auto-detected.")
     eval_fraction: float = Field(
         0.1, gt=0, lt=1, description="Share of train held out for eval when there is no eval.")
-    max_length: int = Field(512, ge=8, description="Longest tokenized example; longer ones "
-                            "are truncated.")
+    max_length: int = Field(512, ge=8, description="Longest tokenized example (prompt + "
+                            "completion); longer ones are truncated. Pre-flight refuses a value "
+                            "that cuts any eval row or more than 5 % of the training rows.")
     max_eval_samples: int | None = Field(
         None, ge=1, description="Evaluate on at most this many eval rows (first N).")
     packing: bool = Field(

@@ -22,7 +22,7 @@ from typing import Any
 
 from trainables.spec import TrialSpec
 
-from ..config.preflight import preflight, require_local_fit
+from ..config.preflight import preflight_report, require_local_fit
 from ..config.plan import SweepPlan
 from ..config.schema import SweepConfig
 from ..errors import INTERRUPTED_EXIT, RUNTIME_EXIT, UserError
@@ -94,7 +94,11 @@ def execute(start: Start, cfg: SweepConfig, derived: SweepPlan, *,
     """
     started = time.monotonic()
     require_local_fit(cfg, derived, address)
-    spec = preflight(cfg, derived)
+    spec, fit = preflight_report(cfg, derived)
+    for line in fit.table:
+        log.info(line)
+    for warning in fit.warnings:
+        log.warning(f"warning: {warning}")
     loc = start.location(cfg, derived)
     if cfg.storage.max_gb:
         spec = spec.replace(disk_budget={"path": loc.where,
