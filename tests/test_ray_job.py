@@ -105,9 +105,12 @@ def test_a_sweep_submitted_as_a_ray_job_succeeds_and_logs_its_leaderboard(ray_he
     config = write_config(
         tmp_path / "job.yaml",
         data={"max_eval_samples": 40},
-        training={"max_steps": 20, "eval_steps": 10},
-        search_space={"training.learning_rate": {"choice": [3e-3]}},
-        search={"algorithm": "grid"},
+        # One fixed training with the default search (Optuna), which refused an empty space
+        # with a RuntimeError before.
+        search_space={},
+        search={"num_trials": 1},
+        lora={"r": 8},
+        training={"max_steps": 20, "eval_steps": 10, "learning_rate": 3e-3},
         scheduler={"type": "none"},
         storage={"path": str(tmp_path / "sweeps"), "name": "job"},
     )

@@ -130,6 +130,35 @@ def test_generate_answers_from_a_checkpoint_in_its_training_prompt_format(smoke_
     assert code == 0 and out.strip() == rows[0]["completion"].strip(), err[-3000:]
 
 
+def _other_llama(path: Path, tokenizer_from: Path) -> Path:
+    """A random Llama of another width than the builtin one, with the builtin tokenizer."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_from)
+    config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2,
+                         vocab_size=len(tokenizer), max_position_embeddings=128)
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_generate_on_a_base_model_of_another_shape_is_one_message(smoke_sweep, tmp_path, capsys,
+                                                                  tiny_model_dir):
+    """An adapter on a model it does not fit: one message naming the layer, both shapes and
+    the model it was trained on, not torch's 84-line size-mismatch traceback."""
+    best = json.loads((smoke_sweep.path / "best.json").read_text())
+    other = _other_llama(tmp_path / "other-llama", tiny_model_dir)
+    code = main(["generate", best["checkpoint_path"], "A steel desk?", "--base-model",
+                 str(other), "--max-new-tokens", "4"])
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
+    assert code != 0 and "Traceback" not in out, out[-3000:]
+    assert f"--base-model {other}: the adapter does not fit this model" in captured.err, out
+    assert "the adapter has shape" in out and "it was trained on builtin:tiny-llama" in out
+    assert "Fix:" in out
+
+
 def test_validate_of_the_demo_prints_only_our_lines():
     proc = cli("validate", str(EXAMPLES / "demo_cpu.yaml"), timeout=300)
     assert proc.returncode == 0, proc.stderr
