@@ -64,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
                         "results from the two spaces are no longer strictly comparable")
     p.add_argument("--address", default=None,
                    help="Ray cluster to join (as for run); default: RAY_ADDRESS, else local Ray")
+    p.add_argument("--force", action="store_true",
+                   help="resume a sweep that still looks running (its driver's heartbeat is "
+                        "fresh) because you know its driver is gone; without it, a driver on "
+                        "another host counts as gone once its heartbeat is stale")
     p = sub.add_parser("promote", help="bundle the winning adapter with a model card and push "
                        "it to the Hub if it beats the adapter already there",
                        description="Write SWEEP_DIR/promoted (adapter, tokenizer, model card, "
@@ -180,7 +184,7 @@ def _resume(args) -> int:
     from .run.resume import resume_sweep
 
     return resume_sweep(args.sweep_dir, args.overrides, address=args.address,
-                        allow_space_change=args.allow_space_change)
+                        allow_space_change=args.allow_space_change, force=args.force)
 
 
 def _validate(args) -> int:
