@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .callbacks import Report, ReportCallback, TrainingDiverged
+from .callbacks import Report, ReportCallback, TrainingDiverged, reset_peak_memory
 from .disk import over_budget
 from .scoring import ScorerError
 from .spec import TrialSpec
@@ -185,6 +185,7 @@ def run_trial(spec: TrialSpec, *, output_dir: str | os.PathLike,
         TrainingDiverged: the loss became NaN or infinite.
     """
     _limit_threads(spec)
+    reset_peak_memory()  # this trial's peak, not the worker's since it started
     callback = ReportCallback(report or (lambda metrics, ckpt: None), started=started,
                               should_stop=should_stop)
     trainer = build_trainer(spec, str(output_dir), callbacks=[callback])
