@@ -44,6 +44,12 @@ class ScorerError(RuntimeError):
     """A user's scorer raised or returned something that is not a dict of numbers."""
 
 
+class ScorerImportError(ScorerError):
+    """The scorer's module could not be imported here. Unlike a scorer that raises, this can
+    be the node's fault (a module only the driver had, a package missing on one image), so a
+    trial that meets it is restarted (maybe elsewhere) rather than failed for good."""
+
+
 def scorer_name(spec: dict[str, Any]) -> str:
     """The scorer's name: given, or its type (a custom scorer: its function's name)."""
     if spec.get("name"):
@@ -167,11 +173,15 @@ def load_function(reference: str, search_path: Sequence[str] = ()) -> Callable:
     for folder in reversed(list(search_path)):
         if folder not in sys.path:
             sys.path.insert(0, folder)
+    if module_name not in sys.modules:
+        # Python remembers a folder that was missing (and a folder's listing) from an earlier
+        # try; a reused worker must see a module that has arrived since.
+        importlib.invalidate_caches()
     try:
         module = importlib.import_module(module_name)
     except Exception as err:  # a user's module may fail in any way while importing
-        raise ScorerError(f"cannot import module {module_name!r} ({type(err).__name__}: "
-                          f"{err})") from None
+        raise ScorerImportError(f"cannot import module {module_name!r} ({type(err).__name__}: "
+                                f"{err})") from None
     function = getattr(module, attr, None)
     if function is None:
         raise ScorerError(f"module {module_name!r} has no {attr!r}")

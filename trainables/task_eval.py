@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from .early_eval import subset_indices
-from .scoring import score_all
+from .scoring import load_function, score_all
 
 EXAMPLES = "task_examples"  # the reported (prompt, reference, prediction) triples, as JSON text
 SECONDS = "task_seconds"  # time the generation and scoring of one evaluation took
@@ -89,6 +89,11 @@ class TaskEval:
         self.prompts, self.references = prompts_and_references(eval_dataset, tokenizer, indices)
         steps = task.get("steps")
         self.steps = None if steps is None else {int(s) for s in steps}
+        # Custom scorers are imported now, so a module this node lacks fails the trial at its
+        # start rather than at its first evaluation (trainables.scoring.ScorerImportError).
+        for scorer in task["scorers"]:
+            if scorer["type"] == "custom":
+                load_function(scorer["function"], task.get("search_path") or ())
 
     def due(self, step: int, max_steps: int) -> bool:
         """Whether the evaluation at ``step`` generates (cadence ``rungs``: ASHA's rungs and the

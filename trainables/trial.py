@@ -21,7 +21,7 @@ from typing import Any
 
 from .callbacks import Report, ReportCallback, TrainingDiverged, reset_peak_memory
 from .disk import over_budget
-from .scoring import ScorerError
+from .scoring import ScorerError, ScorerImportError
 from .spec import TrialSpec
 from .storage import read_file, write_file
 
@@ -240,6 +240,20 @@ def _quiet_stop() -> None:
     sys.unraisablehook = hook
 
 
+def failure_marker(err: BaseException) -> str | None:
+    """What a trial's restarts are told of this failure (``DIVERGED_MARKER``), so they end at
+    once with it; None: the restarts try again.
+
+    A divergence, and a scorer that raises or returns nonsense, would only happen again: the
+    trial errors with its message once, and the sweep goes on. A scorer module that could not
+    be imported may be there on another node, or in a later try."""
+    if isinstance(err, TrainingDiverged):
+        return str(err)
+    if isinstance(err, ScorerError) and not isinstance(err, ScorerImportError):
+        return SCORER_FAILED + str(err)
+    return None
+
+
 def tune_trainable(config: dict[str, Any], *, base: TrialSpec) -> None:
     """Ray Tune entry point: ``tune.with_parameters(tune_trainable, base=spec)``; ``config``
     is the trial's searched values."""
@@ -294,13 +308,10 @@ def tune_trainable(config: dict[str, Any], *, base: TrialSpec) -> None:
             resume = restore_usable(checkpoint, lambda local: _restore(local, output_dir))
         run_trial(spec, output_dir=output_dir, report=report, resume_from=resume,
                   started=started, should_stop=stop_requested)
-    except TrainingDiverged as err:
-        write_file(fs, diverged, str(err))
-        raise
-    except ScorerError as err:
-        # A failing scorer fails the same way in every restart: the trial errors with its
-        # message once, and the sweep goes on.
-        write_file(fs, diverged, SCORER_FAILED + str(err))
+    except (TrainingDiverged, ScorerError) as err:
+        marker = failure_marker(err)
+        if marker is not None:
+            write_file(fs, diverged, marker)
         raise
     finally:
         shutil.rmtree(output_dir, ignore_errors=True)
