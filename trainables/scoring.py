@@ -22,13 +22,18 @@ An unparseable prediction is wrong, never an error: for ``number`` it counts as 
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 import math
 import re
+import shutil
 import statistics
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 PREFIX = "task_"
@@ -188,6 +193,42 @@ def load_function(reference: str, search_path: Sequence[str] = ()) -> Callable:
     if not callable(function):
         raise ScorerError(f"{reference} is a {type(function).__name__}, not a function")
     return function
+
+
+def module_sources(reference: str, search_path: Sequence[str]) -> dict[str, str]:
+    """The source of a custom scorer's module (``module:function``, imported already), as
+    ``{path relative to its folder: text}``, when it lies in one of ``search_path``'s folders
+    (the config's): what a worker without the driver's files needs to import it (a package:
+    all its ``.py`` files). {} for a module installed on the Python path, which every node
+    must have anyway."""
+    top = sys.modules[reference.partition(":")[0].split(".")[0]]
+    file = getattr(top, "__file__", None)
+    if not file:
+        return {}
+    file = Path(file).resolve()
+    for folder in map(Path, search_path):
+        folder = folder.resolve()
+        if folder in file.parents:
+            files = sorted(file.parent.rglob("*.py")) if hasattr(top, "__path__") else [file]
+            return {f.relative_to(folder).as_posix(): f.read_text() for f in files}
+    return {}
+
+
+def unpack_sources(sources: dict[str, str]) -> str:
+    """Write shipped module sources (:func:`module_sources`) into a folder of their own and
+    return it, to be searched first; the same sources always go to the same folder."""
+    digest = hashlib.sha256(json.dumps(sources, sort_keys=True).encode()).hexdigest()[:16]
+    folder = Path(tempfile.gettempdir()) / f"qlora-sweep-scorers-{digest}"
+    if not folder.is_dir():
+        staging = Path(tempfile.mkdtemp(prefix=".qlora-sweep-scorers-"))
+        for relative, text in sources.items():
+            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+            (staging / relative).write_text(text)
+        try:
+            staging.rename(folder)
+        except OSError:  # another worker on this node wrote it first
+            shutil.rmtree(staging, ignore_errors=True)
+    return str(folder)
 
 
 def score(spec: dict[str, Any], predictions: Sequence[str], references: Sequence[str], *,

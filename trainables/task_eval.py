@@ -9,7 +9,9 @@ greedy, in batches, left-padded, with the KV cache and at most ``max_new_tokens`
 ``samples`` (how many eval rows, drawn once with ``seed``: the same rows for every trial),
 ``max_new_tokens``, ``batch_size``, ``steps`` (the steps to evaluate at; None: every
 evaluation), ``examples`` (how many (prompt, reference, prediction) triples to report) and
-``search_path`` (folders a custom scorer module is imported from).
+``search_path`` (folders a custom scorer module is imported from) and ``sources`` (the custom
+scorers' module files as the driver read them, written out and searched first on a worker:
+``trainables.scoring.module_sources``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 from typing import Any
 
 from .early_eval import subset_indices
-from .scoring import load_function, score_all
+from .scoring import load_function, score_all, unpack_sources
 
 EXAMPLES = "task_examples"  # the reported (prompt, reference, prediction) triples, as JSON text
 SECONDS = "task_seconds"  # time the generation and scoring of one evaluation took
@@ -89,6 +91,9 @@ class TaskEval:
         self.prompts, self.references = prompts_and_references(eval_dataset, tokenizer, indices)
         steps = task.get("steps")
         self.steps = None if steps is None else {int(s) for s in steps}
+        if task.get("sources"):  # the custom scorers' modules as the driver had them
+            shipped = unpack_sources(task["sources"])
+            self.task = task = {**task, "search_path": [shipped, *(task.get("search_path") or [])]}
         # Custom scorers are imported now, so a module this node lacks fails the trial at its
         # start rather than at its first evaluation (trainables.scoring.ScorerImportError).
         for scorer in task["scorers"]:

@@ -128,7 +128,7 @@ def build_trainer(spec: TrialSpec, output_dir: str, *, callbacks=(), save: bool 
     else:
         from .data import load_splits
 
-        train, evalset, _fmt = load_splits(spec.data, seed=seed)
+        train, evalset, _fmt = load_splits(spec.data, seed=seed, rows=spec.data_rows)
     base, was_warm = warm.base_model(spec.model, load_base_model, keep=spec.warm_start)
     transformers.set_seed(seed)  # LoRA's A matrices are drawn here
     lora = spec.lora
@@ -351,7 +351,8 @@ def training_completions(spec: TrialSpec) -> list[str]:
     """The training set's completions as text (a chat row's: the assistant's reply)."""
     from .data import load_splits
 
-    train, _evalset, _fmt = load_splits(spec.data, seed=int(spec.training["seed"]))
+    train, _evalset, _fmt = load_splits(spec.data, seed=int(spec.training["seed"]),
+                                        rows=spec.data_rows)
     return [c if isinstance(c, str) else c[-1]["content"] for c in train["completion"]]
 
 

@@ -95,6 +95,10 @@ def execute(start: Start, cfg: SweepConfig, derived: SweepPlan, *,
     started = time.monotonic()
     require_local_fit(cfg, derived, address)
     spec = preflight(cfg, derived)
+    from trainables.data import local_rows
+
+    # The workers get the rows, not the paths: a cluster's nodes need not share a disk.
+    spec = spec.replace(data_rows=local_rows(spec.data))
     loc = start.location(cfg, derived)
     if cfg.storage.max_gb:
         spec = spec.replace(disk_budget={"path": loc.where,
