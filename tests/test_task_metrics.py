@@ -288,6 +288,7 @@ def _promote_twice(cli: ForkedCli, sweep: Path, env: dict, tmp_path: Path) -> No
     best.update(checkpoint_path=str(other), value=rows[step], step=step)
     (second / "best.json").write_text(json.dumps(best))
     shutil.rmtree(second / "promoted", ignore_errors=True)
+    _as_on_another_machine(second, gone=tmp_path / "not-on-this-machine")
     proc = cli("promote", str(second), "--repo-id", "acme/task", env=env, timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
@@ -297,6 +298,23 @@ def _promote_twice(cli: ForkedCli, sweep: Path, env: dict, tmp_path: Path) -> No
     wins = record["challenger_value"] < record["champion"]["value"]
     assert record["verdict"] == ("promoted" if wins else "kept champion")
     assert math.isfinite(record["champion"]["value"])
+
+
+def _as_on_another_machine(sweep: Path, *, gone: Path) -> None:
+    """The sweep dir as promote finds it on a machine without the driver's files: its data
+    files and the folders of its custom scorer module are at paths that do not exist there.
+    It has to judge on the sweep's tokenized eval rows with the scorer's recorded source."""
+    import yaml
+
+    resolved = yaml.safe_load((sweep / "sweep.yaml").read_text())
+    spec = json.loads((sweep / "spec.json").read_text())
+    for split in ("train", "eval"):
+        for data in (resolved["data"], spec["data"]):
+            data[split]["path"] = str(gone / Path(data[split]["path"]).name)
+    resolved["evaluation"]["scorer_path"] = spec["task_eval"]["search_path"] = [str(gone)]
+    assert "flaky.py" in spec["task_eval"]["sources"]
+    (sweep / "sweep.yaml").write_text(yaml.safe_dump(resolved))
+    (sweep / "spec.json").write_text(json.dumps(spec))
 
 
 def test_report_shows_the_answers_and_loss_against_the_task_metric(task_sweep):

@@ -27,7 +27,6 @@ import importlib
 import json
 import math
 import re
-import shutil
 import statistics
 import sys
 import tempfile
@@ -214,21 +213,21 @@ def module_sources(reference: str, search_path: Sequence[str]) -> dict[str, str]
     return {}
 
 
+_unpacked: dict[str, str] = {}  # this process's folders of shipped sources, by their digest
+
+
 def unpack_sources(sources: dict[str, str]) -> str:
-    """Write shipped module sources (:func:`module_sources`) into a folder of their own and
-    return it, to be searched first; the same sources always go to the same folder."""
-    digest = hashlib.sha256(json.dumps(sources, sort_keys=True).encode()).hexdigest()[:16]
-    folder = Path(tempfile.gettempdir()) / f"qlora-sweep-scorers-{digest}"
-    if not folder.is_dir():
-        staging = Path(tempfile.mkdtemp(prefix=".qlora-sweep-scorers-"))
+    """Write shipped module sources (:func:`module_sources`) into a folder of this process's
+    own (once per process for the same sources) and return it."""
+    digest = hashlib.sha256(json.dumps(sources, sort_keys=True).encode()).hexdigest()
+    folder = _unpacked.get(digest)
+    if folder is None or not Path(folder).is_dir():
+        folder = tempfile.mkdtemp(prefix="qlora-sweep-scorers-")
         for relative, text in sources.items():
-            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
-            (staging / relative).write_text(text)
-        try:
-            staging.rename(folder)
-        except OSError:  # another worker on this node wrote it first
-            shutil.rmtree(staging, ignore_errors=True)
-    return str(folder)
+            (Path(folder) / relative).parent.mkdir(parents=True, exist_ok=True)
+            (Path(folder) / relative).write_text(text)
+        _unpacked[digest] = folder
+    return folder
 
 
 def score(spec: dict[str, Any], predictions: Sequence[str], references: Sequence[str], *,

@@ -86,6 +86,29 @@ def _champion_base(summary: dict | None, adapter_config: dict | None) -> dict[st
     return None
 
 
+def _sweep_spec(sweep: SweepDir) -> TrialSpec | None:
+    """The spec the sweep recorded (``spec.json``) with its tokenized data (``tokenized/``):
+    the eval rows the trials were judged on and the custom scorers' source, so promote works
+    from the sweep dir alone, on any machine. None for a sweep dir without them (written
+    before they were kept, or with a searched seed): pre-flight reads the data again then."""
+    from ..sweepdir import spec_file
+    from ..sweepdir.names import TOKENIZED
+    from ..sweepdir.tokenized import Unreadable, load
+
+    spec = spec_file.load(sweep.path)
+    if spec is None:
+        return None
+    if sweep.remote is not None:
+        sweep.remote.pull(under=TOKENIZED)
+    try:
+        prepared = load(sweep.path)
+    except Unreadable as err:
+        log.info(f"note: the sweep's tokenized data cannot be read ({err}); reading the data "
+                 f"files again")
+        return None
+    return None if prepared is None else spec.replace(prepared_data=prepared)
+
+
 def _record(sweep: SweepDir, entry: dict[str, Any]) -> None:
     entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **entry}
     with open(sweep.path / PROMOTIONS, "a") as f:
@@ -131,7 +154,7 @@ def promote(sweep_path: str | Path, *, repo_id: str | None = None, private: bool
             log.info(f"Hub: {hub.api.endpoint} as {user}")
 
     cfg, derived = load_config(sweep.path / SWEEP_YAML)
-    spec = preflight(cfg, derived)
+    spec = _sweep_spec(sweep) or preflight(cfg, derived)
     bundle = build_bundle(sweep, spec, derived, repo_id=repo_id)
     summary = json.loads((bundle / "sweep_summary.json").read_text())
     size = sum(f.stat().st_size for f in bundle.iterdir())
