@@ -77,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
                        "`hf auth login`; HF_ENDPOINT is honoured.")
     p.add_argument("sweep_dir", help="the sweep dir printed by `qlora-sweep run`")
     p.add_argument("--repo-id", default=None, help="Hub model repo, e.g. acme/pricing-qlora")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to evaluate champion and challenger on (e.g. one with "
+                        "GPUs: 'auto', or ray://host:port), as one task with the sweep's "
+                        "per-trial resources; the adapters and eval rows go with it. Default: "
+                        "this process")
     p.add_argument("--private", action="store_true", default=None,
                    help="create the repo as private when it does not exist")
     p.add_argument("--min-improvement", default=None, metavar="X",
@@ -133,9 +138,21 @@ def _parser() -> argparse.ArgumentParser:
 def _promote(args) -> int:
     from .promotion.promote import promote
 
-    promote(args.sweep_dir, repo_id=args.repo_id, private=args.private,
-            min_improvement=args.min_improvement, force=args.force, dry_run=args.dry_run,
-            allow_pickle=args.allow_pickle)
+    started = False
+    if args.address:  # the comparison runs there, as one task with a trial's resources
+        from .run.ray_session import init_ray, quiet_ray_output
+
+        quiet_ray_output()
+        started = init_ray(args.address)
+    try:
+        promote(args.sweep_dir, repo_id=args.repo_id, private=args.private,
+                min_improvement=args.min_improvement, force=args.force, dry_run=args.dry_run,
+                allow_pickle=args.allow_pickle)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
     return 0
 
 

@@ -65,14 +65,15 @@ def test_workers_that_cannot_read_the_drivers_folder_train_and_score(tiny_model_
         driver / "sweep.yaml",
         data={"train": str(driver / "pricing_train.jsonl"),
               "eval": str(driver / "pricing_eval.jsonl"), "max_eval_samples": 16},
-        training={"max_steps": 4, "eval_steps": 4, "logging_steps": 4},
+        training={"max_steps": 4, "eval_steps": 2, "logging_steps": 2},
         search_space={"training.learning_rate": {"choice": [3e-3]}},
         search={"algorithm": "grid", "metric": "task_answered_share"},
         scheduler={"type": "none"},
         evaluation={"scorers": [{"type": "custom", "function": "driver_scorers:answered",
                                  "metrics": {"share": "max"}}],
                     "samples": 4, "max_new_tokens": 4},
-        storage={"path": str(tmp_path / "shared"), "name": "apart", "shared": True},
+        storage={"path": str(tmp_path / "shared"), "name": "apart", "shared": True,
+                 "keep_checkpoints": 2},
     )
 
     temp_dir = tempfile.mkdtemp(prefix="qs-ns-", dir="/tmp")
@@ -99,16 +100,18 @@ def test_workers_that_cannot_read_the_drivers_folder_train_and_score(tiny_model_
             ["unshare", "-m", "sh", "-c",
              f"mount -t tmpfs none {driver} && exec {sys.executable} {tmp_path / 'node.py'}"],
             cwd=ROOT, stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True)
+    sweep = tmp_path / "shared" / "apart"
     try:
         _wait_for_nodes(head.address, 2, worker)
         proc = cli("run", str(config), "--address", head.address, timeout=900)
+        if proc.returncode == 0:
+            promoted = _promote_on_the_cluster(sweep, head.address, hf_home=driver / "hf")
     finally:
         stop_group(worker, grace=30)
         head.shutdown()
         shutil.rmtree(temp_dir, ignore_errors=True)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
-    sweep = tmp_path / "shared" / "apart"
     status = json.loads((sweep / "status.json").read_text())
     (trial,) = status["trials"]
     assert trial["status"] == "completed"
@@ -116,4 +119,37 @@ def test_workers_that_cannot_read_the_drivers_folder_train_and_score(tiny_model_
     # driver shipped: the baseline and the trial scored with the custom scorer.
     assert json.loads((sweep / "baseline.json").read_text())["task_answered_share"] >= 0
     rows = list(csv.DictReader(open(sweep / f"trial_{trial['trial_id']}" / "progress.csv")))
-    assert [r["step"] for r in rows] == ["4"] and 0 <= float(rows[0]["task_answered_share"]) <= 1
+    assert [r["step"] for r in rows] == ["2", "4"]
+    assert all(0 <= float(r["task_answered_share"]) <= 1 for r in rows)
+
+    # promote --address: champion and challenger judged on the worker node, which sees
+    # neither the champion downloaded under the driver's folder nor the data or the scorer.
+    out, record = promoted
+    assert "champion   task_answered_share" in out and "challenger task_answered_share" in out
+    assert 0 <= record["champion"]["value"] <= 1 and record["metric"] == "task_answered_share"
+
+
+def _promote_on_the_cluster(sweep: Path, address: str, *, hf_home: Path):
+    """Promote the winner to a Hub on 127.0.0.1 (no champion: nothing to judge), then its
+    other checkpoint with ``--address``, judged against it there; (output, its record)."""
+    from .hub_server import HubServer
+
+    token = "hf_sentinel_write_token_cluster"
+    with HubServer(tokens={token: "write"}, user="acme") as hub:
+        env = {"HF_ENDPOINT": hub.url, "HF_TOKEN": token, "HF_HOME": str(hf_home),
+               "HF_HUB_DISABLE_TELEMETRY": "1"}
+        first = cli("promote", str(sweep), "--repo-id", "acme/apart", env=env, timeout=600)
+        assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
+        best = json.loads((sweep / "best.json").read_text())
+        trial = sweep / f"trial_{best['trial_id']}"
+        other = next(c for c in sorted(trial.glob("checkpoint_*"))
+                     if c.name != Path(best["checkpoint_path"]).name)
+        best.update(checkpoint_path=str(other),
+                    step=json.loads((other / "trainer_state.json").read_text())["global_step"])
+        (sweep / "best.json").write_text(json.dumps(best))
+        shutil.rmtree(sweep / "promoted")
+        second = cli("promote", str(sweep), "--repo-id", "acme/apart", "--address", address,
+                     env=env, timeout=600)
+    out = second.stdout + second.stderr
+    assert second.returncode == 0, out[-3000:]
+    return out, json.loads((sweep / "promotions.jsonl").read_text().splitlines()[-1])

@@ -30,16 +30,21 @@ log = logging.getLogger(__name__)
 
 def _evaluate(spec: TrialSpec, adapter_dirs: list[Path], resources: dict[str, float]
               ) -> list[dict]:
-    """Evaluate the adapters, with the base model loaded once: on a Ray worker when the
-    sweep's Ray is up (GPU nodes), else in this process."""
-    from trainables.trial import evaluate_adapters
-
-    dirs = [str(d) for d in adapter_dirs]
+    """Evaluate the adapters, with the base model loaded once: on a Ray worker when Ray is up
+    (the sweep's, or ``promote --address``: a cluster's GPU), which gets the adapters' files
+    and the eval rows with the task, else in this process."""
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
-        task = ray.remote(num_cpus=resources["cpu"], num_gpus=resources["gpu"])(evaluate_adapters)
-        return ray.get(task.remote(spec, dirs))
-    return evaluate_adapters(spec, dirs)
+        from trainables.entry import evaluate_adapter_files
+
+        files = [{f.name: f.read_bytes() for f in Path(d).iterdir() if f.is_file()}
+                 for d in adapter_dirs]
+        task = ray.remote(num_cpus=resources["cpu"],
+                          num_gpus=resources["gpu"])(evaluate_adapter_files)
+        return ray.get(task.remote(spec, files))
+    from trainables.trial import evaluate_adapters
+
+    return evaluate_adapters(spec, [str(d) for d in adapter_dirs])
 
 
 def _eval_gpu(gpu: float | str) -> float:
