@@ -211,6 +211,7 @@ def load_splits(data: dict[str, Any], *, seed: int, rows: dict[str, Any] | None 
     them (:func:`local_rows`), used instead of their paths.
     """
     rows = rows or {}
+    _quiet_datasets()  # also where no file is loaded: tokenizing the shipped rows
 
     def source(split: str):
         return from_table(rows[split]) if split in rows else load_source(data[split])
