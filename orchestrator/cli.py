@@ -64,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
                         "results from the two spaces are no longer strictly comparable")
     p.add_argument("--address", default=None,
                    help="Ray cluster to join (as for run); default: RAY_ADDRESS, else local Ray")
+    p.add_argument("--force", action="store_true",
+                   help="resume a sweep that still looks running (its driver's heartbeat is "
+                        "fresh) because you know its driver is gone; without it, a driver on "
+                        "another host counts as gone once its heartbeat is stale")
     p = sub.add_parser("promote", help="bundle the winning adapter with a model card and push "
                        "it to the Hub if it beats the adapter already there",
                        description="Write SWEEP_DIR/promoted (adapter, tokenizer, model card, "
@@ -73,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
                        "`hf auth login`; HF_ENDPOINT is honoured.")
     p.add_argument("sweep_dir", help="the sweep dir printed by `qlora-sweep run`")
     p.add_argument("--repo-id", default=None, help="Hub model repo, e.g. acme/pricing-qlora")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to evaluate champion and challenger on (e.g. one with "
+                        "GPUs: 'auto', or ray://host:port), as one task with the sweep's "
+                        "per-trial resources; the adapters and eval rows go with it. Default: "
+                        "this process")
     p.add_argument("--private", action="store_true", default=None,
                    help="create the repo as private when it does not exist")
     p.add_argument("--min-improvement", default=None, metavar="X",
@@ -143,9 +152,21 @@ def _warn_untested_versions() -> None:
 def _promote(args) -> int:
     from .promotion.promote import promote
 
-    promote(args.sweep_dir, repo_id=args.repo_id, private=args.private,
-            min_improvement=args.min_improvement, force=args.force, dry_run=args.dry_run,
-            allow_pickle=args.allow_pickle)
+    started = False
+    if args.address:  # the comparison runs there, as one task with a trial's resources
+        from .run.ray_session import init_ray, quiet_ray_output
+
+        quiet_ray_output()
+        started = init_ray(args.address)
+    try:
+        promote(args.sweep_dir, repo_id=args.repo_id, private=args.private,
+                min_improvement=args.min_improvement, force=args.force, dry_run=args.dry_run,
+                allow_pickle=args.allow_pickle)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
     return 0
 
 
@@ -195,7 +216,7 @@ def _resume(args) -> int:
 
     _warn_untested_versions()
     return resume_sweep(args.sweep_dir, args.overrides, address=args.address,
-                        allow_space_change=args.allow_space_change)
+                        allow_space_change=args.allow_space_change, force=args.force)
 
 
 def _validate(args) -> int:

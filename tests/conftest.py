@@ -41,9 +41,9 @@ HEAVY_FIXTURES = {"tiny_model_dir", "smoke_sweep"}
 # never what runs.
 LONGEST_FIRST = [
     "test_driver_faults", "test_faults", "test_promote", "test_status", "test_task_metrics",
-    "test_cluster", "test_early_eval", "test_ray_job",
-    "test_auto_resources", "test_trainable",
-    "test_warm_start", "test_first_hour", "test_deferred_metrics", "test_cli_errors",
+    "test_cluster", "test_early_eval", "test_ray_job", "test_no_shared_disk",
+    "test_auto_resources", "test_trainable", "test_warm_start", "test_first_hour",
+    "test_deferred_metrics", "test_cli_errors",
 ]
 SMOKE_READERS_LAST = ["test_untrusted", "test_sweep", "test_report", "test_loopback",
                       "test_tensorboard"]

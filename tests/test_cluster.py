@@ -141,6 +141,7 @@ def test_a_sweep_in_cloud_storage_keeps_everything_in_the_bucket(ray_cluster, s3
     trials = status["trials"]
     assert len(trials) == 2 and all(t["status"] == "completed" for t in trials), trials
     assert len({t["node_id"] for t in trials}) >= 2  # placed on at least two nodes
+    assert status["driver"]["heartbeat_at"] >= status["started_at"]  # the heartbeat, in the bucket
     for t in trials:
         trial = f"trial_{t['trial_id']}/"
         mine = [f[len(trial):] for f in files if f.startswith(trial)]

@@ -82,6 +82,21 @@ def test_custom_scorer(tmp_path):
         score({**spec, "function": "no_such_module:f"}, ["a"], ["b"])
 
 
+def test_a_scorer_module_that_was_missing_is_imported_once_it_arrives(tmp_path):
+    """A failed import is not remembered: a reused worker whose scorer module (or its whole
+    folder) was missing at one trial imports it at the next, once it is there."""
+    from trainables.scoring import ScorerImportError
+
+    folder = tmp_path / "shipped_later"  # not there yet, as on a node without the driver's files
+    spec = {"type": "custom", "function": "late_scorers:answered", "metrics": {"n": "max"}}
+    with pytest.raises(ScorerImportError, match="cannot import module 'late_scorers'"):
+        score(spec, ["a"], ["b"], search_path=[str(folder)])
+    folder.mkdir()
+    (folder / "late_scorers.py").write_text(
+        "def answered(predictions, references):\n    return {'n': len(predictions)}\n")
+    assert score(spec, ["a"], ["b"], search_path=[str(folder)]) == {"task_answered_n": 1.0}
+
+
 def test_constant_answer_is_the_median_for_numbers_else_the_most_common():
     completions = ["Price is $10.00", "Price is $30.00", "Price is $20.00", "Price is $30.00"]
     assert constant_answer(PRICE, completions) == "Price is $20.00"  # the lower median

@@ -21,6 +21,7 @@ def test_status_while_the_sweep_runs_shows_running_trials(smoke_sweep):
     live = [t for t in running["trials"] if t["status"] == "running"]
     assert live and any(t["steps_run"] > 0 for t in live)
     assert running["baseline"] is not None
+    assert running["driver"]["heartbeat_every_s"] > 0 and running["driver_gone"] is None
 
 
 def test_status_watch_refreshes_until_the_sweep_ends(smoke_sweep):

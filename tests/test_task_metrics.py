@@ -67,6 +67,36 @@ def test_generation_is_real_and_batching_does_not_change_answers(tiny_model_dir,
     assert any(p for p in batched)  # it answers something
 
 
+def test_a_scorer_module_missing_on_this_node_fails_the_trial_at_its_start_not_for_good(
+        tiny_model_dir, tmp_path):
+    """A trial whose custom scorer cannot be imported (a module only the driver has) fails
+    before training, and not for good: its restarts are not told to give up, and a restart in
+    the same (reused) worker imports the module once it is there."""
+    from tests.test_trainable import tiny_spec
+    from trainables.scoring import ScorerImportError
+    from trainables.trial import failure_marker, run_trial
+
+    folder = tmp_path / "scorers"
+    s = tiny_spec(max_steps=3, eval_steps=3, logging_steps=3).replace(warm_start=True).replace(
+        task_eval={"scorers": [{"type": "custom", "function": "node_scorers:answered",
+                                "metrics": {"answered": "max"}}],
+                   "samples": 4, "seed": 0, "max_new_tokens": 4, "batch_size": 4,
+                   "search_path": [str(folder)]})
+    with pytest.raises(ScorerImportError, match="cannot import module 'node_scorers'") as err:
+        run_trial(s, output_dir=tmp_path / "first")
+    assert not list((tmp_path / "first").glob("checkpoint-*"))  # it failed before training
+    assert failure_marker(err.value) is None  # the restarts try again
+    folder.mkdir()
+    (folder / "node_scorers.py").write_text(
+        "def answered(predictions, references):\n"
+        "    return {'answered': sum(bool(p) for p in predictions) / len(predictions)}\n")
+    history = run_trial(s, output_dir=tmp_path / "again")
+    assert [h["step"] for h in history] == [3] and 0 <= history[0]["task_answered_answered"] <= 1
+    from trainables import warm
+
+    warm.forget()
+
+
 @pytest.fixture(scope="module")
 def task_sweep(tiny_model_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("task-sweep")
@@ -262,6 +292,7 @@ def _promote_twice(cli: ForkedCli, sweep: Path, env: dict, tmp_path: Path) -> No
     best.update(checkpoint_path=str(other), value=rows[step], step=step)
     (second / "best.json").write_text(json.dumps(best))
     shutil.rmtree(second / "promoted", ignore_errors=True)
+    _as_on_another_machine(second, gone=tmp_path / "not-on-this-machine")
     proc = cli("promote", str(second), "--repo-id", "acme/task", env=env, timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
@@ -271,6 +302,23 @@ def _promote_twice(cli: ForkedCli, sweep: Path, env: dict, tmp_path: Path) -> No
     wins = record["challenger_value"] < record["champion"]["value"]
     assert record["verdict"] == ("promoted" if wins else "kept champion")
     assert math.isfinite(record["champion"]["value"])
+
+
+def _as_on_another_machine(sweep: Path, *, gone: Path) -> None:
+    """The sweep dir as promote finds it on a machine without the driver's files: its data
+    files and the folders of its custom scorer module are at paths that do not exist there.
+    It has to judge on the sweep's tokenized eval rows with the scorer's recorded source."""
+    import yaml
+
+    resolved = yaml.safe_load((sweep / "sweep.yaml").read_text())
+    spec = json.loads((sweep / "spec.json").read_text())
+    for split in ("train", "eval"):
+        for data in (resolved["data"], spec["data"]):
+            data[split]["path"] = str(gone / Path(data[split]["path"]).name)
+    resolved["evaluation"]["scorer_path"] = spec["task_eval"]["search_path"] = [str(gone)]
+    assert "flaky.py" in spec["task_eval"]["sources"]
+    (sweep / "sweep.yaml").write_text(yaml.safe_dump(resolved))
+    (sweep / "spec.json").write_text(json.dumps(spec))
 
 
 def test_report_shows_the_answers_and_loss_against_the_task_metric(task_sweep):

@@ -125,3 +125,19 @@ def test_adapters_judged_together_load_the_base_once_and_score_as_alone(trained)
     measured = ("eval_loss", "eval_perplexity", "eval_mean_token_accuracy", "eval_samples")
     assert [together[1][k] for k in measured] == [alone[0][k] for k in measured]
     assert together[0]["eval_loss"] != together[1]["eval_loss"]
+
+
+def test_a_reused_worker_reports_each_trials_own_peak_memory(tiny_model_dir, tmp_path):
+    """``peak_memory_mb`` is the trial's peak: a worker that earlier held far more (a larger
+    trial before this one; here a 1 GB array, freed again) does not report that."""
+    import numpy as np
+
+    from trainables.callbacks import peak_memory_mb
+
+    s = tiny_spec(max_steps=3, eval_steps=3, logging_steps=3).replace(warm_start=True)
+    spike = np.ones(2**30 // 8)  # touched: resident
+    earlier = peak_memory_mb()
+    del spike
+    history = run_trial(s, output_dir=tmp_path / "trial")
+    assert history[0]["peak_memory_mb"] < earlier - 200, (history[0]["peak_memory_mb"], earlier)
+    warm.forget()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import resource
+import sys
 import time
 from collections.abc import Callable
 
@@ -126,11 +127,39 @@ class ReportCallback(TrainerCallback):
         self._report(metrics, os.path.join(args.output_dir, f"checkpoint-{step}"))
 
 
+_HWM = "/proc/self/status"  # Linux: VmHWM, the peak resident set size, resettable
+
+
+def reset_peak_memory() -> None:
+    """Start the peak-memory figure afresh for a new trial: a reused (warm) worker would
+    otherwise report the highest peak of every trial it ran. On a GPU torch's peak statistics
+    are reset; on Linux the process's peak RSS is set back to its current RSS (``clear_refs``
+    5). Elsewhere (macOS) nothing can reset it and the figure is the process's."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
 def peak_memory_mb() -> float:
-    """Peak memory of the trial so far: GPU memory allocated by torch when on a GPU, else the
-    process's peak resident set size."""
+    """Peak memory of the trial so far (since :func:`reset_peak_memory`): GPU memory allocated
+    by torch when on a GPU, else the process's peak resident set size."""
     import torch
 
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    try:
+        with open(_HWM) as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # KiB
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # lifetime: KiB, macOS bytes
+    return peak / (2**20 if sys.platform == "darwin" else 1024)

@@ -223,16 +223,30 @@ def prompt_lengths(ds, fmt: str, tokenizer, *, rows: int = 1000) -> list[int]:
     return [len(ids) for ids in tokenizer(list(sample["prompt"]))["input_ids"]]
 
 
-def load_splits(data: dict[str, Any], *, seed: int):
+def local_rows(data: dict[str, Any]) -> dict[str, Any]:
+    """The rows of the local data files (``train``/``eval``) as Arrow tables, read here (the
+    driver) for workers that may not see its paths; Hub datasets load where they are used."""
+    return {split: to_table(load_source(data[split])) for split in ("train", "eval")
+            if data.get(split) and data[split].get("local", True)}
+
+
+def load_splits(data: dict[str, Any], *, seed: int, rows: dict[str, Any] | None = None):
     """Train and eval datasets in prompt/completion form, plus the detected format.
 
     ``data`` is the resolved data settings: ``train``/``eval`` sources, ``format``,
-    ``eval_fraction``, ``max_eval_samples``.
+    ``eval_fraction``, ``max_eval_samples``; ``rows``: the sources' rows as the driver read
+    them (:func:`local_rows`), used instead of their paths.
     """
-    train = load_source(data["train"])
+    rows = rows or {}
+    _quiet_datasets()  # also where no file is loaded: tokenizing the shipped rows
+
+    def source(split: str):
+        return from_table(rows[split]) if split in rows else load_source(data[split])
+
+    train = source("train")
     fmt = detect_format(train.column_names, data.get("format", "auto"), where=data["train"]["path"])
     if data.get("eval"):
-        evalset = load_source(data["eval"])
+        evalset = source("eval")
         detect_format(evalset.column_names, fmt, where=data["eval"]["path"])
     else:
         if len(train) < 2:

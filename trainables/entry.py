@@ -32,3 +32,28 @@ def prepare_data(spec: TrialSpec) -> dict[str, Any]:
     from .trial import prepare_data as run
 
     return run(spec)
+
+
+def evaluate_adapter_files(spec: TrialSpec, adapters: list[dict[str, bytes]]
+                           ) -> list[dict[str, float]]:
+    """:func:`trainables.trial.evaluate_adapters` on adapters handed over as their files
+    (``{file name: bytes}`` each), as a Ray task on a node that cannot read the folders they
+    came from (``promote --address``)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from .trial import evaluate_adapters as run
+
+    root = Path(tempfile.mkdtemp(prefix="qlora-sweep-adapters-"))
+    try:
+        dirs = []
+        for i, files in enumerate(adapters):
+            folder = root / str(i)
+            folder.mkdir()
+            for name, data in files.items():
+                (folder / name).write_bytes(data)
+            dirs.append(str(folder))
+        return run(spec, dirs)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

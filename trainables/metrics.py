@@ -14,7 +14,8 @@ OPTIMIZABLE = {
 # on; the metric's own column is NaN at subset evaluations (trainables/early_eval.py).
 SEARCH_VALUE = "search_value"
 # Everything in a report but ``step`` (ASHA's time attribute and every curve's x axis), with
-# its TensorBoard tag. ``peak_memory_mb`` is GPU memory on a GPU, else the process's peak RSS.
+# its TensorBoard tag. ``peak_memory_mb`` is the trial's own peak (reset when it starts, also in a
+# reused worker): GPU memory on a GPU, else the process's peak RSS.
 TENSORBOARD_TAGS = {
     "train_loss": "train/loss",
     "learning_rate": "train/learning_rate",

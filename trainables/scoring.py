@@ -22,13 +22,17 @@ An unparseable prediction is wrong, never an error: for ``number`` it counts as 
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 import math
 import re
 import statistics
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 PREFIX = "task_"
@@ -42,6 +46,12 @@ DEFAULT_NAMES = {"exact_match": "exact_match", "contains": "contains", "number":
 
 class ScorerError(RuntimeError):
     """A user's scorer raised or returned something that is not a dict of numbers."""
+
+
+class ScorerImportError(ScorerError):
+    """The scorer's module could not be imported here. Unlike a scorer that raises, this can
+    be the node's fault (a module only the driver had, a package missing on one image), so a
+    trial that meets it is restarted (maybe elsewhere) rather than failed for good."""
 
 
 def scorer_name(spec: dict[str, Any]) -> str:
@@ -181,17 +191,57 @@ def load_function(reference: str, search_path: Sequence[str] = ()) -> Callable:
     for folder in reversed(list(search_path)):
         if folder not in sys.path:
             sys.path.insert(0, folder)
+    if module_name not in sys.modules:
+        # Python remembers a folder that was missing (and a folder's listing) from an earlier
+        # try; a reused worker must see a module that has arrived since.
+        importlib.invalidate_caches()
     try:
         module = importlib.import_module(module_name)
     except Exception as err:  # a user's module may fail in any way while importing
-        raise ScorerError(f"cannot import module {module_name!r} ({type(err).__name__}: "
-                          f"{err})") from None
+        raise ScorerImportError(f"cannot import module {module_name!r} ({type(err).__name__}: "
+                                f"{err})") from None
     function = getattr(module, attr, None)
     if function is None:
         raise ScorerError(f"module {module_name!r} has no {attr!r}")
     if not callable(function):
         raise ScorerError(f"{reference} is a {type(function).__name__}, not a function")
     return function
+
+
+def module_sources(reference: str, search_path: Sequence[str]) -> dict[str, str]:
+    """The source of a custom scorer's module (``module:function``, imported already), as
+    ``{path relative to its folder: text}``, when it lies in one of ``search_path``'s folders
+    (the config's): what a worker without the driver's files needs to import it (a package:
+    all its ``.py`` files). {} for a module installed on the Python path, which every node
+    must have anyway."""
+    top = sys.modules[reference.partition(":")[0].split(".")[0]]
+    file = getattr(top, "__file__", None)
+    if not file:
+        return {}
+    file = Path(file).resolve()
+    for folder in map(Path, search_path):
+        folder = folder.resolve()
+        if folder in file.parents:
+            files = sorted(file.parent.rglob("*.py")) if hasattr(top, "__path__") else [file]
+            return {f.relative_to(folder).as_posix(): f.read_text() for f in files}
+    return {}
+
+
+_unpacked: dict[str, str] = {}  # this process's folders of shipped sources, by their digest
+
+
+def unpack_sources(sources: dict[str, str]) -> str:
+    """Write shipped module sources (:func:`module_sources`) into a folder of this process's
+    own (once per process for the same sources) and return it."""
+    digest = hashlib.sha256(json.dumps(sources, sort_keys=True).encode()).hexdigest()
+    folder = _unpacked.get(digest)
+    if folder is None or not Path(folder).is_dir():
+        folder = tempfile.mkdtemp(prefix="qlora-sweep-scorers-")
+        for relative, text in sources.items():
+            (Path(folder) / relative).parent.mkdir(parents=True, exist_ok=True)
+            (Path(folder) / relative).write_text(text)
+        _unpacked[digest] = folder
+    return folder
 
 
 def score(spec: dict[str, Any], predictions: Sequence[str], references: Sequence[str], *,

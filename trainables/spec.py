@@ -40,6 +40,9 @@ class TrialSpec:
     disk_budget: dict[str, Any] | None = None  # storage.max_gb: {path, max_bytes}
     # the data as TRL tokenized it once (Arrow tables and their split seed), shared by trials
     prepared_data: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    # the rows of the local data files as the driver read them (``train``/``eval``: Arrow
+    # tables), so a worker never opens the driver's paths (a cluster without a shared disk)
+    data_rows: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def for_trial(self, searched: dict[str, Any]) -> TrialSpec:
         """This spec with a trial's searched values applied (dotted keys as Tune samples

@@ -8,8 +8,10 @@ greedy, in batches, left-padded, with the KV cache and at most ``max_new_tokens`
 ``TrialSpec.task_eval`` (built by the sweep from ``evaluation``) holds the scorers and
 ``samples`` (how many eval rows, drawn once with ``seed``: the same rows for every trial),
 ``max_new_tokens``, ``batch_size``, ``steps`` (the steps to evaluate at; None: every
-evaluation), ``examples`` (how many (prompt, reference, prediction) triples to report) and
-``search_path`` (folders a custom scorer module is imported from).
+evaluation), ``examples`` (how many (prompt, reference, prediction) triples to report),
+``search_path`` (folders a custom scorer module is imported from) and ``sources`` (the custom
+scorers' module files as the driver read them, written out and searched after
+``search_path``, where its folders are missing: ``trainables.scoring.module_sources``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 from typing import Any
 
 from .early_eval import subset_indices
-from .scoring import confusions, pick_examples, score_all
+from .scoring import confusions, load_function, pick_examples, score_all, unpack_sources
 
 EXAMPLES = "task_examples"  # the reported (prompt, reference, prediction) triples, as JSON text
 CONFUSION = "task_confusion"  # each label scorer's confusion matrix, as JSON text
@@ -102,6 +104,16 @@ class TaskEval:
         self.prompts, self.references = prompts_and_references(eval_dataset, tokenizer, indices)
         steps = task.get("steps")
         self.steps = None if steps is None else {int(s) for s in steps}
+        if task.get("sources"):
+            # The custom scorers' modules as the driver had them, searched after the driver's
+            # folders: used where those folders are missing (another node, another machine).
+            shipped = unpack_sources(task["sources"])
+            self.task = task = {**task, "search_path": [*(task.get("search_path") or []), shipped]}
+        # Custom scorers are imported now, so a module this node lacks fails the trial at its
+        # start rather than at its first evaluation (trainables.scoring.ScorerImportError).
+        for scorer in task["scorers"]:
+            if scorer["type"] == "custom":
+                load_function(scorer["function"], task.get("search_path") or ())
 
     def due(self, step: int, max_steps: int) -> bool:
         """Whether the evaluation at ``step`` generates (cadence ``rungs``: ASHA's rungs and the

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .callbacks import Report, ReportCallback, TrainingDiverged
+from .callbacks import Report, ReportCallback, TrainingDiverged, reset_peak_memory
 from .disk import over_budget
-from .scoring import ScorerError
+from .scoring import ScorerError, ScorerImportError
 from .spec import TrialSpec
 from .storage import read_file, write_file
 
@@ -128,7 +128,7 @@ def build_trainer(spec: TrialSpec, output_dir: str, *, callbacks=(), save: bool 
     else:
         from .data import load_splits
 
-        train, evalset, _fmt = load_splits(spec.data, seed=seed)
+        train, evalset, _fmt = load_splits(spec.data, seed=seed, rows=spec.data_rows)
     base, was_warm = warm.base_model(spec.model, load_base_model, keep=spec.warm_start)
     transformers.set_seed(seed)  # LoRA's A matrices are drawn here
     lora = spec.lora
@@ -185,6 +185,7 @@ def run_trial(spec: TrialSpec, *, output_dir: str | os.PathLike,
         TrainingDiverged: the loss became NaN or infinite.
     """
     _limit_threads(spec)
+    reset_peak_memory()  # this trial's peak, not the worker's since it started
     callback = ReportCallback(report or (lambda metrics, ckpt: None), started=started,
                               should_stop=should_stop)
     trainer = build_trainer(spec, str(output_dir), callbacks=[callback])
@@ -237,6 +238,20 @@ def _quiet_stop() -> None:
 
     hook.qlora_sweep = True
     sys.unraisablehook = hook
+
+
+def failure_marker(err: BaseException) -> str | None:
+    """What a trial's restarts are told of this failure (``DIVERGED_MARKER``), so they end at
+    once with it; None: the restarts try again.
+
+    A divergence, and a scorer that raises or returns nonsense, would only happen again: the
+    trial errors with its message once, and the sweep goes on. A scorer module that could not
+    be imported may be there on another node, or in a later try."""
+    if isinstance(err, TrainingDiverged):
+        return str(err)
+    if isinstance(err, ScorerError) and not isinstance(err, ScorerImportError):
+        return SCORER_FAILED + str(err)
+    return None
 
 
 def tune_trainable(config: dict[str, Any], *, base: TrialSpec) -> None:
@@ -293,13 +308,10 @@ def tune_trainable(config: dict[str, Any], *, base: TrialSpec) -> None:
             resume = restore_usable(checkpoint, lambda local: _restore(local, output_dir))
         run_trial(spec, output_dir=output_dir, report=report, resume_from=resume,
                   started=started, should_stop=stop_requested)
-    except TrainingDiverged as err:
-        write_file(fs, diverged, str(err))
-        raise
-    except ScorerError as err:
-        # A failing scorer fails the same way in every restart: the trial errors with its
-        # message once, and the sweep goes on.
-        write_file(fs, diverged, SCORER_FAILED + str(err))
+    except (TrainingDiverged, ScorerError) as err:
+        marker = failure_marker(err)
+        if marker is not None:
+            write_file(fs, diverged, marker)
         raise
     finally:
         shutil.rmtree(output_dir, ignore_errors=True)
@@ -339,7 +351,8 @@ def training_completions(spec: TrialSpec) -> list[str]:
     """The training set's completions as text (a chat row's: the assistant's reply)."""
     from .data import load_splits
 
-    train, _evalset, _fmt = load_splits(spec.data, seed=int(spec.training["seed"]))
+    train, _evalset, _fmt = load_splits(spec.data, seed=int(spec.training["seed"]),
+                                        rows=spec.data_rows)
     return [c if isinstance(c, str) else c[-1]["content"] for c in train["completion"]]
 
 

@@ -7,6 +7,13 @@ driver is gone. Statuses: ``pending``, ``running``, ``paused``, ``completed``,
 ``stopped_early`` (with the ASHA rung it was stopped at), ``errored`` (with the first line of
 its error). The console gets a line when a trial starts and ends, and a summary at most every
 ``PROGRESS_EVERY_S`` while trials run.
+
+The driver's entry carries a heartbeat (``heartbeat_at``), refreshed at least every
+``HEARTBEAT_EVERY_S`` while Tune's loop runs, even when no trial reports: a driver on another
+host (a head node that crashed, a new KubeRay head pod) cannot be asked whether its process
+lives, so ``status`` and ``resume`` call it gone once its heartbeat is stale
+(``observe.status.driver_gone``). The file goes through the sweep dir's storage like the
+others (a cloud sweep dir's mirror uploads it).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from ..sweepdir.names import STATUS
 log = logging.getLogger(__name__)
 
 WRITE_EVERY_S = 1.0
+HEARTBEAT_EVERY_S = 30.0
 PROGRESS_EVERY_S = 30.0
 _RAY_STATES = {"PENDING": "pending", "RUNNING": "running", "PAUSED": "paused"}
 
@@ -104,7 +112,8 @@ class StatusCallback(Callback):
         self._data = {
             "sweep": self._path.parent.name, "state": "running",
             "started_at": previous.get("started_at", _now()), "updated_at": _now(),
-            "driver": {"host": socket.gethostname(), "pid": os.getpid()},
+            "driver": {"host": socket.gethostname(), "pid": os.getpid(), "heartbeat_at": _now(),
+                       "heartbeat_every_s": HEARTBEAT_EVERY_S},
             "metric": self._metric, "mode": self._mode, "max_steps": self._max_steps,
             "searched": self._searched, "planned_trials": self._planned,
             "asha_rungs": self._rungs, "trials": [],
@@ -132,6 +141,11 @@ class StatusCallback(Callback):
             return  # written by a later event, or at the latest by on_step_end
         self._data["updated_at"] = _now()
         self._data["trials"] = list(self._trials.values())
+        self._beat()
+
+    def _beat(self) -> None:
+        """Write the file with a fresh heartbeat (``updated_at`` stays the last trial event)."""
+        self._data["driver"]["heartbeat_at"] = _now()
         write_json(self._path, self._data)
         self._written_at, self._dirty = time.monotonic(), False
 
@@ -182,6 +196,8 @@ class StatusCallback(Callback):
         if signature == self._signature:
             if self._dirty:
                 self._write()
+            elif time.monotonic() - self._written_at >= HEARTBEAT_EVERY_S:
+                self._beat()  # nothing reported for a while: say the driver still lives
             return
         self._signature = signature
         for trial in trials:

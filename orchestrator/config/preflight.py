@@ -306,7 +306,7 @@ def preflight_report(cfg: SweepConfig, derived: SweepPlan) -> Preflight:
 def task_eval(cfg: SweepConfig, derived: SweepPlan) -> tuple[dict[str, Any] | None, list[str]]:
     """What a trial needs to generate and score (``trainables/task_eval.py``), and the
     problems found importing custom scorers (the driver imports them, as every worker will)."""
-    from trainables.scoring import ScorerError, load_function
+    from trainables.scoring import ScorerError, load_function, module_sources
 
     from .rules import asha_rungs
 
@@ -317,11 +317,12 @@ def task_eval(cfg: SweepConfig, derived: SweepPlan) -> tuple[dict[str, Any] | No
     search_path = list(dict.fromkeys(
         [str((here / Path(p).expanduser()).resolve()) for p in ev.scorer_path]
         + [str(here), os.getcwd()]))
-    problems = []
+    problems, sources = [], {}
     for i, scorer in enumerate(ev.scorers):
         if scorer.type == "custom":
             try:
                 load_function(scorer.function, search_path)
+                sources.update(module_sources(scorer.function, search_path))  # for the workers
             except ScorerError as err:
                 problems.append(f"evaluation.scorers[{i}].function = {scorer.function!r}: {err}. "
                                 f"Fix: put the module beside the config file (or on the Python "
@@ -334,7 +335,7 @@ def task_eval(cfg: SweepConfig, derived: SweepPlan) -> tuple[dict[str, Any] | No
     return {"scorers": [s.model_dump() for s in ev.scorers], "samples": ev.samples,
             "seed": cfg.search.seed, "max_new_tokens": ev.max_new_tokens,
             "batch_size": ev.batch_size, "steps": steps, "examples": ev.examples,
-            "search_path": search_path}, problems
+            "search_path": search_path, "sources": sources}, problems
 
 
 def early_eval(cfg: SweepConfig, derived: SweepPlan) -> dict[str, Any] | None:

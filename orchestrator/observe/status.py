@@ -30,23 +30,60 @@ _ORDER = ("running", "pending", "paused", "completed", "stopped_early", "errored
 
 
 def _age(stamp: str) -> str:
+    return _span(_seconds_since(stamp))
+
+
+# A driver whose heartbeat is older than this many of its periods is gone: a few periods, so
+# a Tune loop busy for a while (a long checkpoint upload) is not mistaken for a dead one.
+STALE_AFTER_BEATS = 5
+
+
+def _seconds_since(stamp: str, now: float | None = None) -> float:
     then = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    seconds = max(0, int((datetime.now(timezone.utc) - then).total_seconds()))
+    return (now if now is not None else time.time()) - then.timestamp()
+
+
+def _span(seconds: float) -> str:
+    seconds = max(0, int(seconds))
     return f"{seconds} s" if seconds < 120 else f"{seconds // 60} min"
 
 
-def driver_gone(status: dict[str, Any]) -> bool:
-    """A sweep marked running whose driver process, on this machine, no longer exists."""
+def heartbeat_age(status: dict[str, Any], now: float | None = None) -> tuple[float, float] | None:
+    """``(seconds since the driver's last heartbeat, the stale limit)``; None for a sweep
+    written before heartbeats (or not running)."""
     driver = status.get("driver") or {}
-    if status.get("state") != "running" or driver.get("host") != socket.gethostname():
-        return False
     try:
-        os.kill(int(driver["pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, KeyError, ValueError):
-        return False
-    return False
+        age = _seconds_since(driver["heartbeat_at"], now)
+        limit = STALE_AFTER_BEATS * float(driver["heartbeat_every_s"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return age, limit
+
+
+def driver_gone(status: dict[str, Any], now: float | None = None) -> str | None:
+    """Why a sweep marked running has no driver any more, or None while it may still run.
+
+    On the driver's own host its process id answers; on any other host (or where the id was
+    taken by another process, as in a restarted container) only the heartbeat it writes into
+    ``status.json`` can: a heartbeat older than ``STALE_AFTER_BEATS`` periods means gone.
+    Clocks are compared across hosts, so they must agree to well within that limit (NTP).
+    """
+    driver = status.get("driver") or {}
+    if status.get("state") != "running":
+        return None
+    who = f"driver pid {driver.get('pid')} on {driver.get('host')}"
+    if driver.get("host") == socket.gethostname():
+        try:
+            os.kill(int(driver["pid"]), 0)
+        except ProcessLookupError:
+            return f"{who} is no longer running"
+        except (PermissionError, KeyError, ValueError):
+            pass
+    beat = heartbeat_age(status, now)
+    if beat is not None and beat[0] > beat[1]:
+        return (f"{who} wrote no heartbeat for {_span(beat[0])} (it writes one every "
+                f"{_span(beat[1] / STALE_AFTER_BEATS)}; gone after {_span(beat[1])})")
+    return None
 
 
 def label_view(sweep: SweepDir, trial_id: str, step: int | None) -> dict[str, Any] | None:
@@ -103,10 +140,12 @@ def summary(sweep: SweepDir) -> dict[str, Any]:
         if labels:  # label scorers: the per-label accuracy behind the one number
             best["labels"] = labels
     state = status.get("state", "finished")
-    if driver_gone(status):
+    gone = driver_gone(status)
+    if gone:
         state = "interrupted"
     return {"sweep": sweep.name, "path": sweep.where, "state": state,
             "updated_at": status.get("updated_at"), "driver": status.get("driver"),
+            "driver_gone": gone,
             "metric": metric, "mode": sweep.mode, "planned_trials": status.get("planned_trials"),
             "counts": dict(Counter(r["status"] for r in rows)), "baseline": base, "best": best,
             "trials": rows}
@@ -133,6 +172,9 @@ def _text(sweep: SweepDir, data: dict[str, Any], searched: list[str]) -> str:
     state = data["state"]
     if state == "running" and data["updated_at"]:
         state += f" (last update {_age(data['updated_at'])} ago)"
+    elif state == "interrupted" and data.get("driver_gone"):
+        state += (f" (the driver is gone: {data['driver_gone']}; the finished trials and their "
+                  f"checkpoints are kept; resume it with: qlora-sweep resume {data['path']})")
     elif state == "interrupted":
         state += (" (the driver stopped before the trials ended; the finished trials and their "
                   "checkpoints are kept)")

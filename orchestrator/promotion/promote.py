@@ -32,16 +32,21 @@ log = logging.getLogger(__name__)
 
 def _evaluate(spec: TrialSpec, adapter_dirs: list[Path], resources: dict[str, float]
               ) -> list[dict]:
-    """Evaluate the adapters, with the base model loaded once: on a Ray worker when the
-    sweep's Ray is up (GPU nodes), else in this process."""
-    from trainables.trial import evaluate_adapters
-
-    dirs = [str(d) for d in adapter_dirs]
+    """Evaluate the adapters, with the base model loaded once: on a Ray worker when Ray is up
+    (the sweep's, or ``promote --address``: a cluster's GPU), which gets the adapters' files
+    and the eval rows with the task, else in this process."""
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
-        task = ray.remote(num_cpus=resources["cpu"], num_gpus=resources["gpu"])(evaluate_adapters)
-        return ray.get(task.remote(spec, dirs))
-    return evaluate_adapters(spec, dirs)
+        from trainables.entry import evaluate_adapter_files
+
+        files = [{f.name: f.read_bytes() for f in Path(d).iterdir() if f.is_file()}
+                 for d in adapter_dirs]
+        task = ray.remote(num_cpus=resources["cpu"],
+                          num_gpus=resources["gpu"])(evaluate_adapter_files)
+        return ray.get(task.remote(spec, files))
+    from trainables.trial import evaluate_adapters
+
+    return evaluate_adapters(spec, [str(d) for d in adapter_dirs])
 
 
 def _eval_gpu(gpu: float | str) -> float:
@@ -86,6 +91,29 @@ def _champion_base(summary: dict | None, adapter_config: dict | None) -> dict[st
         return {"name_or_path": adapter_config["base_model_name_or_path"],
                 "revision": adapter_config.get("revision")}
     return None
+
+
+def _sweep_spec(sweep: SweepDir) -> TrialSpec | None:
+    """The spec the sweep recorded (``spec.json``) with its tokenized data (``tokenized/``):
+    the eval rows the trials were judged on and the custom scorers' source, so promote works
+    from the sweep dir alone, on any machine. None for a sweep dir without them (written
+    before they were kept, or with a searched seed): pre-flight reads the data again then."""
+    from ..sweepdir import spec_file
+    from ..sweepdir.names import TOKENIZED
+    from ..sweepdir.tokenized import Unreadable, load
+
+    spec = spec_file.load(sweep.path)
+    if spec is None:
+        return None
+    if sweep.remote is not None:
+        sweep.remote.pull(under=TOKENIZED)
+    try:
+        prepared = load(sweep.path)
+    except Unreadable as err:
+        log.info(f"note: the sweep's tokenized data cannot be read ({err}); reading the data "
+                 f"files again")
+        return None
+    return None if prepared is None else spec.replace(prepared_data=prepared)
 
 
 def _record(sweep: SweepDir, entry: dict[str, Any]) -> None:
@@ -181,7 +209,7 @@ def _promote(sweep: SweepDir, *, repo_id: str | None, private: bool | None,
         log.info(f"Hub: {hub.api.endpoint} as {user or 'anonymous (no token)'}")
 
     cfg, derived = load_config(sweep.path / SWEEP_YAML)
-    spec = preflight(cfg, derived)
+    spec = _sweep_spec(sweep) or preflight(cfg, derived)
     bundle = build_bundle(sweep, spec, derived, repo_id=repo_id)
     summary = json.loads((bundle / "sweep_summary.json").read_text())
     size = sum(f.stat().st_size for f in bundle.iterdir())

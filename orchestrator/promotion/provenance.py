@@ -49,6 +49,8 @@ def data_identity(source: dict[str, Any] | None) -> dict[str, Any] | None:
     dataset's id, split and the fingerprint ``datasets`` computes from its content."""
     if source is None:
         return None
+    if source.get("identity"):  # recorded when the sweep ran (spec.json): what trials read
+        return source["identity"]
     if source.get("local", True):
         path = Path(source["path"])
         rows = sum(1 for line in path.open("rb") if line.strip()) if path.suffix == ".jsonl" else None

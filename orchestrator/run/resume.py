@@ -18,7 +18,7 @@ from trainables.spec import TrialSpec
 from ..config.plan import SweepPlan
 from ..config.schema import SweepConfig
 from ..errors import UserError
-from ..observe.status import driver_gone
+from ..observe.status import driver_gone, heartbeat_age
 from ..sweepdir.folder import SweepDir, open_sweep
 from .lost_trials import mark_lost
 from .ray_session import on_worker
@@ -99,7 +99,7 @@ def _record_extension(sweep: SweepDir, cfg) -> None:
     tmp.replace(path)
 
 
-def _check_resumable(sweep: SweepDir, *, extending: bool) -> None:
+def _check_resumable(sweep: SweepDir, *, extending: bool, force: bool = False) -> None:
     from ray.tune import Tuner
 
     status = sweep.status()
@@ -111,11 +111,25 @@ def _check_resumable(sweep: SweepDir, *, extending: bool) -> None:
         raise UserError(f"SWEEP_DIR {sweep.where}: the sweep is finished; every trial has ended. "
                         f"Fix: nothing to resume; to add trials: qlora-sweep resume "
                         f"{sweep.where} search.num_trials=<more than now>.")
-    if status.get("state") == "running" and not driver_gone(status):
-        driver = status.get("driver") or {}
-        raise UserError(f"SWEEP_DIR {sweep.where}: the sweep is still running (driver pid "
-                        f"{driver.get('pid')} on {driver.get('host')}). Fix: wait for it, or "
-                        f"stop it (Ctrl-C) before resuming.")
+    if status.get("state") != "running":
+        return
+    gone = driver_gone(status)
+    if gone:
+        log.info(f"the sweep's {gone}: resuming it")
+        return
+    driver = status.get("driver") or {}
+    beat = heartbeat_age(status)
+    seen = (f", last heartbeat {beat[0]:.0f} s ago; it counts as gone after {beat[1]:.0f} s "
+            f"without one" if beat else "")
+    if force:
+        log.info(f"resume --force: the sweep looked still running (driver pid "
+                 f"{driver.get('pid')} on {driver.get('host')}{seen}); resuming anyway")
+        return
+    raise UserError(f"SWEEP_DIR {sweep.where}: the sweep is still running (driver pid "
+                    f"{driver.get('pid')} on {driver.get('host')}{seen}). Fix: wait for it, or "
+                    f"stop it (Ctrl-C) before resuming; if you know that driver is gone (its "
+                    f"host died), add --force (two live drivers would overwrite each other's "
+                    f"files).")
 
 
 class ResumedSweep(Start):
@@ -191,13 +205,14 @@ class ResumedSweep(Start):
 
 
 def resume_sweep(path: str, overrides: list[str] = (), *, address: str | None = None,
-                 allow_space_change: bool = False) -> int:
+                 allow_space_change: bool = False, force: bool = False) -> int:
     """Resume an interrupted sweep, or add trials to one (``search.num_trials=N``); returns
-    the exit code as ``run`` does."""
+    the exit code as ``run`` does. ``force``: also a sweep whose driver still looks alive (a
+    fresh heartbeat from a driver known to be gone)."""
     sweep = open_sweep(path)
     cfg, derived, extend_to, space_changed = _extension(
         sweep, list(overrides), allow_space_change=allow_space_change)
-    _check_resumable(sweep, extending=extend_to is not None)
+    _check_resumable(sweep, extending=extend_to is not None, force=force)
     start = ResumedSweep(sweep, extend_to=extend_to, space_changed=space_changed)
     return execute(start, cfg, derived, address=address)
 

@@ -99,6 +99,10 @@ def execute(start: Start, cfg: SweepConfig, derived: SweepPlan, *,
         log.info(line)
     for warning in fit.warnings:
         log.warning(f"warning: {warning}")
+    from trainables.data import local_rows
+
+    # The workers get the rows, not the paths: a cluster's nodes need not share a disk.
+    spec = spec.replace(data_rows=local_rows(spec.data))
     loc = start.location(cfg, derived)
     if cfg.storage.max_gb:
         spec = spec.replace(disk_budget={"path": loc.where,

@@ -98,6 +98,7 @@ class NewSweep(Start):
         (sweep_dir / SWEEP_YAML).write_text(
             yaml.safe_dump(_resolved_config(self.saved, spec, loc.name), sort_keys=False))
         write_json(sweep_dir / BASELINE, baseline)
+        _record_spec(sweep_dir, spec)
         if shares_data(derived):
             # Tokenized once, in the baseline, for every trial (Ray ships it with the
             # trainable), and kept for a resume: the same rows, not tokenized again.
@@ -161,6 +162,19 @@ def _baseline(cfg: SweepConfig, spec: TrialSpec) -> dict[str, Any]:
                           f"the baseline evaluation of {cfg.model.name_or_path}")
     baseline.update({"model": cfg.model.name_or_path, "metric": cfg.search.metric})
     return baseline
+
+
+def _record_spec(sweep_dir: Path, spec: TrialSpec) -> None:
+    """``spec.json``: the spec, with each local data file's identity (name, hash, rows) as the
+    trials read it, so ``promote`` needs neither the data paths nor pre-flight again."""
+    from ..promotion.provenance import data_identity
+    from ..sweepdir import spec_file
+
+    data = dict(spec.data)
+    for split in ("train", "eval"):
+        if data.get(split) and data[split].get("local", True):
+            data[split] = {**data[split], "identity": data_identity(data[split])}
+    spec_file.save(sweep_dir, spec.replace(data=data))
 
 
 def shares_data(derived: SweepPlan) -> bool:

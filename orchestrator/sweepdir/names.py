@@ -3,6 +3,7 @@ docs/reference/sweep-dir.md). Trials' own files (``trial_<id>/``) are named by R
 Trainer."""
 
 SWEEP_YAML = "sweep.yaml"  # the resolved config
+SPEC = "spec.json"  # what pre-flight found (the trial spec): promote needs no data paths
 STATUS = "status.json"  # the live state, rewritten after trial events
 BASELINE = "baseline.json"  # the base model's metrics
 LEADERBOARD = "leaderboard.csv"  # one row per trial, written when the sweep ends
