@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 # torch first, chosen for the machine:
-# - a GPU (nvidia-smi lists one): pip's default build of torch, with CUDA;
+# - a GPU (nvidia-smi lists one): pip's default build of the tested torch, with CUDA;
 # - no GPU, on Linux: the CPU build (~200 MB) from PyTorch's CPU wheel index; where that index
 #   cannot be reached, a CPU wheel at hand (torch==X+cpu from pip's configured find-links or
 #   indexes, as on this project's dev and CI machines); only if neither has one, pip's default
@@ -16,7 +16,7 @@ HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/
 OS      := $(shell uname -s)
 TORCH_VERSION   ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
-TORCH_SPEC ?= $(if $(HAS_GPU),torch>=2.4,torch==$(TORCH_VERSION))
+TORCH_SPEC ?= torch==$(TORCH_VERSION)
 CPU_LINUX  := $(if $(HAS_GPU),,$(filter Linux,$(OS)))
 ifneq ($(filter command line environment,$(origin TORCH_SPEC)),)
 CPU_LINUX  :=

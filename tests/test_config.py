@@ -139,7 +139,7 @@ def test_what_breaks_a_sweep_is_refused_by_validate(capsys, tmp_path, breaking, 
 
 
 def test_a_forbidden_search_names_the_allowed_keys(tmp_path):
-    from orchestrator.config.schema import NOT_SEARCHABLE, searchable_keys
+    from orchestrator.config.keys import NOT_SEARCHABLE, searchable_keys
 
     (problem,) = problems_of(tmp_path, search_space={"training.max_steps": [10, 20]})
     allowed = searchable_keys()

@@ -108,3 +108,19 @@ def test_the_driver_beats_while_no_trial_reports(tmp_path, monkeypatch):
     beat = json.loads((tmp_path / "status.json").read_text())
     assert beat["driver"]["heartbeat_at"] > first["driver"]["heartbeat_at"]
     assert beat["updated_at"] == first["updated_at"] and beat["state"] == "running"
+
+
+def test_a_live_driver_on_this_host_is_not_gone_however_late_its_heartbeat():
+    """A driver whose loop stalled (or that was suspended) is alive: replacing it would put two
+    drivers on one sweep dir. Its process decides on its own host."""
+    import os
+    import socket
+
+    from orchestrator.observe.status import driver_gone
+
+    status = {"state": "running", "driver": {"host": socket.gethostname(), "pid": os.getpid(),
+                                             "heartbeat_at": _stamp(3600),
+                                             "heartbeat_every_s": 30.0}}
+    assert driver_gone(status) is None
+    status["driver"]["host"] = "another-host"
+    assert "wrote no heartbeat for" in driver_gone(status)

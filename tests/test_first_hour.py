@@ -218,6 +218,14 @@ def test_data_columns_map_a_files_own_column_names(capsys, tmp_path):
                                                              "completion": "answer"}},
                                        "eval": None, "eval_fraction": 0.34}, seed=0)
     assert fmt == "prompt_completion" and train.column_names == ["prompt", "completion"]
+    # A file whose own "prompt" column holds the answers: the names can trade places.
+    from trainables.data import load_source
+
+    swapped = tmp_path / "swapped.jsonl"
+    swapped.write_text(json.dumps({"text": "Capital of France?", "prompt": "Paris"}) + "\n")
+    ds = load_source({"path": str(swapped), "local": True,
+                      "columns": {"prompt": "text", "completion": "prompt"}})
+    assert ds[0] == {"prompt": "Capital of France?", "completion": "Paris"}
     got = list(train["completion"]) + list(evalset["completion"])
     assert sorted(got) == sorted(r["answer"] for r in rows)
 
@@ -280,3 +288,20 @@ def test_every_command_on_a_broken_sweep_dir_says_what_is_wrong_without_a_traceb
         out = captured.out + captured.err
         assert code != 0 and "Traceback" not in out, (name, out)
         assert "Fix:" in captured.err, (name, out)
+
+
+def test_a_sweep_that_ran_is_not_refused_by_the_rules_that_protect_new_sweeps(tmp_path):
+    """resume and promote read the sweep's own sweep.yaml: a sweep made before the rules
+    that refuse max_t below max_steps or a searched eval_steps keeps its resume and its
+    promotion (what it made is not lost); a new sweep with that config is refused."""
+    from orchestrator.config.loading import load_config
+    from orchestrator.errors import UserError
+
+    config = write_config(tmp_path / "sweep.yaml", scheduler={"max_t": 10},
+                          search_space={"training.eval_steps": {"choice": [5, 10]}})
+    with pytest.raises(UserError) as refused:
+        load_config(config)
+    assert "scheduler.max_t = 10 is below training.max_steps = 20" in str(refused.value.problems)
+    assert "a setting a sweep may not search" in str(refused.value.problems)
+    cfg, plan = load_config(config, existing=True)
+    assert plan.existing and plan.max_t == 10 and "training.eval_steps" in plan.domains

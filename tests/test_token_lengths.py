@@ -74,6 +74,13 @@ def test_a_max_length_that_cuts_labels_is_refused_with_the_length_that_fits(
     for line in problems:
         assert f"Fix: set {fits} or more (the longest row, prompt and completion, is " \
             f"{longest} tokens)" in line
+    if not chat:
+        # The sweep dir of a sweep that already ran with it (resume, promote): said, not refused.
+        from orchestrator.config.loading import load_config
+        from orchestrator.config.preflight import preflight_report
+
+        report = preflight_report(*load_config(cfg, existing=True))
+        assert sum("data.max_length = 70" in w for w in report.fit.warnings) == 2
     # The length that the message names is enough: validate passes with it.
     code, out = validate(capsys, cfg, fits.replace(": ", "="))
     assert code == 0, out

@@ -219,7 +219,7 @@ def _verdict(predictions, references, baseline=None):
                  baseline=baseline, scorers=[LABEL], confusion=matrix)
 
 
-def test_verdict_tells_unparseable_format_only_and_cut_references_apart():
+def test_verdict_tells_unparseable_format_only_and_references_not_labels_apart():
     references = ["positive", "negative"] * 5
     unparseable = _verdict(["AAAA"] * 8 + ["positive", "negative"], references)
     assert unparseable["findings"][0] == "answers_unparseable"
@@ -229,7 +229,7 @@ def test_verdict_tells_unparseable_format_only_and_cut_references_apart():
     assert format_only["findings"] == ["format_only"]
     assert "only the format learned" in format_only["warnings"][0]
     cut = _verdict(["positive", "negativ"] * 5, ["positive", "negativ"] * 5)
-    assert cut["findings"][0] == "references_cut"
+    assert cut["findings"][0] == "references_not_labels"
     assert "5 of the 10 eval references are none of the labels" in cut["warnings"][0]
     fine = _verdict(references, references)
     assert fine["findings"] == [] and fine["beats_constant"]

@@ -138,7 +138,8 @@ def rename_columns(ds, columns: dict[str, str], *, where: str):
         raise DataError(f"{where} has columns {', '.join(ds.column_names)}, but data.columns "
                         f"maps {', '.join(missing)}, which it does not have. Fix: name the "
                         f"file's columns on the right of data.columns.")
-    taken = [fmt for fmt, own in columns.items() if fmt != own and fmt in ds.column_names]
+    taken = [fmt for fmt, own in columns.items()
+             if fmt != own and fmt in ds.column_names and fmt not in columns.values()]
     if taken:
         ds = ds.remove_columns(taken)  # the mapped column replaces the file's own of that name
     return ds.rename_columns({own: fmt for fmt, own in columns.items() if own != fmt})

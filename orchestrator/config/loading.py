@@ -12,7 +12,8 @@ from pydantic import BaseModel, ValidationError
 from ..errors import UserError
 from .plan import SweepPlan, key_path, locate_problem, source_of
 from .rules import check_metric_only, check_rules, check_space_only
-from .schema import SweepConfig, suggest
+from .keys import suggest
+from .schema import SweepConfig
 
 
 def _line_map(text: str) -> tuple[dict[tuple, int], list[str]]:
@@ -258,8 +259,8 @@ def format_validation_errors(err: ValidationError, where: dict[tuple, str],
     return problems
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None
-                ) -> tuple[SweepConfig, SweepPlan]:
+def load_config(path: str | Path, overrides: list[str] | None = None, *,
+                existing: bool = False) -> tuple[SweepConfig, SweepPlan]:
     """Read, override and validate a sweep config, reporting every problem together.
 
     Returns:
@@ -284,7 +285,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None
             problems += [locate_problem(p, where) for p in check_space_only(raw_space)]
         problems += [locate_problem(p, where) for p in check_metric_only(data)]
         raise UserError(f"{path}: {len(problems)} problem(s) in the config", problems) from None
-    derived, problems = check_rules(cfg, base_dir=path.resolve().parent)
+    derived, problems = check_rules(cfg, base_dir=path.resolve().parent, existing=existing)
     if problems:
         problems = [locate_problem(p, where) for p in problems]
         raise UserError(f"{path}: {len(problems)} problem(s) in the config", problems)

@@ -26,6 +26,9 @@ class SweepPlan:
     train_path: str | None  # absolute path of a local data.train (None: a Hub dataset)
     eval_path: str | None  # the same for data.eval
     config_path: str = ""  # the config file, absolute
+    # the sweep.yaml of a sweep that has run (resume, promote): the checks that keep a new
+    # sweep from breaking are warnings or left out, so what it made is not refused
+    existing: bool = False
     # where each key's value came from: "<file> line N" or "command line (key=value)"
     sources: dict[tuple, str] = field(default_factory=dict, repr=False, compare=False)
 

@@ -281,7 +281,10 @@ def preflight_report(cfg: SweepConfig, derived: SweepPlan) -> Preflight:
     if not model_problems:
         problems += check_chat_template(cfg.model.model_dump(), fmt)
         fit = check_data_fit(cfg.model.model_dump(), data, fmt, seed=cfg.training.seed)
-        problems += fit.problems
+        if derived.existing:  # the sweep trained on these lengths: said, not refused, now
+            fit = DataFit(table=fit.table, warnings=fit.warnings + fit.problems)
+        else:
+            problems += fit.problems
     else:
         fit = DataFit()
     if problems:

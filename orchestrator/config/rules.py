@@ -14,8 +14,8 @@ from search_spaces.domains import Domain, encode_choice
 from trainables.metrics import SEARCH_VALUE
 
 from .plan import SweepPlan
-from .schema import (DATA_SUFFIXES, NOT_SEARCHABLE, REPORTED_METRICS, SEARCHABLE_SECTIONS,
-                     SweepConfig, searchable_keys, suggest)
+from .keys import NOT_SEARCHABLE, SEARCHABLE_SECTIONS, searchable_keys, suggest
+from .schema import DATA_SUFFIXES, REPORTED_METRICS, SweepConfig
 
 
 def asha_rungs(grace_period: int, max_t: int, reduction_factor: float) -> list[float]:
@@ -169,10 +169,12 @@ def _parse(raw: dict | str) -> tuple[dict[str, Domain], list[str]]:
         return {}, err.problems
 
 
-def _check_domains(domains: dict[str, Domain]) -> list[str]:
+def _check_domains(domains: dict[str, Domain], *, existing: bool = False) -> list[str]:
     problems = []
     known = searchable_keys()
     for name, dom in domains.items():
+        if name in NOT_SEARCHABLE and existing:
+            continue
         if name in NOT_SEARCHABLE:
             problems.append(f"search_space.{name}: a setting a sweep may not search: "
                             f"{NOT_SEARCHABLE[name]}. Searchable: {', '.join(known)}. Fix: "
@@ -207,15 +209,21 @@ def check_space_only(raw: dict | str) -> list[str]:
     return problems + _check_domains(domains)
 
 
-def check_rules(cfg: SweepConfig, *, base_dir: Path) -> tuple[SweepPlan, list[str]]:
+def check_rules(cfg: SweepConfig, *, base_dir: Path, existing: bool = False
+                ) -> tuple[SweepPlan, list[str]]:
     """Check the rules between fields and derive what the orchestrator needs.
+
+    ``existing``: the config of a sweep that has run (its ``sweep.yaml``, for ``resume`` and
+    ``promote``): the rules that keep a NEW sweep from breaking (a searched max_steps or
+    eval_steps, max_t below max_steps, rungs off the eval steps) are not applied, so a sweep
+    made before them keeps its trials, its resume and its promotion.
 
     Returns:
         ``(plan, problems)``; the plan holds the parsed search space (``domains``), the
         resolved ASHA bounds, the mode, and absolute data paths.
     """
     domains, problems = _parse(cfg.search_space)
-    problems += _check_domains(domains)
+    problems += _check_domains(domains, existing=existing)
     # While the space has a problem, what is checked against it (initial points, an empty
     # space) would only repeat that problem in other words.
     space_ok = not problems
@@ -275,6 +283,8 @@ def check_rules(cfg: SweepConfig, *, base_dir: Path) -> tuple[SweepPlan, list[st
             problems.append(f"scheduler.max_t = {max_t} is greater than training.max_steps = "
                             f"{cfg.training.max_steps}: no trial runs that long. Fix: leave "
                             f"max_t unset or <= max_steps.")
+        elif existing:
+            pass
         elif max_t < cfg.training.max_steps:
             # Ray's ASHA stops every trial that reaches max_t: each would end before its
             # training (and learning-rate schedule) does, counted as stopped early.
@@ -324,5 +334,6 @@ def check_rules(cfg: SweepConfig, *, base_dir: Path) -> tuple[SweepPlan, list[st
         rank_key=SEARCH_VALUE if full_eval_from else cfg.search.metric,
         train_path=local(cfg.data.train.path) if cfg.data.train.is_local else None,
         eval_path=(local(cfg.data.eval.path) if cfg.data.eval and cfg.data.eval.is_local
-                   else None))
+                   else None),
+        existing=existing)
     return plan, problems

@@ -63,10 +63,13 @@ def heartbeat_age(status: dict[str, Any], now: float | None = None) -> tuple[flo
 def driver_gone(status: dict[str, Any], now: float | None = None) -> str | None:
     """Why a sweep marked running has no driver any more, or None while it may still run.
 
-    On the driver's own host its process id answers; on any other host (or where the id was
-    taken by another process, as in a restarted container) only the heartbeat it writes into
-    ``status.json`` can: a heartbeat older than ``STALE_AFTER_BEATS`` periods means gone.
-    Clocks are compared across hosts, so they must agree to well within that limit (NTP).
+    On the driver's own host its process id answers, and a live one wins over a late
+    heartbeat (a driver whose loop stalls, or that was suspended with Ctrl-Z, is not gone: a
+    second driver would overwrite its files; an id taken over by another process, as in a
+    restarted container, is what ``resume --force`` is for). On any other host only the
+    heartbeat it writes into ``status.json`` can answer: one older than ``STALE_AFTER_BEATS``
+    periods means gone. Clocks are compared across hosts, so they must agree to well within
+    that limit (NTP).
     """
     driver = status.get("driver") or {}
     if status.get("state") != "running":
@@ -79,6 +82,8 @@ def driver_gone(status: dict[str, Any], now: float | None = None) -> str | None:
             return f"{who} is no longer running"
         except (PermissionError, KeyError, ValueError):
             pass
+        else:
+            return None
     beat = heartbeat_age(status, now)
     if beat is not None and beat[0] > beat[1]:
         return (f"{who} wrote no heartbeat for {_span(beat[0])} (it writes one every "

@@ -34,11 +34,12 @@ def _parsed(spec: dict[str, Any], winner: dict[str, float],
     return None
 
 
-def _cut_references(spec: dict[str, Any], baseline: dict[str, Any],
+def _unmatchable_references(spec: dict[str, Any], baseline: dict[str, Any],
                     confusion: dict[str, Any]) -> str | None:
     """Why the references themselves cannot be trusted, for a label scorer: some are none of
-    its labels (cut short by ``data.max_length``, or mislabelled), or there are more distinct
-    references than labels."""
+    its labels (mislabelled rows, a label missing from ``labels``, or, in a sweep dir from
+    before pre-flight refused cut eval rows, a label cut short by ``data.max_length``), or
+    there are more distinct references than labels."""
     if spec["type"] != "label":
         return None
     matrix = confusion.get(scorer_name(spec)) or {}
@@ -61,18 +62,18 @@ def judge(*, winner: dict[str, float], baseline: dict[str, Any],
     """The verdict on the winner's task metrics; None when the sweep has no scorers.
 
     What is wrong is told apart, in this order: the references cannot be trusted ("references
-    cut": a label scorer's references that are none of its labels); the answers are
+    not labels": a label scorer's references that are none of its labels); the answers are
     unparseable (few hold a number, or start with a label: not even the format learned); the
     answers are readable but no better than the constant answer (only the format learned);
     the answers collapse to a few values.
 
     Args:
         confusion: the winner's confusion matrix per label scorer (``best.json``'s
-            ``confusion``), which tells its parse rate and whether references were cut.
+            ``confusion``), which tells its parse rate and whether references are labels.
 
     Returns:
         ``{"beats_constant": bool, "collapsed": bool, "findings": [...], "warnings": [...],
-        "rows": {...}}``; findings are codes (``references_cut``, ``answers_unparseable``,
+        "rows": {...}}``; findings are codes (``references_not_labels``, ``answers_unparseable``,
         ``format_only``, ``collapsed``), rows hold the primary metrics and ``task_distinct``
         of the base model, the constant answer and the winner.
     """
@@ -87,14 +88,13 @@ def judge(*, winner: dict[str, float], baseline: dict[str, Any],
     for spec, metric in zip(scorers, primaries):
         if metric is None:
             continue
-        cut = _cut_references(spec, baseline, confusion)
+        cut = _unmatchable_references(spec, baseline, confusion)
         if cut:
-            findings.append("references_cut")
+            findings.append("references_not_labels")
             warnings.append(
-                f"references cut: {cut}, so {metric} is scored against references that are "
-                f"not answers (a cut reference cannot be matched): the scores say little about "
-                f"the model. Fix the data first: a data.max_length that fits the completions "
-                f"(`qlora-sweep validate` reports the token lengths), or the labels.")
+                f"references not labels: {cut}, so {metric} is scored against references that "
+                f"no answer can match: the scores say little about the model. Fix the data "
+                f"first: the labels of those rows, or evaluation.scorers' labels.")
         mode = metric_modes(spec)[metric]
         ours, theirs = winner.get(metric), constant.get(metric)
         if ours is None or theirs is None or not math.isfinite(theirs):

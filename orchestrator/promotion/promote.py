@@ -208,7 +208,7 @@ def _promote(sweep: SweepDir, *, repo_id: str | None, private: bool | None,
         user = hub.check_access(write=not dry_run)
         log.info(f"Hub: {hub.api.endpoint} as {user or 'anonymous (no token)'}")
 
-    cfg, derived = load_config(sweep.path / SWEEP_YAML)
+    cfg, derived = load_config(sweep.path / SWEEP_YAML, existing=True)
     spec = _sweep_spec(sweep) or preflight(cfg, derived)
     bundle = build_bundle(sweep, spec, derived, repo_id=repo_id)
     summary = json.loads((bundle / "sweep_summary.json").read_text())

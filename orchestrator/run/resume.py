@@ -49,10 +49,10 @@ def _extension(sweep: SweepDir, overrides: list[str], *, allow_space_change: boo
     from ..config.loading import load_config
 
     config = str(sweep.path / SWEEP_YAML)
-    cfg, derived = load_config(config, overrides)
+    cfg, derived = load_config(config, overrides, existing=True)
     if not overrides:
         return cfg, derived, None, False
-    before, before_derived = load_config(config, [])
+    before, before_derived = load_config(config, [], existing=True)
     old, new = before.model_dump(), cfg.model_dump()
     old["search"].pop("num_trials")
     new["search"].pop("num_trials")

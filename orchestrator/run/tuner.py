@@ -111,10 +111,12 @@ def _callbacks(cfg: SweepConfig, derived: SweepPlan, spec: TrialSpec, *,
     from ..callbacks.trial_status import StatusCallback
 
     searched = list(derived.domains)
+    # Ray pickles the callbacks into tuner.pkl: the closure keeps a spec without the rows.
+    lora_only = spec.replace(data_rows=None, prepared_data=None)
 
     def hparams_of(config: dict[str, Any]) -> dict[str, Any]:
         values = {k: config.get(k) for k in searched}
-        values.setdefault("lora.alpha", spec.for_trial(config).lora["alpha"])
+        values.setdefault("lora.alpha", lora_only.for_trial(config).lora["alpha"])
         return values
 
     rungs = [] if cfg.scheduler.type == "none" else _rungs(cfg, derived)

@@ -125,9 +125,12 @@ class SweepDir:
                    "retries": t.get("retries", 0), "subset_value": t.get("subset_value"),
                    **(t.get("task") or {})}
             rows.append(row)
+        # Equal values rank by trial id, as on the live line and in the leaderboard; trials
+        # without a value yet by what they are doing.
         order = {"running": 0, "paused": 1, "pending": 2}
         rows.sort(key=lambda r: (*best_first(r, metric=metric, mode=self.mode),
-                                 order.get(r["status"], 3), r["trial_id"]))
+                                 0 if r[f"best_{metric}"] is not None
+                                 else order.get(r["status"], 3), r["trial_id"]))
         return rows
 
     def history(self, trial_id: str) -> list[dict[str, Any]]:
