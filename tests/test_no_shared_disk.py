@@ -74,6 +74,9 @@ def test_workers_that_cannot_read_the_drivers_folder_train_and_score(tiny_model_
                     "samples": 4, "max_new_tokens": 4},
         storage={"path": str(tmp_path / "shared"), "name": "apart", "shared": True,
                  "keep_checkpoints": 2},
+        # run promotes its winner at its end (no champion yet: nothing to judge), in its own
+        # process; the second promote below is judged against it on the cluster
+        promote={"repo_id": "acme/apart"},
     )
 
     temp_dir = tempfile.mkdtemp(prefix="qs-ns-", dir="/tmp")
@@ -101,17 +104,24 @@ def test_workers_that_cannot_read_the_drivers_folder_train_and_score(tiny_model_
              f"mount -t tmpfs none {driver} && exec {sys.executable} {tmp_path / 'node.py'}"],
             cwd=ROOT, stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True)
     sweep = tmp_path / "shared" / "apart"
-    try:
-        _wait_for_nodes(head.address, 2, worker)
-        proc = cli("run", str(config), "--address", head.address, timeout=900)
-        if proc.returncode == 0:
-            promoted = _promote_on_the_cluster(sweep, head.address, hf_home=driver / "hf")
-    finally:
-        stop_group(worker, grace=30)
-        head.shutdown()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    from .hub_server import HubServer
+
+    token = "hf_sentinel_write_token_cluster"
+    with HubServer(tokens={token: "write"}, user="acme") as hub:
+        env = {"HF_ENDPOINT": hub.url, "HF_TOKEN": token, "HF_HOME": str(driver / "hf"),
+               "HF_HUB_DISABLE_TELEMETRY": "1"}
+        try:
+            _wait_for_nodes(head.address, 2, worker)
+            proc = cli("run", str(config), "--address", head.address, env=env, timeout=900)
+            if proc.returncode == 0:
+                promoted = _promote_on_the_cluster(sweep, head.address, env=env)
+        finally:
+            stop_group(worker, grace=30)
+            head.shutdown()
+            shutil.rmtree(temp_dir, ignore_errors=True)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
+    assert "promoting the winner" in log and "acme/apart" in log, log[-3000:]
     status = json.loads((sweep / "status.json").read_text())
     (trial,) = status["trials"]
     assert trial["status"] == "completed"
@@ -129,27 +139,18 @@ def test_workers_that_cannot_read_the_drivers_folder_train_and_score(tiny_model_
     assert 0 <= record["champion"]["value"] <= 1 and record["metric"] == "task_answered_share"
 
 
-def _promote_on_the_cluster(sweep: Path, address: str, *, hf_home: Path):
-    """Promote the winner to a Hub on 127.0.0.1 (no champion: nothing to judge), then its
-    other checkpoint with ``--address``, judged against it there; (output, its record)."""
-    from .hub_server import HubServer
-
-    token = "hf_sentinel_write_token_cluster"
-    with HubServer(tokens={token: "write"}, user="acme") as hub:
-        env = {"HF_ENDPOINT": hub.url, "HF_TOKEN": token, "HF_HOME": str(hf_home),
-               "HF_HUB_DISABLE_TELEMETRY": "1"}
-        first = cli("promote", str(sweep), "--repo-id", "acme/apart", env=env, timeout=600)
-        assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
-        best = json.loads((sweep / "best.json").read_text())
-        trial = sweep / f"trial_{best['trial_id']}"
-        other = next(c for c in sorted(trial.glob("checkpoint_*"))
-                     if c.name != Path(best["checkpoint_path"]).name)
-        best.update(checkpoint_path=str(other),
-                    step=json.loads((other / "trainer_state.json").read_text())["global_step"])
-        (sweep / "best.json").write_text(json.dumps(best))
-        shutil.rmtree(sweep / "promoted")
-        second = cli("promote", str(sweep), "--repo-id", "acme/apart", "--address", address,
-                     env=env, timeout=600)
+def _promote_on_the_cluster(sweep: Path, address: str, *, env: dict):
+    """The winner was promoted by ``run``; now its other checkpoint, with ``--address``,
+    judged against it there; (output, its record)."""
+    best = json.loads((sweep / "best.json").read_text())
+    trial = sweep / f"trial_{best['trial_id']}"
+    other = next(c for c in sorted(trial.glob("checkpoint_*"))
+                 if c.name != Path(best["checkpoint_path"]).name)
+    best.update(checkpoint_path=str(other),
+                step=json.loads((other / "trainer_state.json").read_text())["global_step"])
+    (sweep / "best.json").write_text(json.dumps(best))
+    shutil.rmtree(sweep / "promoted")
+    second = cli("promote", str(sweep), "--address", address, env=env, timeout=600)
     out = second.stdout + second.stderr
     assert second.returncode == 0, out[-3000:]
     return out, json.loads((sweep / "promotions.jsonl").read_text().splitlines()[-1])

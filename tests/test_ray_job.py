@@ -128,10 +128,12 @@ def test_a_sweep_submitted_as_a_ray_job_succeeds_and_logs_its_leaderboard(ray_he
 
 
 def test_a_sweep_that_fails_is_a_failed_job(ray_head, tmp_path):
-    config = write_config(tmp_path / "bad.yaml", resources={"gpu": 1},
+    # Refused before the job's driver starts any work (a cluster that cannot place a trial is
+    # test_cluster's): the job's status is the sweep's exit status, its log our one message.
+    config = write_config(tmp_path / "bad.yaml", resources={"gpu": 2},
                           storage={"path": str(tmp_path / "sweeps"), "name": "bad"})
     proc = _submit(ray_head, "qlora-sweep-bad", "qlora-sweep", "run", str(config))
     assert proc.returncode != 0
     assert _job_status(ray_head, "qlora-sweep-bad") == "FAILED"
     logs = ray_cli("job", "logs", "--address", ray_head, "qlora-sweep-bad", timeout=60).stdout
-    assert "no node of the Ray cluster can run a trial" in logs and "Traceback" not in logs
+    assert "resources.gpu = 2: a trial trains on one GPU" in logs and "Traceback" not in logs
