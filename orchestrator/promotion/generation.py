@@ -158,12 +158,8 @@ def _first_size_mismatch(message: str) -> str | None:
 
 
 def _trained_on(adapter_dir: Path) -> str:
-    """The base model an adapter names (bundle summary, else its PEFT config)."""
-    summary = adapter_dir / "sweep_summary.json"
-    if summary.is_file():
-        name = (json.loads(summary.read_text()).get("base_model") or {}).get("name_or_path")
-        if name:
-            return name
+    """The base model an adapter was trained on: a sweep checkpoint's sweep.yaml names it as
+    the user wrote it (``builtin:tiny-llama``), anything else as :func:`adapter_base` reads it."""
     for folder in adapter_dir.resolve().parents[:3]:  # a checkpoint: SWEEP/trial_x/checkpoint_n
         if (folder / SWEEP_YAML).is_file():
             import yaml
@@ -172,5 +168,7 @@ def _trained_on(adapter_dir: Path) -> str:
                 "name_or_path")
             if name:
                 return name
-    config = json.loads((adapter_dir / "adapter_config.json").read_text())
-    return config.get("base_model_name_or_path") or "the model it names"
+    try:
+        return adapter_base(adapter_dir)[0]["name_or_path"]
+    except UserError:  # it names none
+        return "the model it names"
