@@ -164,3 +164,49 @@ def test_validate_of_the_demo_prints_only_our_lines():
     assert proc.returncode == 0, proc.stderr
     assert foreign(proc.stdout, proc.stderr) == [] and proc.stdout.startswith(
         f"{EXAMPLES / 'demo_cpu.yaml'}: valid")
+
+
+def test_optuna_is_told_what_each_trial_was(smoke_sweep):
+    """The fidelity fix, read back from the sweep's own Optuna storage: a trial ASHA stopped
+    (or that diverged) is PRUNED with its evaluations as intermediate values at their
+    training steps; a trial that reached max_steps is COMPLETE with its best value, not its
+    last (Ray's OptunaSearch told every trial COMPLETE with its last result)."""
+    import math
+
+    import optuna
+
+    from orchestrator.run.tuner import optuna_storage
+
+    sweep = smoke_sweep.path
+    storage = optuna_storage(str(sweep))
+    (name,) = optuna.get_all_study_names(storage)
+    study = optuna.load_study(study_name=name, storage=storage)
+    told = list(study.trials)
+    assert len(told) == 5
+    states = {"PRUNED": 0, "COMPLETE": 0, "FAIL": 0}
+    for trial in sorted(sweep.glob("trial_*")):
+        params = json.loads((trial / "params.json").read_text())
+        if not (trial / "progress.csv").is_file():  # errored before its first evaluation
+            assert (trial / "error.txt").is_file()
+            continue
+        rows = [r for r in csv.DictReader(open(trial / "progress.csv")) if r.get("eval_loss")]
+        reported = {int(r["step"]): float(r["eval_loss"]) for r in rows
+                    if math.isfinite(float(r["eval_loss"]))}
+        # TPE may propose the same settings twice (and the same seed trains them alike): an
+        # Optuna trial with these settings and these intermediate values at these steps
+        matching = [t for t in told if t.params == params and t.intermediate_values == reported]
+        assert matching, (trial.name, params, reported)
+        ot = matching[0]
+        told.remove(ot)
+        last = max(int(r["step"]) for r in rows)
+        if last < 30:  # stopped by ASHA
+            assert ot.state == optuna.trial.TrialState.PRUNED, trial.name
+            # Optuna files a pruned trial under its last intermediate value
+            assert ot.value == reported[max(reported)]
+        else:
+            assert ot.state == optuna.trial.TrialState.COMPLETE, trial.name
+            assert ot.value == min(reported.values())
+        states[ot.state.name] += 1
+    # the trial that errored (NaN loss at its first step) failed
+    assert [t.state.name for t in told] == ["FAIL"]
+    assert states["PRUNED"] >= 1 and states["COMPLETE"] >= 1, states

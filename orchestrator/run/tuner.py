@@ -36,27 +36,35 @@ def optuna_storage(sweep_dir: str):
 
 def search_alg(cfg: SweepConfig, *, sweep_dir: str, concurrency: int, name: str,
                with_initial_points: bool = True, rank_key: str | None = None,
-               searched: bool = True):
+               searched: bool = True, max_t: int | None = None, recipe=None, storage=None):
     """``with_initial_points=False``: a study for a changed space, whose initial points were
     already evaluated in the first one. ``rank_key``: the result key Optuna ranks on when it
     is not the metric (``search_value``, with ``scheduler.early_eval_samples``).
     ``searched=False``: the space is empty (one fixed training); there is nothing for Optuna
-    to sample (OptunaSearch refuses an empty space), so Tune's own generator runs the trial."""
+    to sample (OptunaSearch refuses an empty space), so Tune's own generator runs the trial.
+    ``max_t``: where a trial ends (ASHA's max_t); a trial told before it was stopped early.
+    ``recipe``: how Optuna samples (``search_recipe.DEFAULT``); ``storage``: the Optuna
+    storage (default: the journal file in the sweep dir)."""
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     points = (initial_points(cfg) if with_initial_points else None) or None
     if cfg.search.algorithm == "optuna" and searched:
-        import optuna
         from ray.tune.search.optuna import OptunaSearch
 
-        sampler = optuna.samplers.TPESampler(seed=cfg.search.seed,
-                                             n_startup_trials=max(2, min(5, cfg.search.num_trials // 3)))
+        from .fidelity_search import FidelityOptunaSearch
+        from .search_recipe import DEFAULT
+
+        recipe = recipe or DEFAULT
+        sampler = recipe.sampler_for(cfg.search.seed, cfg.search.num_trials)
         ranked = ({"metric": rank_key, "mode": cfg.mode}
                   if rank_key and rank_key != cfg.search.metric else {})
-        alg = OptunaSearch(points_to_evaluate=points, sampler=sampler,
-                           storage=optuna_storage(sweep_dir),
-                           study_name=name, **ranked)
+        kwargs = dict(points_to_evaluate=points, sampler=sampler, study_name=name,
+                      storage=storage or optuna_storage(sweep_dir), **ranked)
+        if recipe.fidelity:
+            alg = FidelityOptunaSearch(max_t=max_t or cfg.training.max_steps, **kwargs)
+        else:
+            alg = OptunaSearch(**kwargs)
         return ConcurrencyLimiter(alg, max_concurrent=concurrency)
     # random and grid both sample with Tune's own generator (seeded)
     return BasicVariantGenerator(points_to_evaluate=points, max_concurrent=concurrency,
@@ -196,7 +204,8 @@ def restore_tuner(cfg: SweepConfig, derived: SweepPlan, spec: TrialSpec, *,
             restored.set_param_space(param_space(derived))
             searcher = search_alg(cfg, sweep_dir=sweep_dir, name=new_study,
                                   concurrency=searcher.max_concurrent,
-                                  with_initial_points=False, rank_key=derived.rank_key)
+                                  with_initial_points=False, rank_key=derived.rank_key,
+                                  max_t=derived.max_t)
         tune_config.search_alg = extendable_search(
             searcher, total=extend_to,
             space=param_space(derived) if new_study is not None else None)
@@ -231,7 +240,7 @@ def build_tuner(cfg: SweepConfig, derived: SweepPlan, spec: TrialSpec, *,
             mode=None if own else mode,
             search_alg=search_alg(cfg, sweep_dir=sweep_dir, concurrency=concurrency,
                                   name=name, rank_key=derived.rank_key,
-                                  searched=bool(derived.domains)),
+                                  searched=bool(derived.domains), max_t=derived.max_t),
             scheduler=scheduler(cfg, derived),
             num_samples=1 if grid else cfg.search.num_trials,
             trial_name_creator=lambda t: f"trial_{t.trial_id}",
