@@ -235,8 +235,14 @@ def _validate(args) -> int:
     print(f"  search:  {cfg.search.algorithm}, {trials}, "
           f"{cfg.search.metric} ({derived.mode}); scheduler: {cfg.scheduler.type}")
     print(f"  metrics: {', '.join(cfg.reported_metrics)}")
-    for name, dom in space.items():
-        print(f"  {name}: {dom.describe()}")
+    if derived.auto_space is not None:
+        from .config.auto_space import explain
+
+        for line in explain(derived.auto_space, space, cfg.search.initial_points):
+            print(f"  {line}")
+    else:
+        for name, dom in space.items():
+            print(f"  {name}: {dom.describe()}")
     for key, modules in spec.target_groups.items():
         print(f"  targets {key}: {', '.join(modules)}")
     for line in fit.table:

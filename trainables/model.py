@@ -127,16 +127,23 @@ def attach_lora(base, lora: dict[str, Any], target_modules: list[str]):
     return get_peft_model(base, lora_config(lora, target_modules))
 
 
+def model_config(model: dict[str, Any]):
+    """The model's configuration (its ``config.json``), without weights: the builtin model's
+    recipe, a local folder's, or a Hub model's."""
+    from transformers import AutoConfig
+
+    if tiny_llama.is_builtin(model["name_or_path"]):
+        return tiny_llama.llama_config()
+    return AutoConfig.from_pretrained(model["name_or_path"], revision=model.get("revision"),
+                                      trust_remote_code=model.get("trust_remote_code", False))
+
+
 def meta_model(model: dict[str, Any]):
     """The model built from its config on the meta device: its layers, no weights."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    if tiny_llama.is_builtin(model["name_or_path"]):
-        config = tiny_llama.llama_config()
-    else:
-        config = AutoConfig.from_pretrained(model["name_or_path"], revision=model.get("revision"),
-                                            trust_remote_code=model.get("trust_remote_code", False))
+    config = model_config(model)
     with torch.device("meta"):
         return AutoModelForCausalLM.from_config(
             config, trust_remote_code=model.get("trust_remote_code", False))

@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..errors import UserError
+from . import auto_space
 from .plan import SweepPlan, key_path, locate_problem, source_of
 from .rules import check_metric_only, check_rules, check_space_only
 from .keys import suggest
@@ -285,8 +286,13 @@ def load_config(path: str | Path, overrides: list[str] | None = None, *,
             problems += [locate_problem(p, where) for p in check_space_only(raw_space)]
         problems += [locate_problem(p, where) for p in check_metric_only(data)]
         raise UserError(f"{path}: {len(problems)} problem(s) in the config", problems) from None
-    derived, problems = check_rules(cfg, base_dir=path.resolve().parent, existing=existing)
+    auto, problems = None, []
+    if auto_space.requested(cfg):  # built from the model and data, then checked as any space
+        cfg, auto, problems = auto_space.resolve(cfg, base_dir=path.resolve().parent)
+    derived, more = check_rules(cfg, base_dir=path.resolve().parent, existing=existing)
+    problems += more
     if problems:
         problems = [locate_problem(p, where) for p in problems]
         raise UserError(f"{path}: {len(problems)} problem(s) in the config", problems)
-    return cfg, dataclasses.replace(derived, config_path=str(path.resolve()), sources=where)
+    return cfg, dataclasses.replace(derived, config_path=str(path.resolve()), sources=where,
+                                    auto_space=auto)

@@ -31,6 +31,9 @@ class SweepPlan:
     existing: bool = False
     # where each key's value came from: "<file> line N" or "command line (key=value)"
     sources: dict[tuple, str] = field(default_factory=dict, repr=False, compare=False)
+    # search_space: auto — the space it built, with the reason for each setting
+    # (search_spaces.auto.AutoSpace); None when the config wrote its space itself
+    auto_space: Any = field(default=None, repr=False, compare=False)
 
     def locate(self, problems: list[str]) -> list[str]:
         """Each problem prefixed with where the value it names came from."""

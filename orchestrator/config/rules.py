@@ -161,9 +161,9 @@ def check_metric_only(data: dict[str, Any]) -> list[str]:
     return _metric_problems(metric, evaluation.scorers)
 
 
-def _parse(raw: dict | str) -> tuple[dict[str, Domain], list[str]]:
+def _parse(raw: dict | str, *, auto: dict | None = None) -> tuple[dict[str, Domain], list[str]]:
     try:
-        entries = merge_space({"preset": raw} if isinstance(raw, str) else raw)
+        entries = merge_space({"preset": raw} if isinstance(raw, str) else raw, auto=auto)
         return parse_space(entries), []
     except SpaceError as err:
         return {}, err.problems
@@ -204,8 +204,9 @@ def _check_domains(domains: dict[str, Domain], *, existing: bool = False) -> lis
 
 
 def check_space_only(raw: dict | str) -> list[str]:
-    """Problems of a search space alone (used when the rest of the config failed to parse)."""
-    domains, problems = _parse(raw)
+    """Problems of a search space alone (used when the rest of the config failed to parse;
+    of ``auto``, only the entries the config writes itself: auto needs a valid model)."""
+    domains, problems = _parse(raw, auto={})
     return problems + _check_domains(domains)
 
 
