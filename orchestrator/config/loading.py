@@ -289,7 +289,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None, *,
     auto, problems = None, []
     if auto_space.requested(cfg):  # built from the model and data, then checked as any space
         cfg, auto, problems = auto_space.resolve(cfg, base_dir=path.resolve().parent)
-    derived, more = check_rules(cfg, base_dir=path.resolve().parent, existing=existing)
+    derived, more = check_rules(cfg, base_dir=path.resolve().parent, existing=existing,
+                                space_unbuilt=bool(problems))
     problems += more
     if problems:
         problems = [locate_problem(p, where) for p in problems]

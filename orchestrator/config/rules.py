@@ -210,14 +210,18 @@ def check_space_only(raw: dict | str) -> list[str]:
     return problems + _check_domains(domains)
 
 
-def check_rules(cfg: SweepConfig, *, base_dir: Path, existing: bool = False
-                ) -> tuple[SweepPlan, list[str]]:
+def check_rules(cfg: SweepConfig, *, base_dir: Path, existing: bool = False,
+                space_unbuilt: bool = False) -> tuple[SweepPlan, list[str]]:
     """Check the rules between fields and derive what the orchestrator needs.
 
     ``existing``: the config of a sweep that has run (its ``sweep.yaml``, for ``resume`` and
     ``promote``): the rules that keep a NEW sweep from breaking (a searched max_steps or
     eval_steps, max_t below max_steps, rungs off the eval steps) are not applied, so a sweep
     made before them keeps its trials, its resume and its promotion.
+
+    ``space_unbuilt``: ``search_space: auto`` could not be built (a problem already said so),
+    so the space holds only the config's own entries: what is checked against the whole space
+    (the initial points, an empty space) is left out rather than blamed on it.
 
     Returns:
         ``(plan, problems)``; the plan holds the parsed search space (``domains``), the
@@ -227,7 +231,7 @@ def check_rules(cfg: SweepConfig, *, base_dir: Path, existing: bool = False
     problems += _check_domains(domains, existing=existing)
     # While the space has a problem, what is checked against it (initial points, an empty
     # space) would only repeat that problem in other words.
-    space_ok = not problems
+    space_ok = not problems and not space_unbuilt
 
     if "lora.alpha" in domains and "lora.alpha_ratio" in domains:
         problems.append("search_space: lora.alpha and lora.alpha_ratio are both searched, but "
