@@ -425,7 +425,11 @@ class SweepConfig(Section):
     search_space: dict[str, Any] = Field(
         default_factory=dict, description="Searched settings (dotted names), optionally on top "
         "of a preset: {preset: cpu-demo, lora.r: {choice: [8, 16]}}. Any lora.* or training.* "
-        "setting but training.max_steps and training.eval_steps, which every trial shares.")
+        "setting but training.max_steps and training.eval_steps, which every trial shares. "
+        "auto (or {preset: auto, ...}): a space built from the model and the data (learning "
+        "rate centred on a calibrated LoRA rate for the model's family and width, all-linear "
+        "then mlp targets, rank ladder, dropout) with initial points drawn from it; "
+        "`qlora-sweep validate` prints it and why, sweep.yaml records it.")
     search: SearchSection = Field(default_factory=SearchSection, description="Search algorithm.")
     scheduler: SchedulerSection = Field(default_factory=SchedulerSection,
                                         description="Early stopping.")
