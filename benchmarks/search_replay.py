@@ -60,6 +60,12 @@ ARMS = {
     "tpe-mv-rf3": ("the same, ASHA reduction factor 3", ["scheduler.reduction_factor=3"],
                    "tpe-multivariate"),
     "gp": ("Optuna's GPSampler + ASHA, told pruned/best", [], "gp"),
+    # search_space: auto (the model's prior: LR range and initial points) in place of the
+    # config's space; no search.initial_points of the config's, so auto's come from the prior
+    "auto": ("search_space: auto + multivariate TPE + ASHA (its 3 initial points from the prior)",
+             ["search_space=auto"], "tpe-multivariate"),
+    "auto-random-asha": ("search_space: auto + random search + ASHA (the same initial points)",
+                         ["search_space=auto", "search.algorithm=random"], None),
 }
 DEFAULT_ARM = "tpe-mv"
 
