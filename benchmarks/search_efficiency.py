@@ -2,6 +2,7 @@
 
     python benchmarks/search_efficiency.py [--budget 1920] [--seeds 3] [--max-steps 160] [--keep DIR]
                                            [--metric eval_loss|task_price_mae]
+                                           [--arms tpe,random,defaults] [--eval-steps N]
 
 The demo task (examples/demo_cpu.yaml: builtin:tiny-llama in NF4, the pricing data, batch 8,
 max_length 64, cosine, warmup 0.05, max_grad_norm 1.0, an evaluation every max_steps / 8 steps),
@@ -17,7 +18,14 @@ three arms, each a real ``qlora-sweep run`` (local Ray, 2 trials at a time), for
 * QLoRA paper defaults: one run of r 64, alpha 16, dropout 0.1, lr 2e-4, all linear layers
   (an empty search space, random, 1 trial); it spends max_steps steps, not the budget.
 
-Neither search arm gets ``search.initial_points`` (the demo's known-good point is prior
+* ``demo`` (``--arms demo,random``): the demo's search as a user gets it, examples/demo_cpu.yaml
+  as shipped (its search space, search settings, scheduler and initial points; the project's
+  default search recipe), with only the seeds, the budget's stop and the evaluation cadence set
+  as for the other arms.
+
+``--arms`` picks the arms (default: tpe, random, defaults); ``--eval-steps`` the evaluation
+cadence of every arm (default: max_steps / 8; ASHA's grace is one evaluation interval, except
+in the demo arm, which keeps its own). Neither search arm gets ``search.initial_points`` (the demo's known-good point is prior
 knowledge). The budget is applied offline, the same way to every arm: every report of every
 trial (``trial_*/progress.csv``) is put in time order; "steps spent" at a report is the sum
 over trials of the latest step each had reported by then (steps trained after a trial's last
@@ -63,7 +71,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.report import ROOT, record, spread, table  # noqa: E402
 
-ARMS = ["TPE + ASHA", "random, no early stopping", "QLoRA paper defaults"]
+ARMS = ["TPE + ASHA", "random, no early stopping", "QLoRA paper defaults",
+        "the demo as shipped"]
+ARM_KEYS = dict(zip(["tpe", "random", "defaults", "demo"], ARMS))
+TPE, RANDOM, DEFAULTS, DEMO = ARMS
 # The demo's price scorer (examples/demo_cpu.yaml's evaluation section).
 PRICE = {"type": "number", "name": "price", "pattern": r"\$\s*([0-9][0-9,]*\.?[0-9]*)"}
 
@@ -74,8 +85,11 @@ def count(values: list[int]) -> str:
 
 
 def config(arm: str, seed: int, *, budget: int, max_steps: int, root: Path, name: str,
-           metric: str = "eval_loss") -> dict:
-    every = max(1, max_steps // 8)
+           metric: str = "eval_loss", every: int | None = None) -> dict:
+    every = every or max(1, max_steps // 8)
+    if arm == DEMO:
+        return demo_config(seed, max_steps=max_steps, every=every, root=root, name=name,
+                           budget=budget)
     cfg = {
         "model": {"name_or_path": "builtin:tiny-llama",
                   "quantization": {"mode": "4bit", "quant_type": "nf4", "double_quant": True}},
@@ -95,13 +109,27 @@ def config(arm: str, seed: int, *, budget: int, max_steps: int, root: Path, name
     if metric != "eval_loss":
         cfg["evaluation"] = {"scorers": [PRICE], "max_new_tokens": 12}
         cfg["search"]["metric"] = metric
-    if arm == ARMS[0]:
+    if arm == TPE:
         cfg["search"].update(algorithm="optuna", num_trials=4 * -(-budget // max_steps))
         cfg["scheduler"] = {"type": "asha", "grace_period": every, "reduction_factor": 2}
-    elif arm == ARMS[2]:
+    elif arm == DEFAULTS:
         cfg["lora"] = {"r": 64, "alpha": 16, "dropout": 0.1, "target_modules": "all-linear"}
         cfg["training"]["learning_rate"] = 2e-4
         cfg["search_space"], cfg["search"]["num_trials"] = {}, 1
+    return cfg
+
+
+def demo_config(seed: int, *, max_steps: int, every: int, root: Path, name: str,
+                budget: int) -> dict:
+    """examples/demo_cpu.yaml as shipped, with the seeds, max_steps, the evaluation cadence and
+    the storage set; enough trials that the budget's stop, not num_trials, ends it."""
+    cfg = yaml.safe_load((ROOT / "examples" / "demo_cpu.yaml").read_text())
+    for split in ("train", "eval"):
+        cfg["data"][split] = str(ROOT / "examples" / cfg["data"][split])
+    cfg["training"].update(max_steps=max_steps, eval_steps=every, seed=seed)
+    cfg["search"].update(seed=seed, num_trials=max(cfg["search"].get("num_trials", 1),
+                                                   4 * -(-budget // max_steps)))
+    cfg["storage"] = {"path": str(root), "name": name}
     return cfg
 
 
@@ -188,7 +216,16 @@ def main() -> None:
     parser.add_argument("--sweep-timeout", type=float, default=5400, help="seconds per sweep")
     parser.add_argument("--metric", default="eval_loss", choices=["eval_loss", "task_price_mae"],
                         help="what the sweeps rank by and the figures compare")
+    parser.add_argument("--arms", default="tpe,random,defaults",
+                        help="comma-separated, of: " + ", ".join(ARM_KEYS))
+    parser.add_argument("--eval-steps", type=int, help="evaluation cadence of every arm "
+                        "(default: max_steps / 8)")
     args = parser.parse_args()
+    unknown = [a for a in args.arms.split(",") if a not in ARM_KEYS]
+    if unknown:
+        parser.error(f"--arms: unknown {unknown}; known: {', '.join(ARM_KEYS)}")
+    arms = [ARM_KEYS[a] for a in args.arms.split(",")]
+    every = args.eval_steps or max(1, args.max_steps // 8)
     metric = args.metric
     label = "eval loss" if metric == "eval_loss" else "price MAE"
     began = time.perf_counter()
@@ -197,13 +234,14 @@ def main() -> None:
         parser.error("--budget must be at least --max-steps (one full trial)")
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench-search-"))
     root.mkdir(parents=True, exist_ok=True)
-    curves = {arm: [] for arm in ARMS}  # per seed: [(spent, value)], steps in all, trials
-    pairs = {arm: [] for arm in ARMS}  # per seed: [(best eval loss, best metric)] per trial
+    curves = {arm: [] for arm in arms}  # per seed: [(spent, value)], steps in all, trials
+    pairs = {arm: [] for arm in arms}  # per seed: [(best eval loss, best metric)] per trial
     for seed in range(args.seeds):
-        for i, arm in enumerate(ARMS):
+        for arm in arms:
+            i = ARMS.index(arm)
             name = f"arm{i}-seed{seed}"
             cfg = config(arm, seed, budget=args.budget, max_steps=args.max_steps, root=root,
-                         name=name, metric=metric)
+                         name=name, metric=metric, every=every)
             done = root / f"{name}.done"  # with --keep, a rerun reuses the sweeps it finished
             if done.is_file() and yaml.safe_load(done.read_text()) == cfg:
                 print(f"seed {seed}, {arm}: reusing {root / name}", flush=True)
@@ -211,7 +249,7 @@ def main() -> None:
             else:
                 print(f"seed {seed}, {arm}: running ({name})", flush=True)
                 start = time.perf_counter()
-                sweep = run_sweep(cfg, root, name, stop_at=args.budget if i == 0 else None,
+                sweep = run_sweep(cfg, root, name, stop_at=args.budget if arm in (TPE, DEMO) else None,
                                   timeout=args.sweep_timeout)
                 done.write_text(yaml.safe_dump(cfg))
             events, trials = reports(sweep, metric)
@@ -225,10 +263,10 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
 
     best = {arm: [min(l for s, l in c if s <= args.budget) for c, _, _ in curves[arm]]
-            for arm in ARMS}
+            for arm in arms}
     target = 1.02 * min(min(v) for v in best.values())
     to_target = {arm: [next((s for s, l in c if s <= args.budget and l <= target), None)
-                       for c, _, _ in curves[arm]] for arm in ARMS}
+                       for c, _, _ in curves[arm]] for arm in arms}
     n = args.seeds
 
     def reached(values):
@@ -242,40 +280,55 @@ def main() -> None:
 
     rows = [[arm, count([t for _, _, t in curves[arm]]), count([s for _, s, _ in curves[arm]]),
              f"{statistics.median(best[arm]):.4f} ({min(best[arm]):.4f}-{max(best[arm]):.4f})",
-             reached(to_target[arm])] for arm in ARMS]
-    rows[2][2] += " (one run: max_steps, not the budget)"
+             reached(to_target[arm])] for arm in arms]
+    if DEFAULTS in arms:
+        rows[arms.index(DEFAULTS)][2] += " (one run: max_steps, not the budget)"
     body = table(["arm", "trials run", "steps spent in all", f"best {label} within budget",
                   "steps to within 2 % of the best"], rows)
-    tpe, rnd, dft = ARMS
-    ratios = [[f"best {label}, TPE + ASHA / random", ratio(best[tpe], best[rnd])],
-              [f"best {label}, TPE + ASHA / QLoRA defaults", ratio(best[tpe], best[dft])],
-              ["steps to within 2 %, random / TPE + ASHA", ratio(to_target[rnd], to_target[tpe])]]
+    ratios = []
+    for arm in (a for a in (TPE, DEMO) if a in arms):
+        for other in (o for o in (RANDOM, DEFAULTS) if o in arms):
+            ratios.append([f"best {label}, {arm} / {other}", ratio(best[arm], best[other])])
+        if RANDOM in arms:
+            ratios.append([f"steps to within 2 %, random / {arm}",
+                           ratio(to_target[RANDOM], to_target[arm])])
     body += "\n\n" + table(["ratio, per seed", "median (min-max)"], ratios)
     if metric != "eval_loss":
         from orchestrator.observe.plots import rank_correlation
 
-        every_trial = [p for arm in ARMS for seed_pairs in pairs[arm] for p in seed_pairs]
+        every_trial = [p for arm in arms for seed_pairs in pairs[arm] for p in seed_pairs]
         rho = rank_correlation([a for a, _ in every_trial], [b for _, b in every_trial])
-        sweeps = [seed_pairs for arm in ARMS[:2] for seed_pairs in pairs[arm] if seed_pairs]
+        sweeps = [seed_pairs for arm in arms if arm != DEFAULTS
+                  for seed_pairs in pairs[arm] if seed_pairs]
         differ = sum(min(sp)[1] != min(sp, key=lambda p: p[1])[1] for sp in sweeps)
         body += (f"\n\nLoss against task: over the {len(every_trial)} trials of every arm and "
                  f"seed, the rank correlation of each trial's best eval loss and best price MAE "
                  f"is **{'n/a' if rho is None else f'{rho:+.2f}'}**; in {differ} of the "
                  f"{len(sweeps)} searched sweeps the trial with the lowest eval loss is not the "
                  f"one with the lowest price MAE.")
-    body += (f"\n\nRanked by {metric}. Budget {args.budget} training steps per arm, counted offline from every "
-             f"trial's reports in time order; {args.max_steps} steps per trial, an evaluation "
-             f"every {max(1, args.max_steps // 8)}; {n} seeds (search.seed = training.seed); the "
+    described = {
+        TPE: f"TPE + ASHA (cpu-demo space, grace {every}, reduction factor 2, no initial points) "
+             f"is stopped once its reported steps reach the budget",
+        RANDOM: "random samples the cpu-demo space with every trial run to the end, no initial "
+                "points",
+        DEFAULTS: "QLoRA defaults: r 64, alpha 16, dropout 0.1, lr 2e-4, all linear layers, one "
+                  "run",
+        DEMO: "the demo as shipped: examples/demo_cpu.yaml's search space, search settings, "
+              "ASHA and initial points, the project's default search recipe, stopped once its "
+              "reported steps reach the budget",
+    }
+    body += (f"\n\nRanked by {metric}. Budget {args.budget} training steps per arm, counted "
+             f"offline from every trial's reports in time order; {args.max_steps} steps per "
+             f"trial, an evaluation every {every}; {n} seeds (search.seed = training.seed); the "
              f"demo task (tiny Llama in NF4, pricing data), 2 trials at a time. Target for "
              f"\"within 2 %\": 1.02 x {target / 1.02:.4f} = {target:.4f}, the best {label} any "
-             f"arm reached within budget. TPE + ASHA (cpu-demo space, grace "
-             f"{max(1, args.max_steps // 8)}, reduction factor 2, no initial points) is stopped "
-             f"once its reported steps reach the budget; random samples the same space with "
-             f"every trial run to the end; QLoRA defaults: r 64, alpha 16, dropout 0.1, "
-             f"lr 2e-4, all linear layers, one run.")
+             f"arm reached within budget. " + "; ".join(described[a] for a in arms) + ".")
     print(f"wall time {time.perf_counter() - began:.0f} s", flush=True)
-    record("Search efficiency at a fixed step budget"
-           + ("" if metric == "eval_loss" else ", ranked by the price MAE"), body)
+    title = "Search efficiency at a fixed step budget" + (
+        "" if metric == "eval_loss" else ", ranked by the price MAE")
+    if DEMO in arms:
+        title = "Real sweeps: the demo's search as shipped against random search"
+    record(title, body)
 
 
 if __name__ == "__main__":
