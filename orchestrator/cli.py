@@ -234,6 +234,8 @@ def _validate(args) -> int:
     trials = f"{cfg.search.num_trials} trial{'s' if cfg.search.num_trials != 1 else ''}"
     print(f"  search:  {cfg.search.algorithm}, {trials}, "
           f"{cfg.search.metric} ({derived.mode}); scheduler: {cfg.scheduler.type}")
+    if derived.budget is not None:
+        print(f"  {derived.budget.describe()}")
     print(f"  metrics: {', '.join(cfg.reported_metrics)}")
     if derived.auto_space is not None:
         from .config.auto_space import explain

@@ -32,6 +32,7 @@ from ray.tune import Callback
 from search_spaces.domains import short_name
 from trainables.metrics import SEARCH_VALUE
 
+from ..config.budget import budget_line, spent_steps
 from ..sweepdir.results import best_of, error_summary, task_values, write_json
 from ..sweepdir.names import STATUS
 
@@ -57,10 +58,13 @@ def _clock(started: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def sweep_interrupted(trial_states: list[str], planned: int | None) -> bool:
-    """Whether Tune stopped before the sweep's end: a trial not ended, or trials not started."""
+def sweep_interrupted(trial_states: list[str], planned: int | None, *,
+                      budget_spent: bool = False) -> bool:
+    """Whether Tune stopped before the sweep's end: a trial not ended, or trials not started
+    (which ``search.budget``, once spent, leaves unstarted on purpose)."""
     unfinished = any(state not in ("TERMINATED", "ERROR") for state in trial_states)
-    return unfinished or (planned is not None and len(trial_states) < planned)
+    return unfinished or (planned is not None and len(trial_states) < planned
+                          and not budget_spent)
 
 
 def mark_interrupted(sweep_dir: Path) -> None:
@@ -91,11 +95,13 @@ class StatusCallback(Callback):
     """Keeps ``status.json`` current; a resumed sweep continues the same file."""
 
     def __init__(self, sweep_dir: Path, *, metric: str, mode: str, searched: list[str],
-                 max_steps: int, planned: int | None, rungs: list[int]):
+                 max_steps: int, planned: int | None, rungs: list[int],
+                 budget: int | None = None):
         self._path = Path(sweep_dir) / STATUS
         self._metric, self._searched, self._max_steps = metric, searched, max_steps
         self._mode, self._better = mode, (min if mode == "min" else max)
         self._rungs, self._planned = rungs, planned
+        self._budget = budget  # search.budget, in training steps
         self._trials: dict[str, dict[str, Any]] = {}
         self._data: dict[str, Any] = {}
         self._signature: tuple = ()
@@ -118,6 +124,8 @@ class StatusCallback(Callback):
             "searched": self._searched, "planned_trials": self._planned,
             "asha_rungs": self._rungs, "trials": [],
         }
+        if self._budget is not None:
+            self._data["budget"] = {"steps": self._budget, "spent": self._spent()}
         self._write(now=True)
 
     def _entry(self, trial) -> dict[str, Any]:
@@ -141,7 +149,13 @@ class StatusCallback(Callback):
             return  # written by a later event, or at the latest by on_step_end
         self._data["updated_at"] = _now()
         self._data["trials"] = list(self._trials.values())
+        if self._budget is not None:
+            self._data["budget"]["spent"] = self._spent()
         self._beat()
+
+    def _spent(self) -> int:
+        """search.budget's count: each trial's furthest step, summed (run/budget.py)."""
+        return spent_steps({t: e["steps_run"] for t, e in self._trials.items()})
 
     def _beat(self) -> None:
         """Write the file with a fresh heartbeat (``updated_at`` stays the last trial event)."""
@@ -187,6 +201,8 @@ class StatusCallback(Callback):
         if best is not None:
             line += (f"; best {self._metric} {best['best_value']:.4g} (trial "
                      f"{best['trial_id']}, step {best['best_step']})")
+        if self._budget is not None:
+            line += f"; budget {budget_line(self._spent(), self._budget)}"
         log.info(line)
 
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
@@ -280,8 +296,9 @@ class StatusCallback(Callback):
 
     def on_experiment_end(self, trials: list, **info) -> None:
         # Tune also ends the experiment on Ctrl-C, with trials still unfinished.
+        spent = self._budget is not None and self._spent() >= self._budget
         self._data["state"] = "interrupted" if sweep_interrupted(
-            [t.status for t in trials], self._planned) else "finished"
+            [t.status for t in trials], self._planned, budget_spent=spent) else "finished"
         if self._data["state"] == "interrupted":
             for entry in self._trials.values():
                 if entry["status"] in ("running", "pending", "paused"):

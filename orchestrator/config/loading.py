@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..errors import UserError
 from . import auto_space
+from .budget import plan_budget, sized
 from .plan import SweepPlan, key_path, locate_problem, source_of
 from .rules import check_metric_only, check_rules, check_space_only
 from .keys import suggest
@@ -286,6 +287,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None, *,
             problems += [locate_problem(p, where) for p in check_space_only(raw_space)]
         problems += [locate_problem(p, where) for p in check_metric_only(data)]
         raise UserError(f"{path}: {len(problems)} problem(s) in the config", problems) from None
+    budget = plan_budget(cfg)
+    cfg = sized(cfg, budget)  # search.num_trials from search.budget, when not given
     auto, problems = None, []
     if auto_space.requested(cfg):  # built from the model and data, then checked as any space
         cfg, auto, problems = auto_space.resolve(cfg, base_dir=path.resolve().parent)
@@ -296,4 +299,4 @@ def load_config(path: str | Path, overrides: list[str] | None = None, *,
         problems = [locate_problem(p, where) for p in problems]
         raise UserError(f"{path}: {len(problems)} problem(s) in the config", problems)
     return cfg, dataclasses.replace(derived, config_path=str(path.resolve()), sources=where,
-                                    auto_space=auto)
+                                    auto_space=auto, budget=budget)

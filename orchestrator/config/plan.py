@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .budget import BudgetPlan
+
 
 @dataclass(frozen=True)
 class SweepPlan:
@@ -29,6 +31,8 @@ class SweepPlan:
     # the sweep.yaml of a sweep that has run (resume, promote): the checks that keep a new
     # sweep from breaking are warnings or left out, so what it made is not refused
     existing: bool = False
+    # search.budget: what it pays for (config.budget); None without one
+    budget: BudgetPlan | None = None
     # where each key's value came from: "<file> line N" or "command line (key=value)"
     sources: dict[tuple, str] = field(default_factory=dict, repr=False, compare=False)
     # search_space: auto — the space it built, with the reason for each setting

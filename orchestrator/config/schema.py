@@ -179,7 +179,14 @@ class TrainingSection(Section):
 class SearchSection(Section):
     algorithm: Literal["optuna", "random", "grid"] = Field(
         "optuna", description="optuna (TPE), random, or grid (every combination of choices once).")
-    num_trials: int = Field(8, gt=0, description="Trials to run (grid: ignored).")
+    num_trials: int = Field(8, gt=0, description="Trials to run (grid: ignored). With "
+                            "search.budget and no num_trials: as many as the budget pays for.")
+    budget: int | None = Field(
+        None, description="The sweep's compute in training steps: 2880, or '2880 steps'. No "
+        "trial starts once the trials have trained that many steps (each trial's furthest "
+        "step, summed); running ones finish as ASHA lets them. Without search.num_trials, "
+        "the sweep plans budget // (steps a trial is expected to train under ASHA) trials. "
+        "Unset: no budget.")
     max_concurrent: int | None = Field(
         None, gt=0, description="Trials running at once; default: as many as the cluster fits.")
     metric: str = Field("eval_loss", description="Metric to optimise: "
@@ -191,6 +198,13 @@ class SearchSection(Section):
     seed: int = Field(0, description="Seed of the search algorithm.")
     initial_points: list[dict[str, Any]] = Field(
         default_factory=list, description="Known-good configs (dotted keys) evaluated first.")
+
+    @field_validator("budget", mode="before")
+    @classmethod
+    def _budget(cls, v):
+        from .budget import parse_budget
+
+        return None if v is None else parse_budget(v)
 
 
 class SchedulerSection(Section):

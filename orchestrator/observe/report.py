@@ -235,6 +235,8 @@ def render_html(sweep: SweepDir, data: dict[str, Any], figures: list[Figure], ou
     facts = [("state", data["state"]), ("metric", f"{metric} ({data['mode']}imize)"),
              ("trials", ", ".join(f"{n} {s.replace('_', ' ')}"
                                   for s, n in sorted(data["counts"].items())))]
+    if data.get("budget"):
+        facts.append(("budget", data["budget"]["line"]))
     if data["baseline"] is not None:
         facts.append(("base model", f"{metric} {data['baseline']:.4f} (before fine-tuning)"))
     if best:

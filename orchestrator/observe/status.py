@@ -152,8 +152,21 @@ def summary(sweep: SweepDir) -> dict[str, Any]:
             "updated_at": status.get("updated_at"), "driver": status.get("driver"),
             "driver_gone": gone,
             "metric": metric, "mode": sweep.mode, "planned_trials": status.get("planned_trials"),
+            "budget": budget_of(status),
             "counts": dict(Counter(r["status"] for r in rows)), "baseline": base, "best": best,
             "trials": rows}
+
+
+def budget_of(status: dict[str, Any]) -> dict[str, Any] | None:
+    """status.json's ``search.budget`` count, with its line ("spent S of B steps (P %)"); None
+    for a sweep without a budget."""
+    from ..config.budget import budget_line
+
+    recorded = status.get("budget")
+    if not recorded:
+        return None
+    steps, spent = int(recorded["steps"]), int(recorded["spent"])
+    return {"steps": steps, "spent": spent, "line": budget_line(spent, steps)}
 
 
 def render(sweep: SweepDir, data: dict[str, Any], fmt: str) -> str:
@@ -187,9 +200,14 @@ def _text(sweep: SweepDir, data: dict[str, Any], searched: list[str]) -> str:
     parts = [f"{counts[s]} {s.replace('_', ' ')}" for s in _ORDER if counts.get(s)]
     planned = data["planned_trials"]
     started = sum(counts.values())
-    if planned and data["state"] == "running" and planned > started:
+    budget = data.get("budget")
+    spent = budget is not None and budget["spent"] >= budget["steps"]
+    if planned and data["state"] == "running" and planned > started and not spent:
         parts.append(f"{planned - started} not yet proposed")
     lines = [f"sweep {data['sweep']}: {state}", f"trials: {', '.join(parts)}"]
+    if budget is not None:
+        still = "; no new trials" if spent and data["state"] == "running" else ""
+        lines.append(f"budget: {budget['line']}{still}")
     best, metric = data["best"], data["metric"]
     if best:
         vs = ""

@@ -42,6 +42,12 @@ def _histories(sweep: SweepDir, key: str) -> list[tuple[str, int, float, float]]
     return out
 
 
+def _steps_run(sweep: SweepDir) -> dict[str, int]:
+    """Each trial's furthest step, as ``status.json`` records it (``search.budget``'s count;
+    a lost trial's steps were spent too)."""
+    return {row["trial_id"]: int(row.get("steps_run") or 0) for row in sweep.leaderboard()}
+
+
 def _extension(sweep: SweepDir, overrides: list[str], *, allow_space_change: bool = False):
     """``(cfg, derived, extend_to, space_changed)``: the sweep's config with ``overrides``,
     which may only raise ``search.num_trials`` (Optuna) and, with ``allow_space_change``,
@@ -188,7 +194,7 @@ class ResumedSweep(Start):
                               sweep_dir=str(sweep.path),
                               histories=_histories(sweep, phase.derived.rank_key),
                               extend_to=self.extend_to, new_study=self.study,
-                              remote=sweep.remote)
+                              remote=sweep.remote, steps_run=_steps_run(sweep))
         log.info(f"watch it:  qlora-sweep status {sweep.where} --watch")
         return tuner
 

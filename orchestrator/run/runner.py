@@ -196,6 +196,8 @@ def finish(cfg: SweepConfig, derived: SweepPlan, results, *, sweep_dir: Path,
     log.info(f"{len(rows)} trial{'' if len(rows) == 1 else 's'}: {counts['completed']} "
              f"completed, {counts['stopped_early']} "
              f"stopped early (ASHA), {counts['errored']} errored")
+    if cfg.search.budget is not None:
+        log.info(f"budget: {_budget_spent(sweep_dir, cfg.search.budget)}")
     if best is None:
         log.info(f"no trial produced a usable {metric}; see the errors above and in {sweep_dir}")
         return RUNTIME_EXIT
@@ -220,3 +222,12 @@ def finish(cfg: SweepConfig, derived: SweepPlan, results, *, sweep_dir: Path,
 
 def _number(value) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+def _budget_spent(sweep_dir: Path, budget: int) -> str:
+    """"spent S of B steps (P %)", from status.json (the count the StatusCallback kept)."""
+    from ..config.budget import budget_line
+    from ..sweepdir.folder import open_sweep
+
+    recorded = (open_sweep(sweep_dir).status() or {}).get("budget") or {}
+    return budget_line(int(recorded.get("spent", 0)), budget)

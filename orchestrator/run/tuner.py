@@ -135,7 +135,7 @@ def _callbacks(cfg: SweepConfig, derived: SweepPlan, spec: TrialSpec, *,
         StatusCallback(Path(sweep_dir), metric=cfg.search.metric, mode=derived.mode,
                        searched=searched, max_steps=cfg.training.max_steps,
                        planned=None if cfg.search.algorithm == "grid" else cfg.search.num_trials,
-                       rungs=rungs),
+                       rungs=rungs, budget=cfg.search.budget),
         DiskGuard(sweep_dir=remote.uri if remote else sweep_dir, metric=cfg.search.metric,
                   mode=derived.mode, max_steps=cfg.training.max_steps,
                   max_bytes=int(cfg.storage.max_gb * 1e9) if cfg.storage.max_gb else None),
@@ -173,13 +173,15 @@ def replay_asha(asha, histories: list[tuple[str, int, float, float]], *, mode: s
 
 def restore_tuner(cfg: SweepConfig, derived: SweepPlan, spec: TrialSpec, *,
                   sweep_dir: str, histories: list[tuple[str, int, float, float]],
-                  extend_to: int | None = None, new_study: str | None = None, remote=None):
+                  extend_to: int | None = None, new_study: str | None = None, remote=None,
+                  steps_run: dict[str, int] | None = None):
     """The interrupted sweep's Tuner: finished trials stay as they are, unfinished ones go on
     from their newest checkpoint, the searcher continues its study (``searcher-state``), and
     ASHA gets its rungs back from ``histories``. ``extend_to``: the sweep's new number of
     trials (Optuna only), the study going on from the trials it has. ``new_study``: the
     search space changed; new trials come from this study (already seeded with the earlier
-    trials inside the new space) and the new ``param_space``."""
+    trials inside the new space) and the new ``param_space``. ``steps_run``: each trial's
+    furthest step in the sweep dir, counted against ``search.budget`` with what Ray saved."""
     from ray import tune
 
     tuner = tune.Tuner.restore(remote.uri if remote else sweep_dir,
@@ -196,16 +198,21 @@ def restore_tuner(cfg: SweepConfig, derived: SweepPlan, spec: TrialSpec, *,
     if asha is not None:
         replay_asha(asha, histories, mode=derived.mode)  # tuner.pkl's ASHA has empty rungs
         tune_config.scheduler = asha
+    from .budget import count_of, with_budget
+
+    if count_of(tune_config.search_alg) is not None:  # tuner.pkl's: as the sweep started
+        count_of(tune_config.search_alg).merge(steps_run or {})
     if extend_to is not None:
         searcher = tune_config.search_alg
         if new_study is not None:
             # Ray refuses a changed param_space on restore (Tuner.restore(param_space=...)),
             # for the comparability reason the user has just waived.
             restored.set_param_space(param_space(derived))
-            searcher = search_alg(cfg, sweep_dir=sweep_dir, name=new_study,
-                                  concurrency=searcher.max_concurrent,
-                                  with_initial_points=False, rank_key=derived.rank_key,
-                                  max_t=derived.max_t)
+            searcher = with_budget(
+                search_alg(cfg, sweep_dir=sweep_dir, name=new_study,
+                           concurrency=searcher.max_concurrent, with_initial_points=False,
+                           rank_key=derived.rank_key, max_t=derived.max_t),
+                budget=cfg.search.budget, steps=steps_run)
         tune_config.search_alg = extendable_search(
             searcher, total=extend_to,
             space=param_space(derived) if new_study is not None else None)
@@ -225,6 +232,8 @@ def build_tuner(cfg: SweepConfig, derived: SweepPlan, spec: TrialSpec, *,
     the QLoRA trial (``benchmarks/scale.py`` drives the orchestration with a trivial one)."""
     from ray import tune
 
+    from .budget import with_budget
+
     grid = cfg.search.algorithm == "grid"
     metric, mode = cfg.search.metric, derived.mode
     own = _own_rank_key(cfg, derived)  # scheduler and searcher name their key themselves
@@ -238,9 +247,11 @@ def build_tuner(cfg: SweepConfig, derived: SweepPlan, spec: TrialSpec, *,
         tune_config=tune.TuneConfig(
             metric=None if own else metric,
             mode=None if own else mode,
-            search_alg=search_alg(cfg, sweep_dir=sweep_dir, concurrency=concurrency,
-                                  name=name, rank_key=derived.rank_key,
-                                  searched=bool(derived.domains), max_t=derived.max_t),
+            search_alg=with_budget(
+                search_alg(cfg, sweep_dir=sweep_dir, concurrency=concurrency, name=name,
+                           rank_key=derived.rank_key, searched=bool(derived.domains),
+                           max_t=derived.max_t),
+                budget=cfg.search.budget),
             scheduler=scheduler(cfg, derived),
             num_samples=1 if grid else cfg.search.num_trials,
             trial_name_creator=lambda t: f"trial_{t.trial_id}",
