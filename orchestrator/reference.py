@@ -123,6 +123,7 @@ CONFIG_MISTAKES = [
     ("an unknown preset", ["search_space.preset=nope"]),
     ("nothing to search, for several trials", ["search_space={}", "search.num_trials=4"]),
     ("a starting point outside the space", ["search.initial_points=[{lora.r: 7}]"]),
+    ("a budget in wall time", ["search.budget=2h"]),
     ("a metric the trials never report", ["search.metric=task_price_mea"]),
     ("ASHA's first rung after its last", ["scheduler.grace_period=1000"]),
     ("a data file of a type that is not read", ["data.train=train.txt"]),

@@ -241,3 +241,9 @@ def test_the_budget_stops_a_real_sweep(tiny_model_dir, tmp_path, capsys):
     assert data["budget"] == {"steps": budget, "spent": spent, "line": line}
     assert f"budget: {line}" in render(opened, data, "table")
     assert line in render_html(opened, data, [], tmp_path, "journal")
+
+    # trials added on resume would never start: refused before anything runs
+    capsys.readouterr()
+    assert main(["resume", str(sweep), "search.num_trials=12"]) == 2
+    assert (f"the sweep's search.budget is spent ({spent} of {budget} steps)"
+            in capsys.readouterr().err)

@@ -82,6 +82,12 @@ def _extension(sweep: SweepDir, overrides: list[str], *, allow_space_change: boo
         raise UserError(f"search.num_trials = {cfg.search.num_trials}: adding trials on resume "
                         f"needs search.algorithm = optuna (this sweep uses "
                         f"{cfg.search.algorithm}). Fix: start a new sweep for more trials.")
+    budget = (sweep.status() or {}).get("budget") or {}
+    if budget and budget["spent"] >= budget["steps"]:
+        raise UserError(f"search.num_trials = {cfg.search.num_trials}: the sweep's "
+                        f"search.budget is spent ({budget['spent']} of {budget['steps']} "
+                        f"steps), so no added trial would start (a budget cannot change on "
+                        f"resume). Fix: start a new sweep with a larger search.budget.")
     started = sum(r["status"] != "lost" for r in sweep.leaderboard())
     if cfg.search.num_trials <= max(started, before.search.num_trials):
         raise UserError(f"search.num_trials = {cfg.search.num_trials}: the sweep already has "
