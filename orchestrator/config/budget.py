@@ -72,7 +72,7 @@ def parse_budget(value: Any) -> int:
 
 def stopping_rungs(grace: int, max_t: int, reduction_factor: float) -> list[float]:
     """ASHA's rungs below ``max_t`` (where it may stop a trial), lowest first."""
-    from .rules import asha_rungs
+    from .asha import asha_rungs
 
     if grace >= max_t:
         return []
