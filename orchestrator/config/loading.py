@@ -266,8 +266,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None, *,
     """Read, override and validate a sweep config, reporting every problem together.
 
     Returns:
-        The validated config and its :class:`SweepPlan` (the parsed search space, ASHA's
-        bounds, the mode, absolute data paths, the config file).
+        The validated config (``search.num_trials`` sized to ``search.budget`` when only the
+        budget is given) and its :class:`SweepPlan` (the parsed search space, ASHA's bounds,
+        the mode, absolute data paths, the config file, what the budget pays for).
 
     Raises:
         UserError: with every problem found.
