@@ -108,21 +108,22 @@ def compare_records(ours: dict[str, Any] | None, theirs: dict[str, Any] | None, 
         return None
 
 
-def _number(value: float, *, points: bool, sign: bool = False) -> str:
+def _number(value: float, *, points: bool, sign: bool = False, digits: int = 4) -> str:
     if points:
         return f"{value * 100:{'+' if sign else ''}.1f}"
-    return f"{value:{'+' if sign else ''}.4g}"
+    return f"{value:{'+' if sign else ''}.{digits}g}"
 
 
 def sentence(p: Paired, *, ours: str = "", theirs: str, share: bool = False) -> str:
-    """``price_mae: winner 36.27 vs constant answer 156.8: -120.5 (95 % CI -131.2 to -110.1)
-    over 80 items: better`` (``ours="winner"``). ``share``: the metric is a share (an
+    """``price_mae: winner 36.27 vs constant answer 156.8: -120.5 (95 % CI -131 to -110) over
+    80 items: better`` (``ours="winner"``). ``share``: the metric is a share (an
     accuracy), the difference is said in percentage points."""
     name = p.metric.removeprefix("task_")
     unit = " pts" if share else ""
     values = (f"{_number(p.ours, points=False)} vs {theirs} {_number(p.theirs, points=False)}")
     return (f"{name}: {(ours + ' ') if ours else ''}{values}: "
             f"{_number(p.difference, points=share, sign=True)}{unit} "
-            f"({p.confidence * 100:g} % CI {_number(p.low, points=share, sign=True)} to "
-            f"{_number(p.high, points=share, sign=True)}{unit}) over {p.items} items: "
+            f"({p.confidence * 100:g} % CI {_number(p.low, points=share, sign=True, digits=3)} "
+            f"to {_number(p.high, points=share, sign=True, digits=3)}{unit}) over {p.items} "
+            f"items: "
             f"{p.verdict}")
