@@ -47,7 +47,8 @@ def _number_items(spec: dict[str, Any], predictions: Sequence[str],
     for prediction, reference in zip(predictions, references):
         truth = extract_number(reference, pattern)
         if truth is None:  # not scored, as in trainables.scoring._number_stats
-            errors.append(None), hits.append(None), parsed.append(None)
+            for values in (errors, hits, parsed):
+                values.append(None)
             continue
         guess = extract_number(prediction, pattern)
         errors.append(abs((0.0 if guess is None else guess) - truth))
