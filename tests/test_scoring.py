@@ -110,10 +110,10 @@ def test_constant_answer_is_the_median_for_numbers_else_the_most_common():
 def test_distinct_and_collapse():
     got = score_all([PRICE], ["Price is $1.00"] * 9 + ["Price is $2.00"], ["x"] * 10)
     assert got["task_distinct"] == 2.0
-    assert collapsed(1, references=80, distinct_references=60)
-    assert not collapsed(12, references=80, distinct_references=60)
+    assert collapsed(1, distinct_references=60)
+    assert not collapsed(12, distinct_references=60)
     # References that are themselves a few labels: two distinct answers are not a collapse.
-    assert not collapsed(2, references=80, distinct_references=2)
+    assert not collapsed(2, distinct_references=2)
 
 
 def test_verdict_says_when_the_winner_only_learned_the_format():

@@ -55,7 +55,16 @@ def test_real_sweep_writes_the_contract(smoke_sweep, tiny_model_dir):
     baseline = json.loads((sweep / "baseline.json").read_text())
     best = json.loads((sweep / "best.json").read_text())
     assert set(best) == {"trial_id", "config", "metric", "mode", "value", "step",
-                         "checkpoint_path", "baseline_value"}
+                         "checkpoint_path", "baseline_value", "winner_rule", "runner_up"}
+    # The winner rule, and the runner-up beside the winner: a loss has no per-item values, so
+    # whether the two differ beyond noise is not known, and the sweep says so.
+    assert best["winner_rule"].startswith("the better mean eval_loss (lower is better)")
+    runner_up = best["runner_up"]
+    assert runner_up["trial_id"] != best["trial_id"] and runner_up["value"] >= best["value"]
+    assert runner_up["comparison"] is None and runner_up["within_noise"] is None
+    assert f"winner rule: {best['winner_rule']}." in out
+    assert (f"the runner-up, trial {runner_up['trial_id']} (eval_loss {runner_up['value']:.4g}), "
+            f"cannot be compared with the winner item by item") in out
     assert best["metric"] == "eval_loss" and best["mode"] == "min"
     assert best["config"]["training.learning_rate"] in (good, also_good)
     assert best["baseline_value"] == baseline["eval_loss"]

@@ -182,16 +182,45 @@ def test_constant_reference_and_verdict(task_sweep):
     best = json.loads((sweep / "best.json").read_text())
     verdict = best["verdict"]
     assert set(verdict["rows"]) == {"base model", "constant answer", "winner"}
-    mae = best["task_metrics"]["task_price_mae"]
-    loses = mae >= constant["metrics"]["task_price_mae"]
+    # Per-item values: the base model's and the constant answer's on the same items, and the
+    # winner's beside its best checkpoint (not in progress.csv); their means are the metrics.
+    items = Path(best["checkpoint_path"]) / "task_items.json"
+    winner_items = json.loads(items.read_text())
+    for kept, metrics in ((winner_items, best["task_metrics"]), (baseline["task_items"], baseline),
+                          (constant["task_items"], constant["metrics"])):
+        assert kept["digest"] == winner_items["digest"] and kept["items"] == baseline["task_samples"]
+        assert sum(kept["values"]["task_price_mae"]) / kept["items"] == pytest.approx(
+            metrics["task_price_mae"])
+    assert all("task_items" not in row for row in _progress(items.parent.parent))
+    # "Beats" is a paired comparison with its interval, printed; the custom scorer's metric has
+    # no per-item values, so it is compared by the means and the verdict says so.
+    against = {c["against"]: c for c in verdict["comparisons"]}
+    assert set(against) == {"constant answer", "base model"}
+    for comparison in against.values():
+        assert comparison["metric"] == "task_price_mae" and comparison["items"] == 24
+        assert comparison["low"] <= comparison["difference"] <= comparison["high"]
+        assert comparison["sentence"] in log and "95 % CI" in comparison["sentence"]
+    assert verdict["unpaired"] == ["task_score_answered"] and "compared by the means only" in log
+    loses = against["constant answer"]["verdict"] != "better"
     assert any("on task_price_mae" in w for w in verdict["warnings"]) == loses
-    # Losing is told apart: unreadable answers, or readable ones no better than the constant.
-    assert any(f"WARNING: {why}" in log and "on task_price_mae" in log
-               for why in ("only the format learned", "answers unparseable")) == loses
+    # Losing is told apart: unreadable answers, within noise of the constant, or no better.
     if loses:
         assert not verdict["beats_constant"]
         parsed = best["task_metrics"]["task_price_parsed"]
-        assert verdict["findings"][0] == ("answers_unparseable" if parsed < 0.5 else "format_only")
+        noise = against["constant answer"]["verdict"] == "not distinguishable"
+        assert verdict["findings"][0] == ("answers_unparseable" if parsed < 0.5 else
+                                          "not_distinguishable" if noise else "format_only")
+        assert any(f"WARNING: {why}" in log for why in (
+            "only the format learned", "answers unparseable",
+            "not distinguishable from a constant answer on task_price_mae"))
+    # The winner rule and the runner-up (the other finished trial), paired on the metric.
+    assert best["winner_rule"].startswith("the better mean task_price_mae")
+    runner_up = best["runner_up"]
+    assert runner_up["trial_id"] != best["trial_id"] and runner_up["value"] >= best["value"]
+    assert runner_up["comparison"]["items"] == 24
+    assert runner_up["within_noise"] == (runner_up["comparison"]["verdict"] == "not distinguishable")
+    assert f"winner rule: {best['winner_rule']}." in log
+    assert runner_up["comparison"]["sentence"] in log
     # TensorBoard: the constant answer is a run; the examples are text.
     assert any((sweep / "constant_answer").glob("events.out.tfevents.*"))
 
@@ -280,6 +309,8 @@ def _promote_twice(cli: ForkedCli, sweep: Path, env: dict, tmp_path: Path) -> No
     assert proc.returncode == 0, proc.stdout + proc.stderr
     card = (first / "promoted" / "README.md").read_text()
     assert "### Task metrics" in card and "constant answer" in card
+    assert "vs constant answer" in card and "95 % CI" in card and "winner rule: " in card
+    assert not (first / "promoted" / "task_items.json").exists()  # evidence, not the adapter
     # A challenger with another adapter: the winner's other kept checkpoint.
     second = tmp_path / "second"
     shutil.copytree(sweep, second)
@@ -299,7 +330,14 @@ def _promote_twice(cli: ForkedCli, sweep: Path, env: dict, tmp_path: Path) -> No
     assert "champion   task_price_mae" in out and "challenger task_price_mae" in out
     record = json.loads((second / "promotions.jsonl").read_text().splitlines()[-1])
     assert record["metric"] == "task_price_mae" and record["mode"] == "min"
-    wins = record["challenger_value"] < record["champion"]["value"]
+    # The gate is the paired comparison: better beyond noise on the same 24 items.
+    paired = record["paired"]
+    assert paired["items"] == 24 and paired["sentence"].startswith("price_mae: challenger ")
+    assert paired["ours"] == pytest.approx(record["challenger_value"])
+    assert paired["theirs"] == pytest.approx(record["champion"]["value"])
+    assert paired["sentence"] in out and "item by item" in record["reason"]
+    wins = (record["challenger_value"] < record["champion"]["value"]
+            and paired["verdict"] == "better")
     assert record["verdict"] == ("promoted" if wins else "kept champion")
     assert math.isfinite(record["champion"]["value"])
 
@@ -327,6 +365,7 @@ def test_report_shows_the_answers_and_loss_against_the_task_metric(task_sweep):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     page = (sweep / "report" / "report.html").read_text()
     assert "<h2>Task metrics</h2>" in page and "constant answer" in page
+    assert "vs constant answer" in page and "95 % CI" in page and "winner rule: " in page
     assert "The winner's answers" in page and "Price is $" in page
     assert (sweep / "report" / "loss_vs_task.png").is_file()
     assert "Eval loss against the task metric" in page

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import resource
@@ -10,6 +11,8 @@ import time
 from collections.abc import Callable
 
 from transformers import TrainerCallback
+
+from .items import ITEMS, ITEMS_FILE
 
 
 class TrainingDiverged(RuntimeError):
@@ -122,9 +125,17 @@ class ReportCallback(TrainerCallback):
             metrics["eval_samples"] = self.eval_size()
         if self.early is not None:
             metrics = self.early.adjust(metrics)
+        checkpoint = os.path.join(args.output_dir, f"checkpoint-{step}")
+        items = metrics.pop(ITEMS, None)
+        if items is not None and os.path.isdir(checkpoint):
+            # Each eval item's value travels with the checkpoint (Ray persists the folder), so
+            # a trial's best checkpoint can be compared item by item; the reports (progress.csv)
+            # stay one number per metric.
+            with open(os.path.join(checkpoint, ITEMS_FILE), "w") as f:
+                json.dump(items, f, separators=(",", ":"))
         self.history.append(metrics)
         self._eval, self._task = None, {}
-        self._report(metrics, os.path.join(args.output_dir, f"checkpoint-{step}"))
+        self._report(metrics, checkpoint)
 
 
 _HWM = "/proc/self/status"  # Linux: VmHWM, the peak resident set size, resettable

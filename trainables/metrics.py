@@ -30,9 +30,10 @@ TENSORBOARD_TAGS = {
 }
 
 # Keys named task_* that are not metrics of the answers (the examples and the label scorers'
-# confusion matrices are JSON text, the others bookkeeping); every other task_* key is a task metric (trainables/scoring.py).
+# confusion matrices are JSON text, task_items each eval item's values (trainables/items.py),
+# the others bookkeeping); every other task_* key is a task metric (trainables/scoring.py).
 TASK_BOOKKEEPING = ("task_examples", "task_seconds", "task_samples", "task_reference_distinct",
-                    "task_confusion")
+                    "task_confusion", "task_items")
 
 
 def is_task_metric(key: str) -> bool:

@@ -332,13 +332,24 @@ def constant_reference(specs: Sequence[dict[str, Any]], completions: Sequence[st
     return {"metrics": metrics, "answers": answers}
 
 
-def collapsed(distinct: float | None, *, references: int, distinct_references: int) -> bool:
-    """Whether the answers collapsed to a few values: fewer distinct answers than a tenth of
-    the eval prompts (at least 3), where the references themselves are more varied."""
+# Answers collapse below this share of the references' own distinct values.
+COLLAPSE_SHARE = 0.2
+
+
+def collapse_floor(distinct_references: int) -> int:
+    """The fewest distinct answers that are not a collapse, judged against the references' own
+    number of distinct values (not the number of prompts: 80 references with 5 distinct labels
+    are well answered with 5): a fifth of theirs, at least 2 where they have 2 or more. So 6
+    distinct answers where the references have 70 is a collapse, 14 is not; one label
+    answered everywhere where the references have 3 is, two labels are not."""
+    return min(distinct_references, max(2, math.ceil(COLLAPSE_SHARE * distinct_references)))
+
+
+def collapsed(distinct: float | None, *, distinct_references: int) -> bool:
+    """Whether the answers collapsed to a few values (:func:`collapse_floor`)."""
     if distinct is None or not math.isfinite(distinct):
         return False
-    floor = min(distinct_references, max(3, math.ceil(0.1 * references)))
-    return distinct < floor
+    return distinct < collapse_floor(distinct_references)
 
 
 NO_LABEL = "(none)"  # a prediction (or reference) that starts with none of the labels

@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from .early_eval import subset_indices
+from .items import ITEMS, record
 from .scoring import confusions, load_function, pick_examples, score_all, unpack_sources
 
 EXAMPLES = "task_examples"  # the reported (prompt, reference, prediction) triples, as JSON text
@@ -132,7 +133,8 @@ class TaskEval:
                 model.train()
 
     def evaluate(self, model) -> dict[str, Any]:
-        """Task metrics of ``model`` on the subset, with a few examples and the time taken.
+        """Task metrics of ``model`` on the subset, with a few examples, the per-item values
+        (``trainables.items``, under ``task_items``) and the time taken.
 
         Raises:
             trainables.scoring.ScorerError: a custom scorer failed.
@@ -150,6 +152,9 @@ class TaskEval:
         matrices = confusions(scorers, predictions, self.references)
         if matrices:  # per-label accuracy for status and the report; a few counts
             metrics[CONFUSION] = json.dumps(matrices)
+        # Each item's value, for paired comparisons; a trial writes it beside its checkpoint
+        # (trainables/callbacks.py), never into its reports.
+        metrics[ITEMS] = record(scorers, predictions, self.references)
         metrics[SECONDS] = time.monotonic() - started
         return metrics
 

@@ -334,17 +334,32 @@ def _eval_metrics(trainer, task: dict[str, Any] | None = None, *,
         "eval_samples": len(trainer.eval_dataset),
     }
     if task:
-        from .scoring import constant_reference, normalize
+        from .scoring import constant_reference, normalize, scorer_name
         from .task_eval import TaskEval
 
         judge = TaskEval(task, trainer.eval_dataset, trainer.processing_class)
         out.update(judge.evaluate(trainer.model))
         out["task_samples"] = len(judge.references)
         if constant:
+            from .items import ITEMS, record
+
             out["task_reference_distinct"] = len({normalize(r) for r in judge.references})
-            out["constant_reference"] = constant_reference(
-                task["scorers"], training_completions(spec), judge.references)
+            reference = constant_reference(task["scorers"], training_completions(spec),
+                                           judge.references)
+            # The constant answers' per-item values, on the same items as every trial's.
+            answers = reference["answers"]
+            reference[ITEMS] = _merge_items([
+                record([s], [answers[scorer_name(s)]] * len(judge.references), judge.references)
+                for s in task["scorers"]])
+            out["constant_reference"] = reference
     return out
+
+
+def _merge_items(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """One per-item record from several over the same items (one per scorer)."""
+    merged = dict(records[0]) if records else {}
+    merged["values"] = {k: v for r in records for k, v in r["values"].items()}
+    return merged
 
 
 def training_completions(spec: TrialSpec) -> list[str]:

@@ -339,7 +339,9 @@ class PromoteSection(Section):
     min_improvement: float | str = Field(
         0.0, description="How much the sweep's winner must beat the adapter already in the repo "
         "(on the sweep's eval data and metric): a number is absolute (0.02), a percentage "
-        "relative ('2%'). The winner must beat it strictly in any case.")
+        "relative ('2%'). The winner must beat it strictly in any case, and on a task metric with "
+        "per-item values beyond noise (a paired comparison over the eval items, its 95 % CI "
+        "clear of 0).")
 
     @field_validator("repo_id")
     @classmethod

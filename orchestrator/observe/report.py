@@ -181,8 +181,11 @@ def _task_html(sweep: SweepDir, data: dict[str, Any]) -> str:
     table = _table(["", *[m.removeprefix("task_") for m in metrics]],
                    [("best" if name == "winner" else "baseline",
                      [name, *[fmt(values[m]) for m in metrics]]) for name, values in rows.items()])
-    warnings_html = "".join(f'<p class="note"><b>Warning:</b> {html.escape(w)}</p>'
-                            for w in verdict["warnings"])
+    from .verdict import comparison_lines, conclusion
+
+    said = comparison_lines(verdict) + [c for c in [conclusion(verdict)] if c]
+    warnings_html = (_list(said) + "".join(f'<p class="note"><b>Warning:</b> {html.escape(w)}</p>'
+                                           for w in verdict["warnings"]))
     at_best = next((h for h in sweep.history(best["trial_id"]) if h["step"] == best["step"]), {})
     examples = json.loads(at_best.get("task_examples") or "[]")
     sample = ""
@@ -196,6 +199,18 @@ def _task_html(sweep: SweepDir, data: dict[str, Any]) -> str:
             f"answers to the eval prompts, scored against the references. The constant answer "
             f"is what a model that learned only the answers' format and distribution "
             f"scores.</p>\n{sample}")
+
+
+def _list(lines: list[str]) -> str:
+    return ("<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>\n"
+            if lines else "")
+
+
+def _winner_html(sweep: SweepDir) -> str:
+    """The runner-up against the winner (paired, where it can be) and the winner rule."""
+    from .winner import lines
+
+    return _list(lines(sweep.best or {}))
 
 
 def _labels_html(views: dict[str, Any]) -> str:
@@ -263,7 +278,7 @@ def render_html(sweep: SweepDir, data: dict[str, Any], figures: list[Figure], ou
 model's row is the same evaluation before fine-tuning. "stopped early at step N": ASHA stopped
 the trial at its rung of N steps. "vs base": the change from the base model: in percentage points for an accuracy (a share of
 the eval items), else relative.</p>
-{_task_html(sweep, data)}
+{_winner_html(sweep)}{_task_html(sweep, data)}
 {chr(10).join(sections)}
 <p class="note">Written by <code>qlora-sweep report</code> from {html.escape(sweep.where)}.</p>
 </body></html>

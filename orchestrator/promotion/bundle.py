@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from trainables.items import ITEMS_FILE
 from trainables.spec import TrialSpec
 
 from ..sweepdir.folder import SweepDir
@@ -29,9 +30,10 @@ from ..sweepdir.names import PROMOTED
 from ..sweepdir.results import strict_dumps
 from ..config.plan import SweepPlan
 
-# Training state in a checkpoint that does not belong in a published adapter.
+# Training state (and the evaluation's per-item values) in a checkpoint that does not belong
+# in a published adapter.
 TRAINING_STATE = ("optimizer.pt", "scheduler.pt", "scaler.pt", "trainer_state.json",
-                  "training_args.bin", "README.md")
+                  "training_args.bin", "README.md", ITEMS_FILE)
 
 
 def _publishable(name: str) -> bool:
@@ -72,6 +74,8 @@ def summary(sweep: SweepDir, spec: TrialSpec, derived: SweepPlan,
             "adapter_sha256": adapter_sha256,
             "task": best.get("task_metrics") or {},
             "verdict": best.get("verdict"),
+            "winner_rule": best.get("winner_rule"),
+            "runner_up": best.get("runner_up"),
         },
         "baseline": sweep.baseline,
         "trials": sweep.leaderboard(),

@@ -235,10 +235,18 @@ def _task_section(facts: dict[str, Any]) -> str:
         ["**this adapter**", *[rows["winner"][m] for m in metrics]],
         ["base model without adapter", *[rows["base model"][m] for m in metrics]],
         [constant, *[rows["constant answer"][m] for m in metrics]]])
+    from ..observe.verdict import comparison_lines, conclusion
+    from ..observe.winner import lines
+
+    said = [*comparison_lines(verdict), *[c for c in [conclusion(verdict)] if c],
+            *lines({"metric": facts["sweep"]["metric"], **winner})]
+    bullets = "".join(f"- {line}\n" for line in said)
     notes = "".join(f"\n> **Warning:** {w}\n" for w in verdict["warnings"])
     return (f"\n### Task metrics\n\nGreedy answers to {samples or 'the'} eval prompts, scored "
             f"against the references; the constant answer is what a model that learned only "
-            f"the answers' format and distribution would score.\n\n{table}\n{notes}")
+            f"the answers' format and distribution would score. \"Beats\" is a paired "
+            f"comparison over the same eval items (a bootstrap of the per-item differences, "
+            f"95 % confidence interval).\n\n{table}\n\n{bullets}{notes}")
 
 
 def _quant(quant: dict[str, Any]) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import sys
 import time
@@ -22,6 +21,7 @@ from typing import Any
 from trainables.spec import TrialSpec
 
 from ..config.schema import REPO_ID_RULE, parse_improvement, valid_repo_id
+from .gate import decide, judge  # noqa: F401  (judge: the means-only rule, also public here)
 from ..errors import UserError
 from ..sweepdir.folder import SweepDir, open_sweep
 from ..sweepdir.names import PROMOTIONS, SWEEP_YAML
@@ -57,22 +57,6 @@ def _eval_gpu(gpu: float | str) -> float:
     if ray is not None and ray.is_initialized():
         return 1.0 if ray.cluster_resources().get("GPU", 0) else 0.0
     return 0.0
-
-
-def judge(challenger: float, champion: float, *, mode: str, min_improvement: float | str
-          ) -> tuple[bool, str]:
-    """Whether the challenger wins, and the sentence that says why."""
-    threshold, kind = parse_improvement(min_improvement)
-    gain = (champion - challenger) if mode == "min" else (challenger - champion)
-    relative = gain / abs(champion) if champion else math.inf
-    needed = (f"{threshold:.2%} relative" if kind == "relative" else f"{threshold:g} absolute")
-    achieved = relative if kind == "relative" else gain
-    # "at least": an improvement equal to the bar clears it, also when float rounding of
-    # champion - challenger lands a hair below it (1.0 - 0.9 < 0.1)
-    wins = gain > 0 and (achieved >= threshold or math.isclose(achieved, threshold,
-                                                                 rel_tol=1e-9, abs_tol=1e-12))
-    return wins, (f"improvement {gain:+.4g} ({relative:+.2%}); required: better by at least "
-                  f"{needed}")
 
 
 def _same_base(ours: dict[str, Any], theirs: dict[str, Any] | None) -> bool:
@@ -298,10 +282,14 @@ def _against_champion(sweep, hub, bundle: Path, summary: dict, spec: TrialSpec, 
                                    "sweep": (champion_summary or {}).get("sweep", {}).get("name"),
                                    "trial_id": (champion_summary or {}).get("winner", {}).get("trial_id")},
                          challenger_value=challenger_value)
-            wins, reason = judge(challenger_value, champion_value, mode=mode,
-                                 min_improvement=min_improvement)
+            wins, reason, paired = decide(challenger, champion, metric=metric, mode=mode,
+                                          min_improvement=min_improvement,
+                                          share=sweep.share and metric == sweep.metric)
             log.info(f"  champion   {metric} {champion_value:.4f}")
             log.info(f"  challenger {metric} {challenger_value:.4f} (trial {best['trial_id']})")
+            if paired is not None:
+                entry["paired"] = paired
+                log.info(f"  {paired['sentence']}")
     if "challenger_value" not in entry:
         entry["challenger_value"] = best["value"] if metric == sweep.metric else None
     verdict = "promote" if wins else "keep the champion"

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainables.items import ITEMS
 from trainables.spec import TrialSpec
 
 from ..config.preflight import preflight_report, require_local_fit
@@ -27,8 +28,8 @@ from ..config.plan import SweepPlan
 from ..config.schema import SweepConfig
 from ..errors import INTERRUPTED_EXIT, RUNTIME_EXIT, UserError
 from ..sweepdir.remote import Mirror
-from ..sweepdir.results import (best_record, is_share, render_table, trial_rows, vs_base,
-                                write_json, write_leaderboard)
+from ..sweepdir.results import (best_record, is_share, render_table, trial_rows, usable_rows,
+                                vs_base, write_json, write_leaderboard)
 from .cluster import check_cluster
 from .ray_session import init_ray, quiet_ray_output
 from ..sweepdir.names import BEST, LEADERBOARD
@@ -201,17 +202,23 @@ def finish(cfg: SweepConfig, derived: SweepPlan, results, *, sweep_dir: Path,
     if best is None:
         log.info(f"no trial produced a usable {metric}; see the errors above and in {sweep_dir}")
         return RUNTIME_EXIT
+    from ..observe import winner
     from ..observe.verdict import judge, render
 
+    usable = usable_rows(rows, metric=metric)
     verdict = judge(winner=best.get("task_metrics") or {}, baseline=baseline,
                     scorers=[s.model_dump() for s in cfg.evaluation.scorers],
-                    confusion=best.get("confusion"))
+                    confusion=best.get("confusion"), items=usable[0].get(ITEMS))
     if verdict is not None:
         best["verdict"] = verdict
+    best["winner_rule"] = winner.rule_text(metric, mode)
+    best["runner_up"] = winner.runner_up(usable, metric=metric, mode=mode, share=share)
     write_json(sweep_dir / BEST, best)
     log.info(f"best trial {best['trial_id']}: {metric} {best['value']:.4f} at step {best['step']} "
              f"(base model {_number(best['baseline_value'])}, "
              f"{vs_base(best['value'], best['baseline_value'], share=share)})")
+    for line in winner.lines(best):
+        log.info(line)
     if verdict is not None:
         log.info("")
         log.info("task metrics on the eval prompts (what the models answer):")

@@ -13,6 +13,7 @@ from typing import Any
 
 from search_spaces.domains import short_name
 from trainables.checkpoints import corrupt_names
+from trainables.items import ITEMS, read_beside
 from trainables.metrics import SEARCH_VALUE, is_task_metric
 
 
@@ -119,7 +120,7 @@ def trial_rows(results, *, metric: str, mode: str, max_steps: int,
         if not history and df is not None and SEARCH_VALUE in df.columns:
             subset = [float(v) for v in df[SEARCH_VALUE]
                       if v is not None and math.isfinite(float(v))]
-        checkpoint, at = None, {}
+        checkpoint, at, items = None, {}, None
         ranked = {int(m.get("step") or 0): (c, m) for c, m in (result.best_checkpoints or [])
                   if m.get(metric) is not None and math.isfinite(float(m[metric]))
                   and _usable(c)}
@@ -127,6 +128,9 @@ def trial_rows(results, *, metric: str, mode: str, max_steps: int,
         if chosen:
             best_ckpt, at = ranked[chosen[1]]
             checkpoint = _location(best_ckpt)
+            # Each eval item's value at that checkpoint, for paired comparisons (None: the
+            # evaluation did not generate, or a sweep from before they were kept).
+            items = read_beside(best_ckpt.filesystem, best_ckpt.path)
         row = {"trial_id": trial_id, "status": status}
         row.update({k: (result.config or {}).get(k) for k in searched})
         row.update({f"best_{metric}": best_value, "best_step": best_step, "steps_run": steps_run,
@@ -134,7 +138,7 @@ def trial_rows(results, *, metric: str, mode: str, max_steps: int,
                     # The checkpoint's own evaluation: the best one unless storage.max_gb
                     # stopped checkpoints before the trial's best step.
                     "checkpoint_value": at.get(metric), "checkpoint_step": at.get("step"),
-                    "subset_value": better(subset) if subset else None})
+                    "subset_value": better(subset) if subset else None, ITEMS: items})
         at_best = at
         if not at_best and best_step is not None and df is not None:
             at_best = df[df["step"] == best_step].iloc[-1].to_dict()
@@ -169,12 +173,18 @@ def write_leaderboard(rows: list[dict], path: Path, *, metric: str, searched: li
         writer.writerows(rows)
 
 
+def usable_rows(rows: list[dict], *, metric: str) -> list[dict]:
+    """The rows a winner can be picked from, best first: trials that did not error, with a
+    value and a usable best checkpoint."""
+    return [r for r in rows if r["status"] != "errored" and r[f"best_{metric}"] is not None
+            and r["checkpoint_path"]]
+
+
 def best_record(rows: list[dict], *, metric: str, mode: str, searched: list[str],
                 baseline: dict | None) -> dict | None:
     """The best trial that did not error, with its best checkpoint (not its last); ``value``
     and ``step`` are that checkpoint's."""
-    usable = [r for r in rows if r["status"] != "errored" and r[f"best_{metric}"] is not None
-              and r["checkpoint_path"]]
+    usable = usable_rows(rows, metric=metric)
     if not usable:
         return None
     top = usable[0]  # rows are sorted best-first
