@@ -32,12 +32,18 @@ class SearchRecipe:
     def sampler_for(self, seed: int, num_trials: int):
         import optuna
 
+        import warnings
+
         n = self.startup(num_trials)
-        if self.sampler == "gp":
-            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=n)
-        return optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=n, multivariate=self.multivariate,
-            group=self.group and self.multivariate, constant_liar=self.constant_liar)
+        # Optuna marks multivariate, group, constant_liar and GPSampler experimental (a
+        # warning each time one is made): the recipe is chosen and measured, not a user's choice
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if self.sampler == "gp":
+                return optuna.samplers.GPSampler(seed=seed, n_startup_trials=n)
+            return optuna.samplers.TPESampler(
+                seed=seed, n_startup_trials=n, multivariate=self.multivariate,
+                group=self.group and self.multivariate, constant_liar=self.constant_liar)
 
 
 RAY_DEFAULT = SearchRecipe("tpe-ray", fidelity=False)
