@@ -96,6 +96,7 @@ def replay(cfg, plan, lookup: Lookup, *, seed: int | None, max_spent: int, concu
     from ray.tune.search import SearchGenerator, Searcher
     from ray.tune.search.util import _set_search_properties_backwards_compatible as set_props
 
+    from orchestrator.run.budget import with_budget
     from orchestrator.run.tuner import param_space, scheduler, search_alg
 
     rank = plan.rank_key
@@ -107,6 +108,7 @@ def replay(cfg, plan, lookup: Lookup, *, seed: int | None, max_spent: int, concu
         search = search_alg(cfg, sweep_dir=tmp, concurrency=concurrency, name="replay",
                             rank_key=rank, searched=bool(plan.domains), max_t=plan.max_t,
                             recipe=recipe, storage=optuna.storages.InMemoryStorage())
+        search = with_budget(search, budget=cfg.search.budget)  # as build_tuner wraps it
         if isinstance(search, Searcher):
             search = SearchGenerator(search)
         experiment = Experiment(name="replay", run=_nothing, config=space,

@@ -9,7 +9,7 @@ project's own search stack (benchmarks/replay_engine.py: the searcher, ASHA and 
 ``qlora-sweep run`` builds) on the table's recorded curves (benchmarks/curve_table.py; a
 finished sweep dir works as a table too). Replay k of every arm uses ``search.seed = k`` and
 draws recorded seeds with seed k; each runs until its steps spent reach 4 x ``--budget``
-(default: the demo's ``num_trials x max_steps``). No arm gets the config's
+(default: the config's ``search.budget``, else its ``num_trials x max_steps``). No arm gets the config's
 ``search.initial_points`` (prior knowledge) unless the arm says so.
 
 Per arm, over the replays (the value is the config's ``search.metric``; lower or higher is
@@ -148,11 +148,15 @@ def run_arms(args) -> dict:
         base = [f"search.num_trials={args.max_trials}", "search.initial_points=[]"]
         cfg, plan = load(args.config, base + overrides)
         metric, sign = cfg.search.metric, (1.0 if plan.mode == "min" else -1.0)
-        budget = args.budget or cfg.training.max_steps * load(args.config, [])[0].search.num_trials
+        demo = load(args.config, [])[0].search
+        budget = args.budget or demo.budget or cfg.training.max_steps * demo.num_trials
         top5, best, n = targets(tbl, metric, sign)
         outcomes, began = [], time.perf_counter()
         for k in range(args.replays):
-            cfg_k = cfg.model_copy(update={"search": cfg.search.model_copy(update={"seed": k})})
+            # every arm runs to 4 x budget (its figures are read off the curve), whatever
+            # search.budget the config has
+            cfg_k = cfg.model_copy(update={"search": cfg.search.model_copy(
+                update={"seed": k, "budget": None})})
             outcomes.append(replay(cfg_k, plan, lookup, seed=k, max_spent=4 * budget,
                                    concurrency=args.concurrency,
                                    recipe=RECIPES[recipe] if recipe else None))
@@ -214,9 +218,9 @@ def render(out: dict, summary: dict, args) -> str:
                   "steps to within 2 % of the best", f"best {out['metric']} at 1x / 2x / 4x",
                   "paired: >= random at 1x", "signed-rank p", "trials"], rows)
     body += (f"\n\n{args.replays} replays per arm on `{args.table}` ({out['configs']} "
-             f"configurations, {out['runs']} recorded runs); 2 trials at a time; budget "
-             f"{out['budget']} training steps (the demo's num_trials x max_steps), replays run to "
-             f"4x. Top 5 %: {out['metric']} {out['top5']:g} (configurations ranked by their "
+             f"configurations, {out['runs']} recorded runs); {args.concurrency} trials at a time; "
+             f"budget {out['budget']} training steps (the config's search.budget, else "
+             f"num_trials x max_steps), replays run to 4x. Top 5 %: {out['metric']} {out['top5']:g} (configurations ranked by their "
              f"seed-0 best); the table's best: {out['best']:g}. Steps counted as "
              f"benchmarks/search_efficiency.py counts them (at each report, the sum over trials "
              f"of the latest step each reported). \"vs random\": median steps to the top 5 % "
@@ -234,7 +238,8 @@ def main() -> None:
                         help="comma-separated arm names (default: all but gp): " +
                         "; ".join(f"{k}: {v[0]}" for k, v in ARMS.items()))
     parser.add_argument("--budget", type=int, default=None,
-                        help="training steps (default: the config's num_trials x max_steps)")
+                        help="training steps (default: the config's search.budget, else its "
+                        "num_trials x max_steps)")
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--max-trials", type=int, default=1000,
                         help="search.num_trials of the replayed sweeps (the budget ends them)")
