@@ -8,8 +8,9 @@ loop on a simulated clock:
 
 * up to ``concurrency`` trials run at once; a free slot asks the search algorithm for its next
   trial (``next_trial``), as Tune does;
-* a trial's configuration is mapped to the nearest recorded configuration
-  (:func:`distance`), and one of that configuration's recorded seeds is drawn for it; the trial
+* a trial's configuration, completed with the config's own value of each table setting the
+  sweep does not search (:func:`fixed_settings`), is mapped to the nearest recorded
+  configuration (:func:`distance`), and one of that configuration's recorded seeds is drawn for it; the trial
   then "reports" the recorded evaluations at the recorded training times, in time order with
   the other running trials;
 * each report goes through the scheduler (ASHA's decision) and then, unless ASHA stopped the
@@ -72,6 +73,29 @@ class Lookup:
     def nearest(self, proposed: dict) -> int:
         return min(self.configs, key=lambda c: (distance(proposed, self.configs[c][0].settings), c))
 
+    def keys(self) -> set[str]:
+        """The settings the table's configurations vary (its search-space columns)."""
+        return {k for runs in self.configs.values() for k in runs[0].settings}
+
+
+def fixed_settings(cfg, plan, keys) -> dict:
+    """The config's own value of each table setting the sweep does not search: a proposal
+    maps to the recorded configuration nearest *all* its settings (a space that fixes
+    ``lora.alpha_ratio`` at 2 is not looked up among every recorded ratio)."""
+    from trainables.lora import lora_alpha
+
+    out = {}
+    for key in keys:
+        if key in plan.domains:
+            continue
+        section, _, name = key.partition(".")
+        value = getattr(getattr(cfg, section, None), name, None)
+        if key == "lora.alpha_ratio" and cfg.lora.alpha is not None:
+            value = lora_alpha(cfg.lora.model_dump()) / cfg.lora.r  # alpha fixed: its ratio
+        if value is not None:
+            out[key] = value
+    return out
+
 
 @dataclass
 class Outcome:
@@ -120,6 +144,7 @@ def replay(cfg, plan, lookup: Lookup, *, seed: int | None, max_spent: int, concu
         asha.set_search_properties(rank, plan.mode, **experiment.public_spec)
         search.add_configurations([experiment])
         return _loop(search, asha, lookup, TrialScheduler, rank=rank, metric=metric,
+                     fixed=fixed_settings(cfg, plan, lookup.keys()),
                      rng=None if seed is None else random.Random(seed), max_spent=max_spent,
                      concurrency=concurrency)
 
@@ -128,7 +153,7 @@ def _nothing(config):  # the trainable Tune's experiment names; a replay never r
     raise RuntimeError("a replay trains nothing")
 
 
-def _loop(search, asha, lookup: Lookup, TrialScheduler, *, rank: str, metric: str,
+def _loop(search, asha, lookup: Lookup, TrialScheduler, *, rank: str, metric: str, fixed: dict,
           rng: random.Random | None, max_spent: int, concurrency: int) -> Outcome:
     clock, events, running = 0.0, [], {}
     latest: dict[str, int] = {}
@@ -139,7 +164,7 @@ def _loop(search, asha, lookup: Lookup, TrialScheduler, *, rank: str, metric: st
             trial = search.next_trial()
             if trial is None:
                 break
-            config = lookup.nearest({k: v for k, v in trial.config.items()})
+            config = lookup.nearest({**fixed, **trial.config})
             runs = lookup.configs[config]
             run = rng.choice(runs) if rng else min(runs, key=lambda r: r.seed)
             asha.on_trial_add(None, trial)
@@ -176,14 +201,14 @@ def _loop(search, asha, lookup: Lookup, TrialScheduler, *, rank: str, metric: st
     return Outcome(curve, [tuple(t) for t in trials])
 
 
-def table_trainable(config: dict, lookup: Lookup, metric: str, rank: str):
+def table_trainable(config: dict, lookup: Lookup, metric: str, rank: str, fixed: dict):
     """A Ray Tune trainable that trains nothing: it reports the recorded evaluations of the
     configuration nearest ``config`` (its lowest seed), one ``tune.report`` per evaluation."""
     from ray import tune
 
     import time
 
-    runs = lookup.configs[lookup.nearest(config)]
+    runs = lookup.configs[lookup.nearest({**fixed, **config})]
     run = min(runs, key=lambda r: r.seed)
     started = time.time()  # the order trials started in (Ray's trial ids are not ordered)
     for i, step in enumerate(run.steps):
@@ -205,7 +230,8 @@ def through_ray(cfg, plan, lookup: Lookup, *, root: str) -> list[tuple[int, int,
     spec = preflight(cfg, plan)
     started = init_ray(None)
     try:
-        trainable = tune.with_parameters(table_trainable, lookup=lookup,
+        fixed = fixed_settings(cfg, plan, lookup.keys())
+        trainable = tune.with_parameters(table_trainable, lookup=lookup, fixed=fixed,
                                          metric=cfg.search.metric, rank=plan.rank_key)
         sweep_dir = f"{root}/through-ray"
         import os
@@ -216,7 +242,7 @@ def through_ray(cfg, plan, lookup: Lookup, *, root: str) -> list[tuple[int, int,
         grid = tuner.fit()
         out = []
         for result in sorted(grid, key=lambda r: r.metrics_dataframe["started_at"].min()):
-            config = lookup.nearest(dict(result.config))
+            config = lookup.nearest({**fixed, **result.config})
             runs = lookup.configs[config]
             frame = result.metrics_dataframe
             out.append((config, min(r.seed for r in runs), int(frame["step"].max())))

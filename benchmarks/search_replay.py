@@ -59,6 +59,10 @@ ARMS = {
                    "tpe-multivariate"),
     "tpe-mv-rf3": ("the same, ASHA reduction factor 3", ["scheduler.reduction_factor=3"],
                    "tpe-multivariate"),
+    "tpe-mv-g120": ("the same, ASHA grace 120 (one rung)", ["scheduler.grace_period=120"],
+                    "tpe-multivariate"),
+    "tpe-mv-full": ("multivariate TPE + constant liar, every trial to max_steps",
+                    ["scheduler.type=none"], "tpe-multivariate"),
     "gp": ("Optuna's GPSampler + ASHA, told pruned/best", [], "gp"),
     # search_space: auto (the model's prior: LR range and initial points) in place of the
     # config's space; no search.initial_points of the config's, so auto's come from the prior
@@ -66,6 +70,11 @@ ARMS = {
              ["search_space=auto"], "tpe-multivariate"),
     "auto-random-asha": ("search_space: auto + random search + ASHA (the same initial points)",
                          ["search_space=auto", "search.algorithm=random"], None),
+    "auto-full": ("search_space: auto + multivariate TPE, every trial to max_steps",
+                  ["search_space=auto", "scheduler.type=none"], "tpe-multivariate"),
+    "auto-random": ("search_space: auto + random search, every trial to max_steps",
+                    ["search_space=auto", "search.algorithm=random", "scheduler.type=none"],
+                    None),
 }
 DEFAULT_ARM = "tpe-mv"
 
