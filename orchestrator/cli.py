@@ -94,8 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true",
                    help="load the repo's current adapter even if it is stored only as a pickle "
                         "(adapter_model.bin), which can run code; only for repos you trust")
-    text = ("complete prompts with an adapter (a promoted bundle, a sweep's checkpoint folder or "
-            "a Hub repo) on its base model, in its training prompt format; the model is loaded "
+    text = ("complete prompts with an adapter (a sweep dir's winner, a promoted bundle, a "
+            "sweep's checkpoint folder or a Hub repo) on its base model, in its training prompt format; the model is loaded "
             "once. One prompt: the completion is printed; several (or --file): one JSON line "
             "{prompt, completion} each")
     p = sub.add_parser("generate", help=text, description=text)
