@@ -27,16 +27,19 @@ PROMPTS = [json.loads(line)["prompt"]
 
 
 def _runner_up_checkpoint(sweep: Path) -> Path:
-    """The last checkpoint of a completed trial other than the winner."""
-    best = json.loads((sweep / "best.json").read_text())["trial_id"]
+    """The best checkpoint of the best trial with other settings than the winner's (Optuna may
+    repeat the winner's settings, and the same settings train the same adapter)."""
+    best = json.loads((sweep / "best.json").read_text())
     status = json.loads((sweep / "status.json").read_text())
-    for trial in status["trials"]:
-        if trial["status"] == "completed" and trial["trial_id"] != best:
-            found = sorted((sweep / f"trial_{trial['trial_id']}").glob("checkpoint_*/"
-                                                                       "adapter_config.json"))
-            if found:
-                return found[-1].parent
-    raise AssertionError(f"the smoke sweep has no completed runner-up with a checkpoint: {status}")
+    others = [t for t in status["trials"]
+              if t["config"] != best["config"] and t["best_value"] is not None]
+    sign = 1 if status.get("mode", "min") == "min" else -1
+    for trial in sorted(others, key=lambda t: sign * t["best_value"]):
+        found = sorted((sweep / f"trial_{trial['trial_id']}").glob(
+            "checkpoint_*/adapter_config.json"))
+        if found:
+            return found[-1].parent
+    raise AssertionError(f"the smoke sweep has no runner-up with a checkpoint: {status}")
 
 
 @pytest.fixture(scope="module")
@@ -206,9 +209,16 @@ def test_sigterm_stops_serve_and_its_ray(served):
     assert server.proc.returncode == 0, err[-3000:]
     assert "Traceback" not in err and "SIGTERM received" not in err, err[-3000:]
     assert out == "", out  # its one line was read at start; nothing after it
+    def alive(proc) -> bool:
+        try:
+            return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    assert server.children  # Ray's processes were seen, so the check is not vacuous
     deadline = time.monotonic() + 60
-    while any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in server.children):
-        assert time.monotonic() < deadline, [p for p in server.children if p.is_running()]
+    while any(alive(p) for p in server.children):
+        assert time.monotonic() < deadline, [p for p in server.children if alive(p)]
         time.sleep(0.5)
 
 

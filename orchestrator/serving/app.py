@@ -66,6 +66,9 @@ class OpenAIServer:
 
     def __init__(self, model_settings: dict[str, Any], served: "list[Served]", *,
                  max_tokens_limit: int):
+        from trainables.compat.ray_private import serve_grpc_on_loopback
+
+        serve_grpc_on_loopback()  # a local Ray listens on loopback only, this replica too
         self.engine = Engine(model_settings, served)
         self.served = served
         self.limit = max_tokens_limit

@@ -70,8 +70,14 @@ def run_serve(source: str, *, name: str, adapters: list[str], host: str, port: i
         return 0
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # The app is deleted (its replica stopped), not all of Serve: on a cluster this joined,
+        # Serve may hold other apps; a Ray this command started goes with Serve's controller
+        # and proxy. (serve.shutdown() would kill the controller while Ray still retries its
+        # graceful_shutdown task, and Ray prints that failure on stdout.)
         try:
-            serve.shutdown()
+            serve.delete(APP_NAME)
+        except Exception as err:  # noqa: BLE001 - the error that got here matters more
+            logging.getLogger(__name__).debug("serve.delete failed: %s", err)
         finally:
             if started:
                 ray.shutdown()
