@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -79,15 +80,16 @@ def test_the_winner_served_answers_as_generate_and_the_sweep_did(smol_sweep, smo
     server = start_server(str(smol_sweep), "--name", "winner")
     try:
         client = OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=300)
-        answers = []
-        for prompt in prompts:
-            reply = client.chat.completions.create(
-                model="winner", messages=[{"role": "user", "content": prompt}],
-                max_tokens=MAX_NEW_TOKENS)
-            answers.append(reply.choices[0].message.content)
-        base = client.chat.completions.create(
-            model="base", messages=[{"role": "user", "content": "What is the capital of France?"}],
-            max_tokens=12).choices[0].message.content
+
+        def ask(model_prompt):
+            model, prompt = model_prompt
+            return client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": prompt}],
+                max_tokens=MAX_NEW_TOKENS).choices[0].message.content
+
+        asks = [("winner", p) for p in prompts] + [("base", "What is the capital of France?")]
+        with ThreadPoolExecutor(len(asks)) as pool:  # concurrent: batched, base among them
+            *answers, base = pool.map(ask, asks)
     finally:
         stop(server.proc)
     assert answers == expected
