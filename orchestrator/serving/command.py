@@ -8,6 +8,7 @@ import json
 import logging
 import signal
 import socket
+import sys
 import time
 import urllib.request
 
@@ -63,7 +64,9 @@ def run_serve(source: str, *, name: str, adapters: list[str], host: str, port: i
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         url = _deploy(serve, ray, model, served, host=host, port=port, limit=max_tokens_limit)
-        print(f"serving {url} (models: {', '.join(s.name for s in served)})", flush=True)
+        # The command's one line of data (a script reads the URL from it): stdout itself.
+        sys.stdout.write(f"serving {url} (models: {', '.join(s.name for s in served)})\n")
+        sys.stdout.flush()
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
