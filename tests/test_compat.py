@@ -43,6 +43,15 @@ def test_the_cluster_config_getter_and_the_loopback_switch():
     assert cluster_config() is None  # no Ray running: no GCS, no config
 
 
+def test_a_serve_replica_binds_its_grpc_server_through_the_patched_helper():
+    """``serve_grpc_on_loopback`` swaps the helper the replica calls after its constructor."""
+    from ray.serve._private import replica
+
+    assert callable(replica.add_port_to_grpc_server)
+    source = inspect.getsource(replica.Replica._on_initialized)
+    assert 'add_port_to_grpc_server(self._server, "[::]:0")' in source
+
+
 def test_a_cluster_address_resolves_as_ray_init_resolves_it(monkeypatch):
     from trainables.compat.ray_private import bootstrap_address
 

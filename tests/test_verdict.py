@@ -298,3 +298,26 @@ def test_model_card_states_what_was_scored_and_the_winning_task_metric():
                               scheduler="asha"), repo_id=None, curve=False)
     assert "4 trials searched by optuna with asha early stopping" in many
     assert "`eval.jsonl`, 49 examples scored of its 54 rows" in many
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "table"])
+def test_status_to_a_reader_that_closed_the_pipe_ends_quietly(tmp_path, fmt):
+    """``status --format csv | (exec 0<&-; sleep 1)``: the reader closes the pipe before the
+    first write. The data is written to stdout itself (not through a logger), so the broken
+    pipe ends the command quietly, without a "Logging error" traceback."""
+    import os
+    import subprocess
+    import sys
+
+    sweep = _hand_made_sweep(tmp_path, references=["positive"], predictions=["positive"],
+                             base=0.0)
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the command writes
+    try:
+        proc = subprocess.run([sys.executable, "-m", "orchestrator", "status", str(sweep),
+                               "--format", fmt], stdout=write, stderr=subprocess.PIPE,
+                              text=True, timeout=120, cwd=Path(__file__).resolve().parent.parent)
+    finally:
+        os.close(write)
+    assert proc.stderr == "", proc.stderr
+    assert proc.returncode == 1  # the data did not reach anyone

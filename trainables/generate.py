@@ -35,6 +35,22 @@ def format_prompt(tokenizer, prompt: str, *, data_format: str, prompt_suffix: st
     return prompt if prompt.endswith(prompt_suffix) else prompt + prompt_suffix
 
 
+def adapter_tokenizer(model_settings: dict[str, Any], adapter_dir: str | os.PathLike):
+    """The tokenizer saved with the adapter (as trained, chat template included), else the base
+    model's; a missing pad token is the end-of-sequence token."""
+    from transformers import AutoTokenizer
+
+    from .model import load_tokenizer
+
+    adapter_dir = Path(adapter_dir)
+    if any((adapter_dir / f).is_file() for f in TOKENIZER_FILES):
+        tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return tokenizer
+    return load_tokenizer(model_settings)
+
+
 def generate(model_settings: dict[str, Any], adapter_dir: str | os.PathLike,
              prompts: list[str], *, data_format: str = "prompt_completion",
              prompt_suffix: str = "", max_new_tokens: int = 64) -> list[str]:
@@ -42,18 +58,12 @@ def generate(model_settings: dict[str, Any], adapter_dir: str | os.PathLike,
     texts in order."""
     import torch
     from peft import PeftModel
-    from transformers import AutoTokenizer
 
-    from .model import load_base_model, load_tokenizer, quiet_transformers
+    from .model import load_base_model, quiet_transformers
 
     quiet_transformers()
     adapter_dir = Path(adapter_dir)
-    if any((adapter_dir / f).is_file() for f in TOKENIZER_FILES):
-        tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-    else:
-        tokenizer = load_tokenizer(model_settings)
+    tokenizer = adapter_tokenizer(model_settings, adapter_dir)
     base = load_base_model(model_settings, for_training=False)
     model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
     model.eval()

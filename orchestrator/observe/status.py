@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import logging
 import os
 import socket
 import sys
@@ -22,7 +21,6 @@ from ..sweepdir.results import (points_change, relative_change, render_table, st
                                 task_values, vs_base)
 from ..sweepdir.folder import SweepDir, open_sweep
 
-log = logging.getLogger(__name__)
 
 
 FORMATS = ("table", "json", "csv")
@@ -223,6 +221,11 @@ def _text(sweep: SweepDir, data: dict[str, Any], searched: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _write(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
 def show_status(path: str, *, fmt: str = "table", watch: bool = False,
                 interval: float = 10.0) -> int:
     """Print the status once, or with ``watch`` every ``interval`` seconds until the sweep ends."""
@@ -235,12 +238,15 @@ def show_status(path: str, *, fmt: str = "table", watch: bool = False,
                 raise
             data = None
         if data is not None:
+            # The status is the command's data: written to stdout itself, not logged, so a
+            # reader that closes the pipe ends the command quietly (the CLI catches the
+            # BrokenPipeError) instead of surfacing in a logging handler.
             if watch and sys.stdout.isatty():
-                log.info("\x1b[2J\x1b[H" + render(sweep, data, fmt))
+                _write("\x1b[2J\x1b[H" + render(sweep, data, fmt))
             else:
-                log.info(render(sweep, data, fmt))
+                _write(render(sweep, data, fmt))
             if not watch or data["state"] != "running":
                 return 0
             if not sys.stdout.isatty():
-                log.info("")
+                _write("")
         time.sleep(interval)

@@ -16,7 +16,9 @@ from ..sweepdir.names import PROMOTED, SWEEP_YAML
 
 def locate_adapter(adapter: str, *, revision: str | None = None,
                    allow_pickle: bool = False) -> Path:
-    """A folder with the adapter's files: the local path given, or a download from the Hub.
+    """A folder with the adapter's files: the local path given (a sweep dir: its promoted
+    bundle, else its winner's best checkpoint, as ``best.json`` names it), or a download from
+    the Hub.
 
     An adapter whose weights are only a pickle (``adapter_model.bin``) is refused unless
     ``allow_pickle``; from the Hub, no pickle is downloaded unless ``allow_pickle``.
@@ -26,12 +28,18 @@ def locate_adapter(adapter: str, *, revision: str | None = None,
     """
     local = Path(adapter).expanduser()
     if local.exists():
-        if (local / SWEEP_YAML).is_file() and (local / PROMOTED).is_dir():
-            local = local / PROMOTED
+        if (local / SWEEP_YAML).is_file():  # a sweep dir: its bundle, else its winner
+            if (local / PROMOTED).is_dir():
+                local = local / PROMOTED
+            else:
+                from ..sweepdir.folder import open_sweep
+
+                local = open_sweep(local).best_checkpoint()
         if not (local / "adapter_config.json").is_file():
             raise UserError(f"ADAPTER {adapter}: not an adapter (no adapter_config.json in it). "
-                            f"Fix: give a promoted bundle (SWEEP_DIR/promoted, written by "
-                            f"`qlora-sweep promote`), a checkpoint folder, or a Hub repo id.")
+                            f"Fix: give a sweep dir, a promoted bundle (SWEEP_DIR/promoted, "
+                            f"written by `qlora-sweep promote`), a checkpoint folder, or a Hub "
+                            f"repo id.")
         check_adapter_weights((f.name for f in local.iterdir()), str(local),
                               allow_pickle=allow_pickle)
         return local

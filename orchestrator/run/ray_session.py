@@ -94,8 +94,9 @@ def reachable(address: str, *, timeout: float = 5.0) -> None:
                         f"reach it.") from None
 
 
-def init_ray(address: str | None) -> bool:
-    """Connect to (or start) Ray; returns whether this call started it.
+def init_ray(address: str | None, *, log_to_driver: bool = True) -> bool:
+    """Connect to (or start) Ray; returns whether this call started it. ``log_to_driver``
+    False keeps what Ray's workers print in Ray's log files (``serve``: its console is its URL).
 
     Raises:
         UserError: ``address`` (or ``RAY_ADDRESS``) names a cluster that does not answer.
@@ -116,7 +117,8 @@ def init_ray(address: str | None) -> bool:
 
             keep_loopback_node_ip()
         reachable(address)
-        ray.init(address=address, runtime_env=_runtime_env(), logging_level=logging.WARNING)
+        ray.init(address=address, runtime_env=_runtime_env(), logging_level=logging.WARNING,
+                 log_to_driver=log_to_driver)
     else:
         # "local": a new Ray on this machine, even when a `ray start` cluster runs here
         # (joining one is --address / RAY_ADDRESS), listening on loopback only.
@@ -125,7 +127,8 @@ def init_ray(address: str | None) -> bool:
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
             logging.ERROR)
         ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False,
-                 runtime_env=_runtime_env(), logging_level=logging.WARNING)
+                 runtime_env=_runtime_env(), logging_level=logging.WARNING,
+                 log_to_driver=log_to_driver)
     return True
 
 

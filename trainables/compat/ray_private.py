@@ -91,6 +91,37 @@ def keep_loopback_node_ip() -> None:
         raise ChangedAPI("ray._private.ray_constants.ENABLE_RAY_CLUSTER", err) from err
 
 
+def serve_grpc_on_loopback() -> None:
+    """In a Ray Serve replica on a node whose IP is 127.0.0.1 (a local Ray kept on loopback):
+    make the replica's inter-deployment gRPC server listen on 127.0.0.1 instead of every
+    interface. On any other node nothing changes (replicas of other nodes must reach it).
+
+    Relies on: ``ray.serve._private.replica.add_port_to_grpc_server``, which
+    ``Replica._on_initialized`` calls with ``"[::]:0"`` after the deployment's constructor has
+    run (2.60); this is called from that constructor. Ray 2.60 has no setting for the address.
+    """
+    import ray
+
+    if ray.util.get_node_ip_address() != "127.0.0.1":
+        return
+    try:
+        from ray.serve._private import replica
+
+        original = replica.add_port_to_grpc_server
+    except (ImportError, AttributeError) as err:
+        raise ChangedAPI("ray.serve._private.replica.add_port_to_grpc_server", err) from err
+    if getattr(original, "loopback_only", False):
+        return
+
+    def on_loopback(server, address: str):
+        if address.startswith("[::]:"):
+            address = "127.0.0.1:" + address.removeprefix("[::]:")
+        return original(server, address)
+
+    on_loopback.loopback_only = True
+    replica.add_port_to_grpc_server = on_loopback
+
+
 def asha_bracket(asha):
     """The one bracket of an ``ASHAScheduler`` made with ``brackets=1``, whose
     ``on_result(trial, step, signed value)`` fills its rungs.
