@@ -96,9 +96,11 @@ def test_auto_on_the_builtin_model(tmp_path):
     cfg, plan = _load(tmp_path, search_space="auto", training=LONG, search={"num_trials": 12})
     hidden = tiny_llama.RECIPE["hidden_size"]
     centre = _round3(5e-5 * 10 * (2000 / hidden) ** 0.781)
-    # the demo's known-good learning rate (examples/demo_cpu.yaml's initial point) is 3e-3
-    demo = yaml.safe_load((EXAMPLES / "demo_cpu.yaml").read_text())
-    known_good = demo["search"]["initial_points"][0]["training.learning_rate"]
+    # the demo's known-good learning rate (the smoke sweep's good one, and the demo's
+    # hand-written initial point before search_space: auto) is 3e-3
+    from .conftest import SMOKE_LR
+
+    known_good = SMOKE_LR["good"]
     assert centre / 2 < known_good < centre * 2 and 2.5e-3 < centre < 3.5e-3
     lr = plan.domains["training.learning_rate"]
     assert (lr.kind, lr.low, lr.high) == ("loguniform", _round3(centre / 4), _round3(centre * 4))

@@ -82,7 +82,7 @@ def test_several_problems_in_one_report(capsys, tmp_path):
 
 def test_valid_config_passes(capsys):
     code, out = run_main(capsys, "validate", "examples/demo_cpu.yaml")
-    assert code == 0 and "valid" in out and "targets attention: q_proj" in out
+    assert code == 0 and "valid" in out and "targets all-linear: q_proj" in out
 
 
 def test_impossible_resources_fail_fast_and_write_nothing(capsys, tmp_path):
