@@ -11,9 +11,8 @@ finished sweep dir works as a table too). Replay k of every arm uses ``search.se
 draws recorded seeds with seed k; each runs until its steps spent reach 4 x ``--budget``
 (default: the config's ``search.budget``, else its ``num_trials x max_steps``). No arm gets the config's
 ``search.initial_points`` (prior knowledge); the arms that do not name a space search
-``--space`` (default ``cpu-demo``, the demo's hand-written space before ``search_space:
-auto``), and the ``auto`` arms ``search_space: auto``, whose initial points come from the
-model's prior.
+``--space`` (default: the config's own space; the demo's is the ``cpu-demo`` preset), and the
+``auto`` arms ``search_space: auto``, whose initial points come from the model's prior.
 
 Per arm, over the replays (the value is the config's ``search.metric``; lower or higher is
 better by its mode):
@@ -79,7 +78,7 @@ ARMS = {
                     ["search_space=auto", "search.algorithm=random", "scheduler.type=none"],
                     None),
 }
-DEFAULT_ARM = "auto"  # what examples/demo_cpu.yaml searches with: its space, recipe and ASHA
+DEFAULT_ARM = "random-asha"  # what examples/demo_cpu.yaml searches with
 
 
 def load(config: Path, overrides: list[str]):
@@ -158,7 +157,7 @@ def run_arms(args) -> dict:
     for label in args.arms:
         _, overrides, recipe = ARMS[label]
         base = [f"search.num_trials={args.max_trials}", "search.initial_points=[]"]
-        if not any(o.startswith("search_space=") for o in overrides):
+        if args.space and not any(o.startswith("search_space=") for o in overrides):
             base.append(f"search_space={args.space}")  # the arms that do not name their own
         cfg, plan = load(args.config, base + overrides)
         metric, sign = cfg.search.metric, (1.0 if plan.mode == "min" else -1.0)
@@ -255,10 +254,9 @@ def main() -> None:
                         help="training steps (default: the config's search.budget, else its "
                         "num_trials x max_steps)")
     parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--space", default="cpu-demo",
+    parser.add_argument("--space", default=None,
                         help="the search space (a preset) of the arms that do not name their own "
-                        "(default: cpu-demo, the demo's hand-written space before "
-                        "search_space: auto); the auto arms search_space: auto")
+                        "(default: the config's own); the auto arms search search_space: auto")
     parser.add_argument("--max-trials", type=int, default=1000,
                         help="search.num_trials of the replayed sweeps (the budget ends them)")
     parser.add_argument("--json", action="store_true", help="print one JSON summary line")

@@ -44,27 +44,35 @@ def report(smoke_sweep) -> Path:
     return path
 
 
-def _finished_in_study(sweep: Path) -> int:
-    """Trials the sweep's Optuna study holds as COMPLETE (those ASHA stopped are PRUNED)."""
+def _finished_in_study(sweep: Path) -> tuple[int, bool]:
+    """Trials the sweep's Optuna study holds as COMPLETE (those ASHA stopped are PRUNED), and
+    whether a searched setting took more than one value among them."""
     import optuna
 
     from orchestrator.run.tuner import optuna_storage
 
     storage = optuna_storage(str(sweep))
     (name,) = optuna.get_all_study_names(storage)
-    return sum(t.state == optuna.trial.TrialState.COMPLETE
-               for t in optuna.load_study(study_name=name, storage=storage).trials)
+    done = [t for t in optuna.load_study(study_name=name, storage=storage).trials
+            if t.state == optuna.trial.TrialState.COMPLETE]
+    varied = any(len({str(t.params.get(k)) for t in done}) > 1 for k in done[0].params) \
+        if done else False
+    return len(done), varied
 
 
 def test_report_writes_html_and_plots(report, smoke_sweep):
     page = report.read_text()
     plots = list(PLOTS)
-    # Optuna's importances are computed over finished trials only: with fewer than three
-    # (which ASHA's timing decides in the smoke sweep), the page says why there is none
-    if _finished_in_study(smoke_sweep.path) < 3:
-        plots.remove("importances.png")
-        assert not (report.parent / "importances.png").exists()
-        assert "needs at least 3 completed trials" in page
+    # Optuna's importances and parallel coordinates are drawn over finished trials only:
+    # with fewer than three (two) of them (which ASHA's timing decides in the smoke sweep),
+    # the page says why there is none
+    finished, varied = _finished_in_study(smoke_sweep.path)
+    for name, needs in (("importances.png", 3), ("parallel_coordinates.png", 2)):
+        if finished < needs or not varied:
+            plots.remove(name)
+            assert not (report.parent / name).exists()
+            assert (f"needs at least {needs} completed trials" in page if finished < needs
+                    else "no searched setting took more than one value" in page)
     for name in plots:
         image = _png(report.parent / name)
         assert image.shape[0] > 200 and image.shape[1] > 400, name

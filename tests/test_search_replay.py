@@ -80,7 +80,9 @@ def test_search_replay_prints_one_summary_line(smoke_sweep):
     assert proc.returncode == 0, proc.stderr[-3000:]
     (line,) = proc.stdout.strip().splitlines()
     summary = json.loads(line)
-    assert summary["default"] == "tpe-mv" and summary["replays"] == 4
+    from benchmarks.search_replay import DEFAULT_ARM
+
+    assert summary["default"] == DEFAULT_ARM and summary["replays"] == 4
     assert set(summary["arms"]) == {"random", "random-asha", "tpe-ray", "tpe-mv"}
     for arm in summary["arms"].values():
         assert 0 <= arm["share_at_least_random"] <= 1 and 0 <= arm["p_better_than_random"] <= 1
