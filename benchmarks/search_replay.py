@@ -157,6 +157,8 @@ def run_arms(args) -> dict:
     for label in args.arms:
         _, overrides, recipe = ARMS[label]
         base = [f"search.num_trials={args.max_trials}", "search.initial_points=[]"]
+        if recipe is not None:  # an Optuna recipe, whatever algorithm the config names
+            base.append("search.algorithm=optuna")
         if args.space and not any(o.startswith("search_space=") for o in overrides):
             base.append(f"search_space={args.space}")  # the arms that do not name their own
         cfg, plan = load(args.config, base + overrides)
