@@ -57,6 +57,6 @@ RECIPES = {r.name: r for r in [
 ]}
 # The TPE recipe that did best on the replay benchmark (docs/benchmarks.md, "Search replay"):
 # 0.80 of random search's median compute to the top 5 %, at least as good as random at the
-# demo's budget in 74 % of paired replays (random search + ASHA did better still: the demo
+# demo's budget in 68 % of paired replays (random search + ASHA did better still: the demo
 # uses search.algorithm: random).
 DEFAULT = RECIPES["tpe-multivariate-startup8"]
