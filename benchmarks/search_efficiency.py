@@ -312,10 +312,9 @@ def main() -> None:
                 "points",
         DEFAULTS: "QLoRA defaults: r 64, alpha 16, dropout 0.1, lr 2e-4, all linear layers, one "
                   "run",
-        DEMO: "the demo as shipped: examples/demo_cpu.yaml (search_space: auto with its "
-              "initial points from the prior, the project's default search recipe, ASHA, "
-              "search.budget set to the budget, which sizes its trials), also stopped once its "
-              "reported steps reach the budget",
+        DEMO: "the demo as shipped: examples/demo_cpu.yaml (its search space, algorithm, "
+              "ASHA and initial points as they are; search.budget set to the budget, which "
+              "sizes its trials), also stopped once its reported steps reach the budget",
     }
     body += (f"\n\nRanked by {metric}. Budget {args.budget} training steps per arm, counted "
              f"offline from every trial's reports in time order; {args.max_steps} steps per "
