@@ -65,7 +65,6 @@ ARMS = {
                     "tpe-multivariate"),
     "tpe-mv-full": ("multivariate TPE + constant liar, every trial to max_steps",
                     ["scheduler.type=none"], "tpe-multivariate"),
-    "gp": ("Optuna's GPSampler + ASHA, told pruned/best", [], "gp"),
     # search_space: auto (the model's prior: LR range and initial points) in place of the
     # config's space; no search.initial_points of the config's, so auto's come from the prior
     "auto": ("search_space: auto + multivariate TPE + ASHA (its 3 initial points from the prior)",
@@ -249,8 +248,8 @@ def main() -> None:
     parser.add_argument("--table", type=Path, default=ROOT / "benchmarks/tables/demo_curves.csv")
     parser.add_argument("--config", type=Path, default=ROOT / "examples/demo_cpu.yaml")
     parser.add_argument("--replays", type=int, default=50)
-    parser.add_argument("--arms", default=",".join(a for a in ARMS if a != "gp"),
-                        help="comma-separated arm names (default: all but gp): " +
+    parser.add_argument("--arms", default=",".join(ARMS),
+                        help="comma-separated arm names (default: all): " +
                         "; ".join(f"{k}: {v[0]}" for k, v in ARMS.items()))
     parser.add_argument("--budget", type=int, default=None,
                         help="training steps (default: the config's search.budget, else its "

@@ -17,7 +17,6 @@ class SearchRecipe:
     # FidelityOptunaSearch: ASHA's stops told as PRUNED, finished trials by their best value;
     # False: Ray's OptunaSearch (every trial COMPLETE with its last value)
     fidelity: bool = True
-    sampler: str = "tpe"  # tpe | gp
     multivariate: bool = False  # TPE: one joint density over all settings
     group: bool = False  # TPE multivariate: split by the settings each trial has
     constant_liar: bool = False  # TPE: running trials count as bad, so parallel ones differ
@@ -30,17 +29,15 @@ class SearchRecipe:
         return max(2, min(5, num_trials // 3))
 
     def sampler_for(self, seed: int, num_trials: int):
-        import optuna
-
         import warnings
 
+        import optuna
+
         n = self.startup(num_trials)
-        # Optuna marks multivariate, group, constant_liar and GPSampler experimental (a
-        # warning each time one is made): the recipe is chosen and measured, not a user's choice
+        # Optuna marks multivariate, group and constant_liar experimental (a warning each time
+        # one is made): the recipe is chosen and measured, not a user's choice
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            if self.sampler == "gp":
-                return optuna.samplers.GPSampler(seed=seed, n_startup_trials=n)
             return optuna.samplers.TPESampler(
                 seed=seed, n_startup_trials=n, multivariate=self.multivariate,
                 group=self.group and self.multivariate, constant_liar=self.constant_liar)
@@ -53,7 +50,6 @@ RECIPES = {r.name: r for r in [
     SearchRecipe("tpe-multivariate", multivariate=True, group=True, constant_liar=True),
     SearchRecipe("tpe-multivariate-startup8", multivariate=True, group=True,
                  constant_liar=True, n_startup=8),
-    SearchRecipe("gp", sampler="gp"),
 ]}
 # The TPE recipe that did best on the replay benchmark (docs/benchmarks.md, "Search replay"):
 # 0.80 of random search's median compute to the top 5 %, at least as good as random at the
